@@ -1,0 +1,1 @@
+"""minkms: a clustered, MinIO KMS compatible Key Management Service on Twisted."""

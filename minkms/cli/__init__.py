@@ -1,0 +1,1 @@
+"""The minkms command line."""

@@ -1,0 +1,1 @@
+"""A pure Raft consensus core: no Twisted, no clock, no sockets."""

@@ -1,0 +1,1 @@
+"""A deterministic, seeded simulator of whole clusters (core + state machine + fake network/disk/clock)."""

@@ -1,0 +1,1 @@
+"""Sealed on-disk storage: record encoding (pure) and the volume file (Deferred writes)."""
