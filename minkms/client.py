@@ -1,0 +1,185 @@
+"""
+A minkms client, shared by the C{minkms} CLI and the tests.
+
+It speaks what kms-go speaks: HTTPS with the API key's self-signed
+certificate as client certificate, framed commands on C{/v1/kms}, JSON or
+protobuf error bodies.  Servers come from C{MINIO_KMS_SERVER} (a comma
+list; the next one is tried when one cannot be reached), the key from
+C{MINIO_KMS_API_KEY}.
+"""
+
+import io
+import os
+from urllib.parse import quote
+
+from twisted.internet import defer, error as ierror
+from twisted.web import client as webclient
+from twisted.web.http_headers import Headers
+
+from minkms.apikey import APIKey, APIKeyError
+from minkms.tls import ClientTLS
+from minkms.wire import errors as wire_errors
+from minkms.wire import frames
+from minkms.wire.commands import BY_CODE
+
+DEFAULT_SERVER = "https://localhost:7373"
+OCTET_STREAM = b"application/octet-stream"
+
+
+class ClientError(Exception):
+    """A problem on the client side: bad settings, or no server reachable."""
+
+
+def parse_servers(text: str) -> list[str]:
+    """C{MINIO_KMS_SERVER}'s comma list as C{host:port} endpoints."""
+    servers = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        for prefix in ("https://", "http://"):
+            if item.startswith(prefix):
+                item = item[len(prefix):]
+        item = item.rstrip("/")
+        if ":" not in item.rsplit("]", 1)[-1]:
+            item += ":7373"
+        servers.append(item)
+    if not servers:
+        raise ClientError("no server: set MINIO_KMS_SERVER, e.g. https://localhost:7373")
+    return servers
+
+
+def load_api_key(text: str | None) -> APIKey | None:
+    """Parse an API key given on the command line or in the environment."""
+    if not text:
+        return None
+    try:
+        return APIKey.parse(text)
+    except APIKeyError as e:
+        raise ClientError(str(e)) from None
+
+
+_TRANSPORT_ERRORS = (
+    ierror.ConnectError,
+    ierror.ConnectionLost,
+    ierror.ConnectionClosed,
+    ierror.TimeoutError,
+    webclient.ResponseNeverReceived,
+    webclient.RequestTransmissionFailed,
+)
+
+
+def _reason(failure_or_error) -> str:
+    e = failure_or_error
+    if isinstance(e, (webclient.ResponseNeverReceived, webclient.RequestTransmissionFailed)):
+        reasons = getattr(e, "reasons", [])
+        if reasons:
+            return _reason(reasons[0].value)
+    if isinstance(e, ierror.ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, ierror.DNSLookupError):
+        return "host not found"
+    if isinstance(e, ierror.TimeoutError):
+        return "timed out"
+    text = str(e).strip() or type(e).__name__
+    if "certificate verify failed" in text or "CERTIFICATE_VERIFY_FAILED" in text:
+        return "server certificate not trusted (use -k/--insecure for self-signed certificates)"
+    return text.splitlines()[0]
+
+
+class KMSClient:
+    """
+    An asynchronous client for one cluster.
+
+    @ivar servers: C{host:port} endpoints, tried in order on transport errors.
+    """
+
+    def __init__(self, reactor, servers, api_key: APIKey | None = None, insecure=False,
+                 ca_certificates=None, timeout: float = 30.0) -> None:
+        self.servers = list(servers)
+        self.api_key = api_key
+        self._reactor = reactor
+        self._pool = webclient.HTTPConnectionPool(reactor, persistent=True)
+        self._pool.maxPersistentPerHost = 16
+        self._agent = webclient.Agent(
+            reactor,
+            contextFactory=ClientTLS(api_key, insecure=insecure, ca_certificates=ca_certificates),
+            connectTimeout=timeout,
+            pool=self._pool,
+        )
+        self._timeout = timeout
+
+    @classmethod
+    def from_environment(cls, reactor, api_key: str | None = None, insecure=False,
+                         servers: str | None = None, environ=os.environ) -> "KMSClient":
+        """A client configured like the C{minkms} CLI: flags, then environment."""
+        servers = servers or environ.get("MINIO_KMS_SERVER") or DEFAULT_SERVER
+        key = api_key if api_key is not None else environ.get("MINIO_KMS_API_KEY")
+        return cls(reactor, parse_servers(servers), load_api_key(key), insecure=insecure)
+
+    def close(self):
+        """Close idle connections (a Deferred)."""
+        return self._pool.closeCachedConnections()
+
+    async def request(self, method: bytes, path: str, body: bytes | None = None,
+                      host: str | None = None, accept: bytes = b"application/*"):
+        """
+        Send one request; on a transport error try the next server (unless
+        C{host} pins one).
+
+        @return: C{(status, content_type, body)}.
+        @raise ClientError: when no server could be reached.
+        """
+        targets = [host] if host else self.servers
+        errors = []
+        for target in targets:
+            url = f"https://{target}{path}".encode("utf-8")
+            headers = Headers({b"accept": [accept]})
+            producer = None
+            if body is not None:
+                headers.addRawHeader(b"content-type", OCTET_STREAM)
+                producer = webclient.FileBodyProducer(io.BytesIO(body))
+            try:
+                d = self._agent.request(method, url, headers, producer)
+                d.addTimeout(self._timeout, self._reactor)
+                response = await d
+                data = await webclient.readBody(response)
+            except _TRANSPORT_ERRORS as e:
+                errors.append(f"https://{target}: {_reason(e)}")
+                continue
+            except defer.CancelledError:
+                errors.append(f"https://{target}: timed out")
+                continue
+            ctype = response.headers.getRawHeaders(b"content-type", [b""])[0]
+            return response.code, ctype, data
+        raise ClientError("cannot reach " + "; ".join(errors))
+
+    async def send(self, code: int, messages: list, enclave: str = "", host: str | None = None) -> list:
+        """
+        Send framed commands and decode the response frames.
+
+        @raise KMSError: the server's error (status and canonical text).
+        """
+        path = "/v1/kms"
+        if enclave:
+            path += "/" + quote(enclave, safe="")
+        body = frames.encode_request(code, messages)
+        status, ctype, data = await self.request(b"POST", path, body, host=host)
+        if status != 200:
+            raise wire_errors.parse_error(status, ctype.decode("latin-1"), data)
+        if BY_CODE[code].response is None:
+            return []
+        return frames.decode_response(code, data)
+
+    async def call(self, code: int, message, enclave: str = "", host: str | None = None):
+        """Send one command and return its one response (or None for writes)."""
+        replies = await self.send(code, [message], enclave=enclave, host=host)
+        return replies[0] if replies else None
+
+    async def get(self, path: str, host: str | None = None, accept: bytes = OCTET_STREAM):
+        """A plain C{GET}; raises the server's error on a non-200 status."""
+        status, ctype, data = await self.request(b"GET", path, host=host, accept=accept)
+        if status != 200:
+            raise wire_errors.parse_error(status, ctype.decode("latin-1"), data)
+        return data
+

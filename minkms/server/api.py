@@ -1,0 +1,231 @@
+"""
+The HTTP API: a C{twisted.web} resource tree (spec section 3).
+
+Every response body is complete bytes with a C{Content-Length} and no
+content encoding: kms-go refuses bodies of unknown length.  Errors are
+C{application/json} C{{"message": ...}} with the exact canonical texts.
+"""
+
+import time
+from urllib.parse import unquote
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import server
+from twisted.web.resource import Resource
+
+from minkms import version
+from minkms.errors import ErrPermission, KMSError, bad_request, internal, not_found
+from minkms.server import dispatch
+from minkms.server.http import caller_identity, send_error, send_ok
+from minkms.wire import frames, jsonfmt
+from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import SCOPE_CLUSTER
+
+log = Logger()
+
+CLUSTER_NODE_COMMANDS = frozenset({1, 2, 3, 4, 5, 6})
+OCTET_STREAM = b"application/octet-stream"
+
+
+class APIResource(Resource):
+    """
+    A resource whose errors are JSON error bodies: unknown children are
+    404 and unsupported methods 405, like every other API error.
+    """
+
+    def getChild(self, path, request):
+        return _NotFound()
+
+    def render(self, request):
+        method = request.method.decode("ascii", "replace")
+        if getattr(self, "render_" + method, None) is None:
+            return send_error(request, KMSError(405, f"method {method} not allowed"))
+        return super().render(request)
+
+
+class _NotFound(Resource):
+    isLeaf = True
+
+    def render(self, request):
+        return send_error(request, not_found("no such API endpoint"))
+
+
+class VersionResource(APIResource):
+    """C{GET /version}: unauthenticated, protobuf or proto-JSON by C{Accept}."""
+
+    isLeaf = True
+
+    def __init__(self, host: str) -> None:
+        super().__init__()
+        self._message = pb.VersionResponse(
+            Version=version.VERSION,
+            Commit=version.COMMIT,
+            APIVersion=version.API_VERSION,
+            Host=host,
+            FIPS140=False,
+        )
+
+    def render_GET(self, request):
+        return send_message(request, self._message)
+
+
+def send_message(request, message) -> bytes:
+    """Answer with C{message} as protobuf or proto-JSON, as C{Accept} asks."""
+    accept = request.getHeader(b"accept") or b""
+    if jsonfmt.negotiate(accept.decode("latin-1")) == "protobuf":
+        return send_ok(request, message.SerializeToString(deterministic=True), OCTET_STREAM)
+    return send_ok(request, jsonfmt.to_json(message), b"application/json")
+
+
+class LiveResource(APIResource):
+    """C{GET /v1/health/live}: 200 whenever the process serves HTTP."""
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        return send_ok(request, b"", b"application/json")
+
+
+class ReadyResource(APIResource):
+    """
+    C{GET /v1/health/ready[?write]}: 200 if this node can serve reads, or
+    with C{?write}, if the cluster can commit writes; 503 otherwise.
+    """
+
+    isLeaf = True
+
+    def __init__(self, node) -> None:
+        super().__init__()
+        self._node = node
+
+    def render_GET(self, request):
+        write = b"write" in request.args
+        if self._node.ready(write):
+            return send_ok(request, b"", b"application/json")
+        what = "writes" if write else "reads"
+        return send_error(request, KMSError(503, f"node is not ready for {what}"))
+
+
+class KMSResource(APIResource):
+    """
+    C{POST /v1/kms[/{enclave}]}: the framed command protocol (spec section 4).
+
+    Reads run on the local applied state; writes are prepared here (checked,
+    key material generated), replicated through the node, and answered once
+    applied on this node.
+    """
+
+    isLeaf = True
+
+    def __init__(self, node, sysadmin: str, clock=time) -> None:
+        super().__init__()
+        self._node = node
+        self._sysadmin = sysadmin
+        self._clock = clock
+
+    def render_POST(self, request):
+        try:
+            enclave = _enclave_of(request)
+            decoded = frames.decode_request(request.content.read())
+            command = decoded[0][0]
+            ctx = dispatch.CallContext(
+                caller=caller_identity(request),
+                enclave=enclave,
+                sysadmin=self._sysadmin,
+                now_ns=self._clock.time_ns(),
+            )
+            if command.code in CLUSTER_NODE_COMMANDS:
+                return self._cluster(request, ctx, command, decoded[0][1])
+            if not command.write:
+                state = self._node.state
+                replies = [
+                    dispatch.execute_read(state, ctx, command, message)
+                    for _, message in decoded
+                ]
+                return send_ok(request, frames.encode_response(command.code, replies), OCTET_STREAM)
+            prepared = dispatch.prepare_write(self._node.state, ctx, command, decoded[0][1])
+        except KMSError as e:
+            return send_error(request, e)
+        d = self._node.propose(prepared.encode())
+        d.addCallback(_raise_result_error)
+        d.addCallback(lambda _: frames.encode_response(command.code, [None]))
+        return _finish_later(request, d)
+
+    def _cluster(self, request, ctx, command, message):
+        if ctx.enclave:
+            raise bad_request(f"{command.name} is a cluster command: send it without an enclave")
+        if not ctx.caller or ctx.caller != self._sysadmin:
+            raise ErrPermission
+        if command.code == 3:
+            d = self._node.cluster_status()
+            d.addCallback(lambda status: frames.encode_response(3, [status]))
+        else:
+            d = defer.maybeDeferred(self._node.cluster_command, command, message)
+            d.addCallback(lambda _: frames.encode_response(command.code, [None]))
+        return _finish_later(request, d)
+
+
+def _raise_result_error(result):
+    error = dispatch.result_error(result)
+    if error is not None:
+        raise error
+    return result
+
+
+def _finish_later(request, d):
+    """Send C{d}'s body (or error) when it fires; tolerate a gone client."""
+
+    def ok(body):
+        if not request._disconnected:
+            request.write(send_ok(request, body, OCTET_STREAM))
+            request.finish()
+
+    def failed(failure):
+        if failure.check(KMSError):
+            error = failure.value
+        else:
+            log.failure("request failed", failure)
+            error = internal("internal server error")
+        if not request._disconnected:
+            request.write(send_error(request, error))
+            request.finish()
+
+    d.addCallbacks(ok, failed)
+    return server.NOT_DONE_YET
+
+
+def _enclave_of(request) -> str:
+    """
+    The enclave named by the path: C{/v1/kms} and C{/v1/kms/} name none,
+    C{/v1/kms/NAME} names NAME (percent-decoded).
+    """
+    rest = request.postpath
+    if not rest or rest == [b""]:
+        return ""
+    if len(rest) > 1:
+        raise bad_request("invalid enclave name: must not contain '/'")
+    try:
+        return unquote(rest[0].decode("ascii"), errors="strict")
+    except UnicodeError:
+        raise bad_request("invalid enclave name: not UTF-8") from None
+
+
+def build_root(node, sysadmin: str, extra: dict | None = None) -> Resource:
+    """The resource tree of one node's API."""
+    root = APIResource()
+    root.putChild(b"version", VersionResource(node.host))
+    v1 = APIResource()
+    root.putChild(b"v1", v1)
+    health = APIResource()
+    v1.putChild(b"health", health)
+    health.putChild(b"live", LiveResource())
+    health.putChild(b"ready", ReadyResource(node))
+    v1.putChild(b"kms", KMSResource(node, sysadmin))
+    for path, resource in (extra or {}).items():
+        parent = v1
+        parts = path.split(b"/")
+        for part in parts[:-1]:
+            parent = parent.children[part]
+        parent.putChild(parts[-1], resource)
+    return root

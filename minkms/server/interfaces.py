@@ -1,0 +1,46 @@
+"""
+The small interfaces between the HTTP API and the node that owns the
+replicated state, so that each side can be tested with a fake of the other.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class INode(Interface):
+    """
+    A cluster member as the API sees it: local reads, replicated writes.
+    """
+
+    state = Attribute(
+        "The local, applied L{minkms.state} machine. Reads are served from it "
+        "(DESIGN decision 6)."
+    )
+    host = Attribute("This node's advertised C{host:port} (the C{--host} value).")
+
+    def propose(data):
+        """
+        Replicate an encoded state-machine command.
+
+        @return: a Deferred firing with the apply result once the command is
+            committed on a quorum (fsynced) and applied on this node, or
+            failing with a L{minkms.errors.KMSError} (e.g. 503 no leader).
+        """
+
+    def ready(write):
+        """Whether this node can serve reads (or, with C{write}, writes)."""
+
+    def cluster_status():
+        """A Deferred firing with a C{ClusterStatusResponse} for the cluster."""
+
+    def cluster_command(command, request):
+        """
+        Run a cluster-membership command (add/remove/edit node, HSMs).
+
+        @return: a Deferred firing when done, or failing with a KMSError.
+        """
+
+    def backup():
+        """A Deferred firing with a sealed snapshot of the state (C{/v1/db})."""
+
+    def restore(blob):
+        """Replace the state by a sealed snapshot made by L{backup}."""

@@ -1,0 +1,42 @@
+"""
+C{minkms server}: parse the same options as C{twistd minkms}, build the
+same service, and run it in the foreground with logs on stderr.
+"""
+
+import sys
+
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
+from twisted.python import usage
+
+from minkms.cli.output import CLIError
+from minkms.server.service import Options, makeService
+
+
+def start_logging(stream=sys.stderr, level=LogLevel.info) -> None:
+    """Send Twisted log events at C{level} or above to C{stream}."""
+    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+    observer = FilteringLogObserver(textFileLogObserver(stream), [predicate])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def run_server(argv: list[str], reactor=None) -> int:
+    """Run a node until SIGINT/SIGTERM; return the exit status."""
+    options = Options()
+    try:
+        options.parseOptions(argv)
+    except usage.UsageError as e:
+        raise CLIError(f"server: {e}") from None
+    if reactor is None:
+        from twisted.internet import reactor
+    node_service = makeService(options, reactor=reactor)
+    start_logging()
+    reactor.callWhenRunning(node_service.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", node_service.stopService)
+    reactor.run()
+    return getattr(node_service.node, "exit_status", 0)

@@ -1,0 +1,248 @@
+"""
+C{makeService} for C{twistd -n minkms ...} and C{minkms server}: turns
+options into a running node (volume, node driver, TLS listener, banner).
+
+Everything that can be wrong with the settings is found here, before the
+reactor runs, and reported as one line (a L{SystemExit} with the text).
+"""
+
+import os
+import shutil
+import socket
+import sys
+import tempfile
+
+import attrs
+from twisted.application import service
+from twisted.internet import error as ierror
+from twisted.python import usage
+from twisted.web.server import Site
+
+from minkms.apikey import APIKey
+from minkms.errors import StartupError
+from minkms.hsm import SoftHSM
+from minkms.server import config as cfg
+from minkms.server.api import build_root
+from minkms.server.banner import banner
+from minkms.server.http import LimitedRequest
+from minkms.server.listener import SwitchFactory
+from minkms.tls import ServerContextFactory
+
+
+class Options(usage.Options):
+    """The options of C{minkms server} and C{twistd minkms}."""
+
+    synopsis = "VOLUME [--host HOST:PORT] [--address IP:PORT] [--config FILE] [--dev]"
+    longdesc = (
+        "Start a minkms node on VOLUME (which holds kms.db). The HSM key comes from "
+        "MINIO_KMS_HSM_KEY. Each node starts as a single-node cluster; join nodes "
+        "with 'minkms add HOST:PORT'."
+    )
+    optParameters = [
+        ["host", None, None, "This node's public HOST[:PORT]; must match 'minkms add'."],
+        ["address", None, cfg.DEFAULT_ADDRESS, "The IP:PORT to listen on."],
+        ["config", None, None, "The config.yaml file (TLS certificates)."],
+    ]
+    optFlags = [
+        ["dev", None, "Development mode: self-signed certificate, random HSM key, temporary volume."],
+    ]
+
+    def parseArgs(self, volume=None):
+        self["volume"] = volume
+
+    def postOptions(self):
+        if not self["dev"] and not self["volume"]:
+            raise usage.UsageError("missing VOLUME: the directory that holds kms.db")
+
+
+@attrs.frozen
+class Settings:
+    """Everything a node needs, resolved and checked."""
+
+    hsm: SoftHSM
+    credentials: list
+    ca_certificates: list
+    volume: str
+    temporary_volume: bool
+    host: str
+    listen_ip: str
+    listen_port: int
+    sysadmin: str
+    sysadmin_api_key: str | None
+    heartbeat: float
+    election_timeout: float
+    dev: bool
+
+
+def _default_host_ip() -> str:
+    try:
+        ip = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+    return ip or "127.0.0.1"
+
+
+def resolve(options, environ=os.environ) -> Settings:
+    """Check the options, environment and config file; load keys and certs."""
+    listen_ip, listen_port = cfg.split_host_port(options["address"], "--address")
+    if listen_ip in ("", "*"):
+        listen_ip = "0.0.0.0"
+    if options["host"]:
+        host_name, host_port = cfg.split_host_port(options["host"], "--host", listen_port)
+    else:
+        host_name = "127.0.0.1" if options["dev"] else _default_host_ip()
+        if listen_ip not in ("0.0.0.0", "::"):
+            host_name = listen_ip
+        host_port = listen_port
+    host = cfg.join_host_port(host_name, host_port)
+    if options["dev"]:
+        hsm = SoftHSM.generate() if not _has_hsm_env(environ) else cfg.hsm_from_environment(environ)
+    else:
+        hsm = cfg.hsm_from_environment(environ)
+    heartbeat, election = cfg.DEFAULT_HEARTBEAT, cfg.DEFAULT_ELECTION_TIMEOUT
+    admin = None
+    if options["config"]:
+        file_config = cfg.load_config(options["config"])
+        credentials, cas = file_config.credentials, file_config.ca_certificates
+        heartbeat, election = file_config.heartbeat, file_config.election_timeout
+        admin = file_config.admin_identity
+    elif options["dev"]:
+        credentials, cas = [dev_credentials(host_name)], []
+    else:
+        raise StartupError("no TLS configuration: pass --config FILE with tls.certs (or use --dev)")
+    temporary = False
+    volume = options["volume"]
+    if not volume:
+        volume = tempfile.mkdtemp(prefix="minkms-dev-")
+        temporary = True
+    sysadmin_key = hsm.sysadmin_api_key()
+    sysadmin = admin or APIKey.parse(sysadmin_key).identity
+    return Settings(
+        hsm=hsm,
+        credentials=credentials,
+        ca_certificates=cas,
+        volume=os.path.abspath(volume),
+        temporary_volume=temporary,
+        host=host,
+        listen_ip=listen_ip,
+        listen_port=listen_port,
+        sysadmin=sysadmin,
+        sysadmin_api_key=None if admin else sysadmin_key,
+        heartbeat=heartbeat,
+        election_timeout=election,
+        dev=options["dev"],
+    )
+
+
+def _has_hsm_env(environ) -> bool:
+    return any(environ.get(n) for n in cfg.HSM_ENV)
+
+
+def dev_credentials(host_name: str):
+    """A fresh self-signed server certificate for C{--dev}."""
+    import ipaddress
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from minkms.apikey import self_signed_certificate
+    from minkms.tls import ServerCredentials
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    dns, ips = ["localhost"], [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
+    try:
+        ip = ipaddress.ip_address(host_name)
+        if ip not in ips:
+            ips.append(ip)
+    except ValueError:
+        if host_name not in dns:
+            dns.append(host_name)
+    cert = self_signed_certificate(
+        key, host_name, client=False, dns_names=tuple(dns), ip_addresses=tuple(ips), days=365
+    )
+    return ServerCredentials([cert], key)
+
+
+class NodeService(service.MultiService):
+    """
+    A running node: starts the node driver, prints the banner once the
+    listener is up, and on stop closes the listener, the node and (in
+    C{--dev}) removes the temporary volume.
+    """
+
+    def __init__(self, settings: Settings, node, port, out) -> None:
+        super().__init__()
+        self.settings = settings
+        self.node = node
+        self.port = port
+        self._out = out
+
+    def startService(self):
+        super().startService()
+        self.node.start()
+        s = self.settings
+        text = banner(
+            s.hsm.name,
+            self.node.cluster_id,
+            self.node.members(),
+            self.node.node_id,
+            f"https://{s.host}",
+            s.sysadmin_api_key,
+        )
+        self._out.write(text + "\n")
+        self._out.flush()
+
+    async def _stop(self):
+        await self.port.stopListening()
+        await self.node.stop()
+        if self.settings.temporary_volume:
+            shutil.rmtree(self.settings.volume, ignore_errors=True)
+
+    def stopService(self):
+        from twisted.internet import defer
+
+        super().stopService()
+        return defer.ensureDeferred(self._stop())
+
+
+def build_service(settings: Settings, reactor, out=None) -> NodeService:
+    """Open the volume, build the node and bind the listener."""
+    from minkms.server.node import open_node
+
+    node = open_node(settings, reactor)
+    try:
+        site = Site(build_root(node, settings.sysadmin, node.extra_resources()))
+        site.requestFactory = LimitedRequest
+        site.displayTracebacks = False
+        site.noisy = False
+        factory = SwitchFactory(site, node.peer_protocol)
+        factory.noisy = False
+        try:
+            port = reactor.listenSSL(
+                settings.listen_port,
+                factory,
+                ServerContextFactory(settings.credentials),
+                interface=settings.listen_ip,
+            )
+        except ierror.CannotListenError as e:
+            reason = e.socketError.strerror if getattr(e.socketError, "strerror", None) else str(e.socketError)
+            raise StartupError(
+                f"cannot listen on {cfg.join_host_port(settings.listen_ip, settings.listen_port)}: "
+                f"{reason.lower()}"
+            ) from None
+    except BaseException:
+        node.close()
+        raise
+    return NodeService(settings, node, port, out or sys.stdout)
+
+
+def makeService(options, reactor=None, environ=os.environ, out=None):
+    """
+    The L{IServiceMaker} entry point.  Start-up problems exit with one line.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    try:
+        settings = resolve(options, environ)
+        return build_service(settings, reactor, out)
+    except StartupError as e:
+        raise SystemExit(f"minkms: error: {e}") from None

@@ -1,0 +1,336 @@
+"""
+The meaning of each write command (spec section 6), split in two steps so
+that a failing command never changes the state:
+
+  - L{plan} checks the command against the state, in the order authorize
+    (403) -> existence (404/409) -> validation (400), and raises a
+    L{KMSError} or returns a commit function;
+  - the commit function mutates the state and cannot fail.
+
+Planning alone is the dry run a proposer uses to answer early.
+"""
+
+from collections.abc import Callable
+
+import attrs
+
+from minkms import crypto
+from minkms.errors import (
+    ErrEnclaveExists,
+    ErrIdentityNotFound,
+    ErrKeyExists,
+    ErrKeyNotFound,
+    ErrPermission,
+    ErrPolicyNotFound,
+    bad_request,
+    internal,
+)
+from minkms.state import authz, commands as c
+from minkms.state.model import (
+    ADMIN,
+    PRIVILEGES,
+    SYSADMIN,
+    USER,
+    Cluster,
+    Enclave,
+    Identity,
+    Key,
+    KeyVersion,
+    Policy,
+    State,
+)
+from minkms.state.names import check_identity, check_name, check_tags
+from minkms.state.policy import normalize_rules
+
+Commit = Callable[[], None]
+
+
+def plan(state: State, command: c.Command) -> Commit:
+    """
+    Check a command against the state.
+
+    @return: a function applying it.
+    @raise KMSError: why the command fails; the state is untouched.
+    """
+    handler = _HANDLERS.get(type(command))
+    if handler is None:
+        raise internal(f"unknown state command {type(command).__name__}")
+    return handler(state, command)
+
+
+def _enclave(state: State, command: c.ClientCommand) -> Enclave:
+    return authz.enclave_of(state, command.enclave, command.sysadmin)
+
+
+def _authorize(state: State, command: c.ClientCommand, action: str, argument: str):
+    enclave = getattr(command, "enclave", None)
+    return authz.authorize(
+        state, command.caller, command.sysadmin, enclave, action, argument
+    )
+
+
+def _set_cluster(state: State, command: c.SetCluster) -> Commit:
+    def commit():
+        state.cluster = Cluster(command.cluster_id, dict(sorted(command.nodes.items())))
+
+    return commit
+
+
+def _create_enclave(state: State, command: c.CreateEnclave) -> Commit:
+    _authorize(state, command, "ENCLAVE:CREATE", command.name)
+    if command.name in state.enclaves:
+        raise ErrEnclaveExists
+    check_name("enclave", command.name)
+
+    def commit():
+        state.enclaves[command.name] = Enclave(
+            command.name, command.time, command.caller
+        )
+
+    return commit
+
+
+def _delete_enclave(state: State, command: c.DeleteEnclave) -> Commit:
+    _authorize(state, command, "ENCLAVE:DELETE", command.name)
+    authz.enclave_of(state, command.name, True)
+
+    def commit():
+        del state.enclaves[command.name]
+
+    return commit
+
+
+def _next_version(enclave: Enclave, name: str) -> int:
+    version = enclave.highest_version(name) + 1
+    if version > crypto.MAX_VERSION:
+        raise bad_request(f"key '{name}' has no version numbers left")
+    return version
+
+
+def _add_version(enclave: Enclave, name: str, version: int, record: KeyVersion) -> Commit:
+    def commit():
+        key = enclave.keys.get(name)
+        if key is None:
+            key = enclave.keys[name] = Key(name)
+            enclave.retired_keys.pop(name, None)
+        key.versions[version] = record
+        key.highest = version
+
+    return commit
+
+
+def _create_key(state: State, command: c.CreateKey) -> Commit:
+    _authorize(state, command, "KEY:CREATE", command.name)
+    enclave = _enclave(state, command)
+    key = enclave.keys.get(command.name)
+    if key is not None and not command.add_version:
+        raise ErrKeyExists
+    check_name("key", command.name)
+    if command.key_type == "" and key is not None:
+        key_type = key.versions[key.latest()].key_type
+    else:
+        key_type = crypto.key_type(command.key_type)
+    crypto.check_key_material(command.material, key_type)
+    version = _next_version(enclave, command.name)
+    record = KeyVersion(command.material, key_type, command.time, command.caller)
+    return _add_version(enclave, command.name, version, record)
+
+
+def _import_key(state: State, command: c.ImportKey) -> Commit:
+    _authorize(state, command, "KEY:CREATE", command.name)
+    enclave = _enclave(state, command)
+    if command.name in enclave.keys:
+        raise ErrKeyExists
+    check_name("key", command.name)
+    key_type = crypto.key_type(command.key_type)
+    crypto.check_key_material(command.material, key_type)
+    version = _next_version(enclave, command.name)
+    record = KeyVersion(
+        command.material, key_type, command.time, command.caller, imported=True
+    )
+    return _add_version(enclave, command.name, version, record)
+
+
+def _delete_key(state: State, command: c.DeleteKey) -> Commit:
+    _authorize(state, command, "KEY:DELETE", command.name)
+    enclave = _enclave(state, command)
+    key = enclave.keys.get(command.name)
+    if key is None:
+        raise ErrKeyNotFound
+    if command.all_versions and command.version != 0:
+        raise bad_request(
+            "invalid arguments: cannot delete all versions and a specific version at once"
+        )
+    if command.all_versions:
+        doomed = set(key.versions)
+    else:
+        version = command.version or key.latest()
+        if version not in key.versions:
+            raise ErrKeyNotFound
+        doomed = {version}
+
+    def commit():
+        for version in doomed:
+            del key.versions[version]
+        if not key.versions:
+            del enclave.keys[command.name]
+            enclave.retired_keys[command.name] = key.highest
+
+    return commit
+
+
+def _create_policy(state: State, command: c.CreatePolicy) -> Commit:
+    _authorize(state, command, "POLICY:CREATE", command.name)
+    enclave = _enclave(state, command)
+    check_name("policy", command.name)
+    allow = normalize_rules(command.allow, "allow")
+    deny = normalize_rules(command.deny, "deny")
+    record = Policy(command.name, allow, deny, command.time, command.caller)
+
+    def commit():
+        enclave.policies[command.name] = record
+
+    return commit
+
+
+def _delete_policy(state: State, command: c.DeletePolicy) -> Commit:
+    _authorize(state, command, "POLICY:DELETE", command.name)
+    enclave = _enclave(state, command)
+    if command.name not in enclave.policies:
+        raise ErrPolicyNotFound
+
+    def commit():
+        del enclave.policies[command.name]
+        for identity, record in list(enclave.identities.items()):
+            if record.policy == command.name:
+                enclave.identities[identity] = attrs.evolve(record, policy="")
+
+    return commit
+
+
+def _assign_policy(state: State, command: c.AssignPolicy) -> Commit:
+    _authorize(state, command, "POLICY:ASSIGN", command.policy)
+    enclave = _enclave(state, command)
+    if command.policy not in enclave.policies:
+        raise ErrPolicyNotFound
+    record = enclave.identities.get(command.identity)
+    if record is None:
+        raise ErrIdentityNotFound
+    if record.service_account:
+        raise bad_request(
+            "cannot assign a policy to a service account: it acts with its parent's policy"
+        )
+    if record.privilege != USER:
+        raise bad_request(
+            f"cannot assign a policy to an identity with privilege {record.privilege}: "
+            "only User identities have policies"
+        )
+
+    def commit():
+        enclave.identities[command.identity] = attrs.evolve(record, policy=command.policy)
+
+    return commit
+
+
+def _privilege(text: str) -> str:
+    if text == "":
+        return USER
+    for known in PRIVILEGES:
+        if text.lower() == known.lower():
+            return known
+    raise bad_request(
+        f"invalid privilege '{text}': must be {SYSADMIN}, {ADMIN} or {USER}"
+    )
+
+
+def _create_identity(state: State, command: c.CreateIdentity) -> Commit:
+    who = _authorize(state, command, "IDENTITY:CREATE", command.identity)
+    enclave = _enclave(state, command)
+    existing = enclave.identities.get(command.identity)
+    if who.privilege == USER:
+        own_account = (
+            existing is not None
+            and existing.service_account
+            and existing.parent == command.caller
+        )
+        if not command.service_account or (existing is not None and not own_account):
+            raise ErrPermission
+    check_identity(command.identity)
+    privilege = _privilege(command.privilege)
+    if privilege == SYSADMIN:
+        raise bad_request(
+            "invalid privilege: SysAdmin cannot be given to an identity in an enclave"
+        )
+    check_tags(command.tags)
+    policy = ""
+    parent = ""
+    if command.service_account:
+        if who.privilege == SYSADMIN:
+            raise bad_request(
+                "the SysAdmin cannot own service accounts: create them as an enclave identity"
+            )
+        if who.record.service_account:
+            raise bad_request("a service account cannot own service accounts")
+        if command.identity == command.caller:
+            raise bad_request("an identity cannot be its own service account")
+        if command.privilege != "" and privilege != who.privilege:
+            raise bad_request(
+                f"invalid privilege {privilege}: a service account has the "
+                f"privilege of its parent ({who.privilege})"
+            )
+        if any(r.parent == command.identity for r in enclave.identities.values()):
+            raise bad_request(
+                f"identity '{command.identity}' owns service accounts and cannot become one"
+            )
+        privilege = who.privilege
+        parent = command.caller
+    elif existing is not None and privilege == USER and not existing.service_account:
+        policy = existing.policy
+    record = Identity(
+        identity=command.identity,
+        privilege=privilege,
+        created_at=command.time,
+        created_by=command.caller,
+        policy=policy,
+        service_account=command.service_account,
+        parent=parent,
+        tags=dict(sorted(command.tags.items())),
+    )
+
+    def commit():
+        enclave.identities[command.identity] = record
+
+    return commit
+
+
+def _delete_identity(state: State, command: c.DeleteIdentity) -> Commit:
+    _authorize(state, command, "IDENTITY:DELETE", command.identity)
+    enclave = _enclave(state, command)
+    if command.identity not in enclave.identities:
+        raise ErrIdentityNotFound
+    doomed = [command.identity] + [
+        identity
+        for identity, record in enclave.identities.items()
+        if record.service_account and record.parent == command.identity
+    ]
+
+    def commit():
+        for identity in doomed:
+            del enclave.identities[identity]
+
+    return commit
+
+
+_HANDLERS = {
+    c.SetCluster: _set_cluster,
+    c.CreateEnclave: _create_enclave,
+    c.DeleteEnclave: _delete_enclave,
+    c.CreateKey: _create_key,
+    c.ImportKey: _import_key,
+    c.DeleteKey: _delete_key,
+    c.CreatePolicy: _create_policy,
+    c.DeletePolicy: _delete_policy,
+    c.AssignPolicy: _assign_policy,
+    c.CreateIdentity: _create_identity,
+    c.DeleteIdentity: _delete_identity,
+}

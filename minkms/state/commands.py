@@ -1,0 +1,288 @@
+"""
+The write commands of the state machine: the values a proposer puts into
+the replicated log (DESIGN decision 7).
+
+A command carries every input that must not depend on the node applying
+it: the caller's identity, whether the proposer authenticated the caller as
+the SysAdmin (the SysAdmin identity is derived from the HSM key and not
+stored in the state), the time chosen by the proposer and any key material
+generated before proposing.  Arguments are carried as the client sent them;
+apply validates them.
+
+Encoding: UTF-8 JSON with sorted keys and no whitespace, one object per
+command::
+
+    {"caller":"h1:...","enclave":"e1","key_type":"","material":"<base64>",
+     "name":"k","op":"key.create","add_version":false,"sysadmin":false,
+     "time":1700000000000000000,"v":1}
+
+C{v} is the format version and C{op} the type tag; bytes are standard base64
+with padding, node IDs are decimal strings.  Decoding is strict: unknown
+tags, missing or extra fields and wrong types are rejected.
+"""
+
+import base64
+import binascii
+import json
+from typing import ClassVar
+
+import attrs
+
+FORMAT_VERSION = 1
+
+Tags = dict[str, str]
+RawRules = dict[str, tuple[str, ...]]
+Nodes = dict[int, str]
+
+
+class CommandError(ValueError):
+    """Bytes that do not decode to a command."""
+
+
+@attrs.frozen(kw_only=True)
+class Command:
+    """Base of every state-machine command."""
+
+    op: ClassVar[str] = ""
+
+    def encode(self) -> bytes:
+        """The canonical bytes of this command (equal commands, equal bytes)."""
+        doc = {"op": self.op, "v": FORMAT_VERSION}
+        for field in attrs.fields(type(self)):
+            doc[field.name] = _ENCODERS[field.type](getattr(self, field.name))
+        return json.dumps(
+            doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        ).encode("ascii")
+
+
+@attrs.frozen(kw_only=True)
+class ClientCommand(Command):
+    """
+    A command made from a client request.
+
+    @ivar caller: the authenticated identity of the client.
+    @ivar sysadmin: the proposer authenticated C{caller} as the SysAdmin.
+    @ivar time: the proposer's clock, nanoseconds since the epoch; used as
+        C{created_at}.
+    """
+
+    caller: str
+    sysadmin: bool
+    time: int
+
+
+@attrs.frozen(kw_only=True)
+class SetCluster(Command):
+    """Record the cluster ID and membership (proposed by the node driver)."""
+
+    op: ClassVar[str] = "cluster.set"
+    cluster_id: str
+    nodes: Nodes
+
+
+@attrs.frozen(kw_only=True)
+class CreateEnclave(ClientCommand):
+    """ENCLAVE:CREATE."""
+
+    op: ClassVar[str] = "enclave.create"
+    name: str
+
+
+@attrs.frozen(kw_only=True)
+class DeleteEnclave(ClientCommand):
+    """ENCLAVE:DELETE, with everything in the enclave."""
+
+    op: ClassVar[str] = "enclave.delete"
+    name: str
+
+
+@attrs.frozen(kw_only=True)
+class CreateKey(ClientCommand):
+    """KEY:CREATE: a new key, or a new version when C{add_version}."""
+
+    op: ClassVar[str] = "key.create"
+    enclave: str
+    name: str
+    key_type: str
+    add_version: bool
+    material: bytes = attrs.field(repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class ImportKey(ClientCommand):
+    """KEY:IMPORT (code 203): a new key from client-supplied material."""
+
+    op: ClassVar[str] = "key.import"
+    enclave: str
+    name: str
+    key_type: str
+    material: bytes = attrs.field(repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class DeleteKey(ClientCommand):
+    """KEY:DELETE: the latest version, one version or the whole key."""
+
+    op: ClassVar[str] = "key.delete"
+    enclave: str
+    name: str
+    version: int
+    all_versions: bool
+
+
+@attrs.frozen(kw_only=True)
+class CreatePolicy(ClientCommand):
+    """POLICY:CREATE (create or overwrite); rules as sent, validated at apply."""
+
+    op: ClassVar[str] = "policy.create"
+    enclave: str
+    name: str
+    allow: RawRules
+    deny: RawRules
+
+
+@attrs.frozen(kw_only=True)
+class DeletePolicy(ClientCommand):
+    """POLICY:DELETE."""
+
+    op: ClassVar[str] = "policy.delete"
+    enclave: str
+    name: str
+
+
+@attrs.frozen(kw_only=True)
+class AssignPolicy(ClientCommand):
+    """POLICY:ASSIGN."""
+
+    op: ClassVar[str] = "policy.assign"
+    enclave: str
+    identity: str
+    policy: str
+
+
+@attrs.frozen(kw_only=True)
+class CreateIdentity(ClientCommand):
+    """IDENTITY:CREATE (create or overwrite)."""
+
+    op: ClassVar[str] = "identity.create"
+    enclave: str
+    identity: str
+    privilege: str
+    service_account: bool
+    tags: Tags
+
+
+@attrs.frozen(kw_only=True)
+class DeleteIdentity(ClientCommand):
+    """IDENTITY:DELETE, with the identity's service accounts."""
+
+    op: ClassVar[str] = "identity.delete"
+    enclave: str
+    identity: str
+
+
+COMMAND_TYPES = {
+    cls.op: cls
+    for cls in (
+        SetCluster,
+        CreateEnclave,
+        DeleteEnclave,
+        CreateKey,
+        ImportKey,
+        DeleteKey,
+        CreatePolicy,
+        DeletePolicy,
+        AssignPolicy,
+        CreateIdentity,
+        DeleteIdentity,
+    )
+}
+
+
+def decode(data: bytes) -> Command:
+    """
+    Parse bytes made by L{Command.encode}.
+
+    @raise CommandError: for anything else.
+    """
+    try:
+        doc = json.loads(bytes(data).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, TypeError) as e:
+        raise CommandError(f"not a JSON command: {e}") from None
+    if not isinstance(doc, dict):
+        raise CommandError("not a JSON object")
+    if doc.get("v") != FORMAT_VERSION or type(doc.get("v")) is not int:
+        raise CommandError(f"unsupported command format {doc.get('v')!r}")
+    cls = COMMAND_TYPES.get(doc.get("op")) if isinstance(doc.get("op"), str) else None
+    if cls is None:
+        raise CommandError(f"unknown command {doc.get('op')!r}")
+    fields = attrs.fields(cls)
+    expected = {f.name for f in fields} | {"op", "v"}
+    if set(doc) != expected:
+        raise CommandError(
+            f"{cls.op}: fields {sorted(set(doc) ^ expected)} missing or unexpected"
+        )
+    values = {}
+    for field in fields:
+        try:
+            values[field.name] = _DECODERS[field.type](doc[field.name])
+        except (TypeError, ValueError, binascii.Error):
+            raise CommandError(f"{cls.op}: bad value for {field.name}") from None
+    return cls(**values)
+
+
+def _expect(value, kind):
+    if type(value) is not kind:
+        raise TypeError(kind.__name__)
+    return value
+
+
+def _decode_bytes(value) -> bytes:
+    return base64.b64decode(_expect(value, str), validate=True)
+
+
+def _decode_int(value) -> int:
+    if _expect(value, int) < 0:
+        raise ValueError("negative")
+    return value
+
+
+def _decode_tags(value) -> Tags:
+    return {_expect(k, str): _expect(v, str) for k, v in _expect(value, dict).items()}
+
+
+def _decode_rules(value) -> RawRules:
+    return {
+        _expect(action, str): tuple(_expect(p, str) for p in _expect(patterns, list))
+        for action, patterns in _expect(value, dict).items()
+    }
+
+
+def _decode_nodes(value) -> Nodes:
+    nodes = {}
+    for key, host in _expect(value, dict).items():
+        if not key.isdigit() or str(int(key)) != key:
+            raise ValueError("node ID")
+        nodes[int(key)] = _expect(host, str)
+    return nodes
+
+
+_ENCODERS = {
+    str: lambda v: v,
+    bool: lambda v: v,
+    int: lambda v: v,
+    bytes: lambda v: base64.b64encode(v).decode("ascii"),
+    Tags: lambda v: dict(v),
+    RawRules: lambda v: {action: list(patterns) for action, patterns in v.items()},
+    Nodes: lambda v: {str(node): host for node, host in v.items()},
+}
+
+_DECODERS = {
+    str: lambda v: _expect(v, str),
+    bool: lambda v: _expect(v, bool),
+    int: _decode_int,
+    bytes: _decode_bytes,
+    Tags: _decode_tags,
+    RawRules: _decode_rules,
+    Nodes: _decode_nodes,
+}

@@ -1,0 +1,122 @@
+"""
+The replicated KMS data: enclaves holding key rings, policies and
+identities, plus the cluster definition.
+
+Records that are replaced as a whole (a key version, a policy, an identity)
+are frozen; containers that apply mutates in place (the state, an enclave,
+a key ring) are not.  Times are nanoseconds since the Unix epoch, chosen by
+the proposer of the write, never read from a local clock.
+"""
+
+import attrs
+
+SYSADMIN = "SysAdmin"
+ADMIN = "Admin"
+USER = "User"
+PRIVILEGES = (SYSADMIN, ADMIN, USER)
+PRIVILEGE_NUMBERS = {SYSADMIN: 1, ADMIN: 2, USER: 3}
+
+Rules = dict[str, tuple[str, ...]]
+"""Policy rules: canonical action name -> patterns, sorted."""
+
+
+@attrs.frozen
+class KeyVersion:
+    """One version of a key ring: its secret material and provenance."""
+
+    material: bytes = attrs.field(repr=False)
+    key_type: str
+    created_at: int
+    created_by: str
+    imported: bool = False
+
+
+@attrs.define
+class Key:
+    """
+    A key ring: the live versions and the highest version ever issued, so
+    that a removed version number is never handed out again.
+    """
+
+    name: str
+    versions: dict[int, KeyVersion] = attrs.Factory(dict)
+    highest: int = 0
+
+    def latest(self) -> int:
+        """The highest version that still exists."""
+        return max(self.versions)
+
+
+@attrs.frozen
+class Policy:
+    """A named set of allow and deny rules, assigned to User identities."""
+
+    name: str
+    allow: Rules
+    deny: Rules
+    created_at: int
+    created_by: str
+
+
+@attrs.frozen
+class Identity:
+    """
+    An identity registered in one enclave.
+
+    A service account has C{parent} set to the identity that created it and
+    acts with its parent's privilege and policy.
+    """
+
+    identity: str
+    privilege: str
+    created_at: int
+    created_by: str
+    policy: str = ""
+    service_account: bool = False
+    parent: str = ""
+    tags: dict[str, str] = attrs.Factory(dict)
+
+
+@attrs.define
+class Enclave:
+    """
+    A tenant namespace; nothing is shared across enclaves.
+
+    C{retired_keys} remembers, for each deleted key name, the highest
+    version it had, so re-creating the name continues the numbering and a
+    ciphertext of the old key reports "key does not exist".
+    """
+
+    name: str
+    created_at: int
+    created_by: str
+    keys: dict[str, Key] = attrs.Factory(dict)
+    retired_keys: dict[str, int] = attrs.Factory(dict)
+    policies: dict[str, Policy] = attrs.Factory(dict)
+    identities: dict[str, Identity] = attrs.Factory(dict)
+
+    def highest_version(self, name: str) -> int:
+        """The highest version ever issued under a key name, live or not."""
+        key = self.keys.get(name)
+        if key is not None:
+            return key.highest
+        return self.retired_keys.get(name, 0)
+
+
+@attrs.define
+class Cluster:
+    """
+    The cluster definition kept for the node driver: the cluster ID and
+    node ID -> C{host:port}.  The driver, not a client command, sets it.
+    """
+
+    cluster_id: str = ""
+    nodes: dict[int, str] = attrs.Factory(dict)
+
+
+@attrs.define
+class State:
+    """Everything the state machine replicates."""
+
+    enclaves: dict[str, Enclave] = attrs.Factory(dict)
+    cluster: Cluster = attrs.Factory(Cluster)

@@ -1,0 +1,170 @@
+"""
+The byte form of the whole state, for Raft snapshots, C{/v1/db} and
+cross-node comparison.
+
+Canonical UTF-8 JSON (sorted keys, no whitespace, bytes as standard base64,
+integer map keys as decimal strings), so that equal states give equal
+bytes.  The bytes contain key material in the clear: storage seals them.
+"""
+
+import base64
+import binascii
+import json
+
+from minkms.state.model import (
+    Cluster,
+    Enclave,
+    Identity,
+    Key,
+    KeyVersion,
+    Policy,
+    State,
+)
+
+FORMAT_VERSION = 1
+
+
+class SnapshotError(ValueError):
+    """Bytes that are not a snapshot of this format."""
+
+
+def _version_doc(v: KeyVersion) -> dict:
+    return {
+        "material": base64.b64encode(v.material).decode("ascii"),
+        "type": v.key_type,
+        "created_at": v.created_at,
+        "created_by": v.created_by,
+        "imported": v.imported,
+    }
+
+
+def _rules_doc(rules) -> dict:
+    return {action: list(patterns) for action, patterns in rules.items()}
+
+
+def _enclave_doc(e: Enclave) -> dict:
+    return {
+        "created_at": e.created_at,
+        "created_by": e.created_by,
+        "keys": {
+            name: {
+                "highest": key.highest,
+                "versions": {str(n): _version_doc(v) for n, v in key.versions.items()},
+            }
+            for name, key in e.keys.items()
+        },
+        "retired_keys": dict(e.retired_keys),
+        "policies": {
+            name: {
+                "allow": _rules_doc(p.allow),
+                "deny": _rules_doc(p.deny),
+                "created_at": p.created_at,
+                "created_by": p.created_by,
+            }
+            for name, p in e.policies.items()
+        },
+        "identities": {
+            name: {
+                "privilege": i.privilege,
+                "created_at": i.created_at,
+                "created_by": i.created_by,
+                "policy": i.policy,
+                "service_account": i.service_account,
+                "parent": i.parent,
+                "tags": dict(i.tags),
+            }
+            for name, i in e.identities.items()
+        },
+    }
+
+
+def dump(state: State) -> bytes:
+    """The canonical bytes of a state."""
+    doc = {
+        "format": FORMAT_VERSION,
+        "cluster": {
+            "id": state.cluster.cluster_id,
+            "nodes": {str(n): host for n, host in state.cluster.nodes.items()},
+        },
+        "enclaves": {name: _enclave_doc(e) for name, e in state.enclaves.items()},
+    }
+    return json.dumps(
+        doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    ).encode("ascii")
+
+
+def _sorted(mapping: dict) -> dict:
+    return dict(sorted(mapping.items()))
+
+
+def _key(name: str, doc: dict) -> Key:
+    versions = {
+        int(n): KeyVersion(
+            base64.b64decode(v["material"], validate=True),
+            v["type"],
+            v["created_at"],
+            v["created_by"],
+            v["imported"],
+        )
+        for n, v in doc["versions"].items()
+    }
+    return Key(name, dict(sorted(versions.items())), doc["highest"])
+
+
+def _enclave(name: str, doc: dict) -> Enclave:
+    return Enclave(
+        name,
+        doc["created_at"],
+        doc["created_by"],
+        keys=_sorted({k: _key(k, d) for k, d in doc["keys"].items()}),
+        retired_keys=_sorted(doc["retired_keys"]),
+        policies=_sorted(
+            {
+                p: Policy(
+                    p,
+                    {a: tuple(ps) for a, ps in d["allow"].items()},
+                    {a: tuple(ps) for a, ps in d["deny"].items()},
+                    d["created_at"],
+                    d["created_by"],
+                )
+                for p, d in doc["policies"].items()
+            }
+        ),
+        identities=_sorted(
+            {
+                i: Identity(
+                    identity=i,
+                    privilege=d["privilege"],
+                    created_at=d["created_at"],
+                    created_by=d["created_by"],
+                    policy=d["policy"],
+                    service_account=d["service_account"],
+                    parent=d["parent"],
+                    tags=dict(d["tags"]),
+                )
+                for i, d in doc["identities"].items()
+            }
+        ),
+    )
+
+
+def load(data: bytes) -> State:
+    """
+    Rebuild a state from L{dump}'s bytes.
+
+    @raise SnapshotError: when the bytes are not a snapshot.
+    """
+    try:
+        doc = json.loads(bytes(data).decode("utf-8"))
+        if doc["format"] != FORMAT_VERSION:
+            raise SnapshotError(f"unsupported snapshot format {doc['format']!r}")
+        cluster = Cluster(
+            doc["cluster"]["id"],
+            {int(n): h for n, h in sorted(doc["cluster"]["nodes"].items(), key=lambda i: int(i[0]))},
+        )
+        enclaves = {n: _enclave(n, e) for n, e in sorted(doc["enclaves"].items())}
+    except SnapshotError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as e:
+        raise SnapshotError(f"invalid state snapshot: {e!r}") from None
+    return State(enclaves, cluster)
