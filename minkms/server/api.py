@@ -18,7 +18,7 @@ from minkms import version
 from minkms.errors import ErrPermission, KMSError, bad_request, internal, not_found
 from minkms.server import dispatch
 from minkms.server.http import caller_identity, send_error, send_ok
-from minkms.wire import frames, jsonfmt
+from minkms.wire import canonical, frames, jsonfmt
 from minkms.wire import kms_pb2 as pb
 from minkms.wire.commands import SCOPE_CLUSTER
 
@@ -74,7 +74,7 @@ def send_message(request, message) -> bytes:
     """Answer with C{message} as protobuf or proto-JSON, as C{Accept} asks."""
     accept = request.getHeader(b"accept") or b""
     if jsonfmt.negotiate(accept.decode("latin-1")) == "protobuf":
-        return send_ok(request, message.SerializeToString(deterministic=True), OCTET_STREAM)
+        return send_ok(request, canonical.encode_message(message), OCTET_STREAM)
     return send_ok(request, jsonfmt.to_json(message), b"application/json")
 
 

@@ -59,12 +59,13 @@ def decode_request(body: bytes, max_frames: int = MAX_FRAMES) -> list[tuple[Comm
     while offset < len(body):
         index = len(result) + 1
         code, payload, offset = _split_frame(view, offset, index, "command frame")
+        this = _known(code)
         if command is None:
-            command = _known(code)
-        elif code != command.code:
+            command = this
+        elif this is not command:
             raise KMSError(
                 400,
-                f"mixed commands in one request: frame {index} is {_name(code)},"
+                f"mixed commands in one request: frame {index} is {this.name},"
                 f" frame 1 is {command.name}",
             )
         elif not command.batch:
