@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLContextFactory
+from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from minkms.apikey import APIKey, identity_of_certificate
@@ -161,6 +162,7 @@ def _select_alpn(connection, offered: list[bytes]) -> bytes:
     return SSL.NO_OVERLAPPING_PROTOCOLS
 
 
+@implementer(IOpenSSLContextFactory)
 class ServerContextFactory:
     """
     Builds the server's OpenSSL context: the configured certificate (chosen
@@ -234,6 +236,7 @@ class _UnverifiedConnectionCreator:
         return conn
 
 
+@implementer(IPolicyForHTTPS)
 class ClientTLS:
     """
     Client-side TLS (an L{IPolicyForHTTPS}): presents an API key's

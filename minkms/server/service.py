@@ -47,12 +47,38 @@ class Options(usage.Options):
         ["dev", None, "Development mode: self-signed certificate, random HSM key, temporary volume."],
     ]
 
+    def parseOptions(self, options=None):
+        """
+        Accept options after the volume, as the guide and the systemd unit
+        write them (C{server VOLUME --host ...}): move every option before
+        the positional arguments, then parse as usual.
+        """
+        if options is None:
+            options = sys.argv[1:]
+        super().parseOptions(_options_first(list(options), {p[0] for p in self.optParameters}))
+
     def parseArgs(self, volume=None):
         self["volume"] = volume
 
     def postOptions(self):
         if not self["dev"] and not self["volume"]:
             raise usage.UsageError("missing VOLUME: the directory that holds kms.db")
+
+
+def _options_first(argv: list[str], takes_value: set[str]) -> list[str]:
+    options, positional = [], []
+    while argv:
+        arg = argv.pop(0)
+        if arg == "--":
+            positional.extend(argv)
+            break
+        if arg.startswith("-") and arg != "-":
+            options.append(arg)
+            if arg.startswith("--") and "=" not in arg and arg[2:] in takes_value and argv:
+                options.append(argv.pop(0))
+        else:
+            positional.append(arg)
+    return options + positional
 
 
 @attrs.frozen

@@ -1,0 +1,55 @@
+"""
+C{GET /v1/db} and C{PUT /v1/db}: C{minkms backup} and C{minkms restore}.
+
+A backup is a sealed snapshot of the KMS state (enclaves, keys, identities,
+policies), not of the membership; only a holder of the same HSM key can
+open it.  A restore replaces the state through the log, so every member
+applies it.  Both are SysAdmin only.
+"""
+
+from minkms.errors import ErrPermission, KMSError, bad_request
+from minkms.server.api import APIResource, _finish_later, _raise_result_error
+from minkms.server.http import caller_identity, send_error, send_ok
+from minkms.state.commands import RestoreState
+from minkms.storage.backup import open_backup, seal_backup
+from minkms.storage.errors import BackupError
+
+
+class DBResource(APIResource):
+    """The sealed-snapshot endpoint of one node."""
+
+    isLeaf = True
+
+    def __init__(self, node, sysadmin: str) -> None:
+        super().__init__()
+        self._node = node
+        self._sysadmin = sysadmin
+
+    def _authorize(self, request) -> None:
+        caller = caller_identity(request)
+        if not caller or caller != self._sysadmin:
+            raise ErrPermission
+
+    def render_GET(self, request):
+        try:
+            self._authorize(request)
+        except KMSError as e:
+            return send_error(request, e)
+        blob = seal_backup(self._node.hsm, self._node.cluster_id, self._node.state.snapshot())
+        return send_ok(request, blob, b"application/octet-stream")
+
+    def render_PUT(self, request):
+        try:
+            self._authorize(request)
+            try:
+                state = open_backup(self._node.hsm, request.content.read())
+            except BackupError as e:
+                raise bad_request(f"invalid backup: {e}") from None
+            except KMSError:
+                raise bad_request("invalid backup: it was not made with this cluster's HSM key") from None
+        except KMSError as e:
+            return send_error(request, e)
+        d = self._node.propose(RestoreState(state=state).encode())
+        d.addCallback(_raise_result_error)
+        d.addCallback(lambda _: b"")
+        return _finish_later(request, d)

@@ -1,0 +1,534 @@
+"""
+The node driver: the Twisted shell around the pure Raft core and the pure
+state machine (DESIGN decisions 5, 6, 7, 9).
+
+It owns the timers, the volume and the peer links, and runs the core's
+loop: take a L{Ready}, persist it (fsync) through the volume, then send its
+messages, then apply its committed entries, then advance.  Proposals that
+arrive while a Ready is being persisted wait in the core and go out with
+the next one, so the volume's group commit and Raft's batching add up.
+
+A client write is answered once its entry is committed on a quorum and
+applied on the node that received it (a follower forwards the write to the
+leader and waits for its own apply), so a client reads its own writes.
+"""
+
+import collections
+import os
+import platform
+import random
+import time
+import uuid
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from minkms import version
+from minkms.errors import KMSError, StartupError, unavailable
+from minkms.raft import codec
+from minkms.raft.config import single_node_config
+from minkms.raft.core import RaftCore, RaftOptions, bootstrap_state
+from minkms.raft.errors import NotLeader, RaftError
+from minkms.raft.ready import LEADER
+from minkms.raft.types import ENTRY_CONFIG, ENTRY_NORMAL, DurableState, Snapshot
+from minkms.server import peer
+from minkms.state.machine import StateMachine
+from minkms.storage.errors import StorageFailed
+from minkms.storage.volume import open_volume_now
+from minkms.wire import kms_pb2 as pb
+
+log = Logger()
+
+TICKS_PER_HEARTBEAT = 1
+SNAPSHOT_EVERY = 1000
+"""Entries applied between state-machine snapshots (log compaction)."""
+WRITE_TIMEOUT = 15.0
+"""Seconds a client write may wait for commit before an ambiguous 503."""
+RECENT_RESULTS = 4096
+
+
+class Node:
+    """
+    One cluster member: local reads from L{state}, writes through Raft.
+
+    Implements L{minkms.server.interfaces.INode}.
+    """
+
+    def __init__(self, reactor, settings, volume, hsm, rng=None) -> None:
+        self.reactor = reactor
+        self.settings = settings
+        self.volume = volume
+        self.hsm = hsm
+        self.host = settings.host
+        self.exit_status = 0
+        self._rng = rng or random.Random(int.from_bytes(os.urandom(8), "big"))
+        self._started = time.monotonic()
+        self._tick_seconds = settings.heartbeat / TICKS_PER_HEARTBEAT
+        self._election_ticks = max(2, round(settings.election_timeout / self._tick_seconds))
+        self._waiters: dict[int, list] = {}
+        self._recent = collections.OrderedDict()
+        self._links: dict[int, peer.PeerLink] = {}
+        self._peer_tls = peer.peer_tls(hsm)
+        self._auth_key = hsm.derive(peer.LABEL_PEER_AUTH)
+        self._busy = False
+        self._again = False
+        self._ticker = None
+        self._failed = None
+        self._joining = False
+        self._last_heartbeat = None
+        self._bootstrap_records = None
+        self._restore(_as_durable(volume.recovered))
+        from minkms.apikey import APIKey
+
+        self.peer_protocol = peer.PeerListener(
+            self, APIKey.parse(hsm.peer_api_key()).identity, self._auth_key
+        )
+
+    # -- start-up ---------------------------------------------------------
+
+    def _restore(self, durable: DurableState) -> None:
+        """Rebuild the state machine and the core from durable state."""
+        self.state = StateMachine()
+        snapshot = durable.snapshot
+        if snapshot is not None:
+            self.state.restore(snapshot.data)
+            self._applied = snapshot.meta.index
+        else:
+            self._applied = 0
+        options = RaftOptions(election_ticks=self._election_ticks, heartbeat_ticks=TICKS_PER_HEARTBEAT)
+        self.core = RaftCore(self.volume.node_id, durable, self._rng, options)
+
+    def bootstrap(self) -> None:
+        """
+        Found a single-node cluster on a fresh volume: node 0 at C{--host}.
+        The founding entry is written before the node ticks (L{start}).
+        """
+        config = single_node_config(self.node_id, self.host, self.cluster_id)
+        durable = bootstrap_state(config)
+        self._bootstrap_records = list(durable.entries) + [durable.hard_state]
+        self._restore(durable)
+
+    async def reset_to_join(self, cluster_id: str, node_id: int) -> None:
+        """
+        Become node C{node_id} of C{cluster_id} with an empty log, waiting
+        for the leader to send the log or a snapshot (C{minkms add}).
+        """
+        self._joining = True
+        try:
+            for link in self._links.values():
+                link.close()
+            self._links.clear()
+            await self.volume.reset(cluster_id, node_id)
+            self._recent.clear()
+            self._restore(DurableState())
+        finally:
+            self._joining = False
+
+    @property
+    def node_id(self) -> int:
+        return self.volume.node_id
+
+    @property
+    def cluster_id(self) -> str:
+        return self.volume.cluster_id
+
+    @property
+    def config(self):
+        """The membership as this node's log has it now."""
+        return self.core.config
+
+    def members(self) -> dict:
+        """Node ID -> C{host:port} of the current membership."""
+        return dict(self.config.addresses)
+
+    def check_membership(self) -> None:
+        """
+        Refuse to start when this node's C{--host} is not the address its
+        cluster knows it by (the guide's "server not part of cluster").
+        """
+        config = self.config
+        known = config.address_of(self.node_id)
+        if known is None and config.members:
+            raise StartupError("server not part of cluster")
+        if known is not None and known != self.host:
+            raise StartupError(
+                f"server not part of cluster: the cluster knows node {self.node_id} as {known}, "
+                f"but this node was started with --host {self.host}"
+            )
+
+    def start(self) -> None:
+        """Start ticking and connecting to the other members."""
+        if self._bootstrap_records:
+            self._busy = True
+            d = self.volume.append(self._bootstrap_records)
+            self._bootstrap_records = None
+
+            def written(_):
+                self._busy = False
+                self._kick()
+
+            d.addCallbacks(written, self._crash)
+        self._update_links()
+        self._ticker = task.LoopingCall(self._tick)
+        self._ticker.clock = self.reactor
+        self._ticker.start(self._tick_seconds, now=False)
+        self._kick()
+
+    async def stop(self) -> None:
+        """Stop timers and links, let the volume finish, close it."""
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        for link in self._links.values():
+            link.close()
+        self._links.clear()
+        for waiters in self._waiters.values():
+            for _, d in waiters:
+                if not d.called:
+                    d.errback(unavailable("node is shutting down"))
+        self._waiters.clear()
+        await self.volume.close()
+
+    def close(self) -> None:
+        """Release the volume when start-up fails before the reactor runs."""
+        self.volume.close()
+
+    def extra_resources(self) -> dict:
+        """API resources beyond the KMS commands (backup and restore)."""
+        from minkms.server.dbresource import DBResource
+
+        return {b"db": DBResource(self, self.settings.sysadmin)}
+
+    # -- the core loop ----------------------------------------------------
+
+    def _tick(self) -> None:
+        self.core.tick()
+        self._kick()
+
+    def _kick(self) -> None:
+        """Process the core's pending work soon (once per turn)."""
+        if self._busy:
+            self._again = True
+            return
+        if self._failed is None and self.core.has_ready():
+            self._busy = True
+            d = defer.ensureDeferred(self._process())
+            d.addErrback(self._crash)
+
+    async def _process(self) -> None:
+        try:
+            while self.core.has_ready():
+                self._again = False
+                rd = self.core.ready()
+                records = []
+                if rd.snapshot is not None:
+                    records.append(_storage_snapshot(rd.snapshot))
+                records.extend(rd.entries)
+                if rd.hard_state is not None:
+                    records.append(rd.hard_state)
+                if records:
+                    await self.volume.append(records)
+                for message in rd.messages:
+                    self._send(message)
+                if rd.snapshot is not None:
+                    self._install(rd.snapshot)
+                for entry in rd.committed_entries:
+                    self._apply(entry)
+                self._note_soft_state(rd)
+                self.core.advance(rd)
+                self._maybe_snapshot()
+        finally:
+            self._busy = False
+        if self._again:
+            self._kick()
+
+    def _crash(self, failure) -> None:
+        """
+        Storage failed (or an invariant broke): stop acknowledging writes,
+        say why, and stop the process, since a node that cannot persist
+        must not vote or serve as if it could.
+        """
+        if failure.check(StorageFailed):
+            reason = str(failure.value)
+        else:
+            log.failure("node driver failed", failure)
+            reason = f"node failed: {failure.getErrorMessage()}"
+        self._failed = reason
+        log.critical("{reason}; stopping", reason=reason)
+        for waiters in self._waiters.values():
+            for _, d in waiters:
+                if not d.called:
+                    d.errback(unavailable(reason))
+        self._waiters.clear()
+        self.exit_status = 1
+        if self.reactor.running:
+            self.reactor.stop()
+
+    def _send(self, message) -> None:
+        link = self._links.get(message.to)
+        if link is not None:
+            link.send(codec.encode(message))
+
+    def _install(self, snapshot) -> None:
+        self.state.restore(snapshot.data)
+        self._applied = snapshot.meta.index
+        self._update_links()
+
+    def _apply(self, entry) -> None:
+        result = None
+        if entry.kind == ENTRY_NORMAL:
+            result = self.state.apply(entry.data)
+        elif entry.kind == ENTRY_CONFIG:
+            self.reactor.callLater(0, self._update_links)
+        self._applied = entry.index
+        self._recent[entry.index] = (entry.term, result)
+        if len(self._recent) > RECENT_RESULTS:
+            self._recent.popitem(last=False)
+        for term, d in self._waiters.pop(entry.index, ()):
+            _settle(d, term, entry.term, result)
+
+    def _note_soft_state(self, rd) -> None:
+        if rd.soft_state.role == LEADER or rd.messages:
+            self._last_heartbeat = time.monotonic()
+
+    def _maybe_snapshot(self) -> None:
+        if self._applied - self.core.status().snapshot_index < SNAPSHOT_EVERY:
+            return
+        snapshot = self.core.compact(self._applied, self.state.snapshot())
+        self.volume.append([_storage_snapshot(snapshot)]).addErrback(self._crash)
+
+    # -- membership and links ---------------------------------------------
+
+    def _update_links(self) -> None:
+        config = self.config
+        wanted = {i: a for i, a in config.addresses.items() if i in config.members and i != self.node_id}
+        for node_id in list(self._links):
+            if wanted.get(node_id) != self._links[node_id].address:
+                self._links.pop(node_id).close()
+        for node_id, address in wanted.items():
+            if node_id not in self._links:
+                self._links[node_id] = peer.PeerLink(
+                    self.reactor, address, self, self._peer_tls, self._auth_key
+                )
+
+    # -- writes -----------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._failed is not None:
+            raise unavailable(self._failed)
+        if self._joining:
+            raise unavailable("node is joining a cluster")
+
+    def propose(self, data: bytes):
+        """Replicate C{data}; fire with its apply result on this node."""
+        try:
+            self._check_usable()
+        except KMSError as e:
+            return defer.fail(e)
+        if self.core.role == LEADER:
+            return self._propose_here(data)
+        if self.core.leader < 0:
+            return defer.fail(unavailable("no leader: the cluster has no quorum right now"))
+        return defer.ensureDeferred(self._propose_via_leader(self.core.leader, data))
+
+    def _propose_here(self, data: bytes):
+        try:
+            index = self.core.propose(data)
+        except NotLeader:
+            return defer.fail(unavailable("no leader: the cluster has no quorum right now"))
+        except RaftError as e:
+            return defer.fail(unavailable(f"write not accepted: {e}"))
+        d = self._wait_applied(index, self.core.term)
+        self._kick()
+        return d
+
+    async def _propose_via_leader(self, leader: int, data: bytes):
+        link = self._links.get(leader)
+        if link is None:
+            raise unavailable("no connection to the leader")
+        try:
+            placed = await link.call(peer.Forward, WRITE_TIMEOUT, self.reactor, data=data)
+        except peer.RemoteKMSError as e:
+            status, _, message = str(e).partition(" ")
+            raise KMSError(int(status), message) from None
+        except Exception as e:
+            raise unavailable(f"cannot reach the leader: {e.__class__.__name__}") from None
+        return await self._wait_applied(placed["index"], placed["term"])
+
+    def propose_forwarded(self, data: bytes):
+        """A follower's write: propose it here and say where it went."""
+        self._check_usable()
+        if self.core.role != LEADER:
+            raise unavailable("not the leader any more; try again")
+        index = self.core.propose(data)
+        self._kick()
+        return index, self.core.term
+
+    def _wait_applied(self, index: int, term: int):
+        d = defer.Deferred()
+        if index <= self._applied:
+            recent = self._recent.get(index)
+            if recent is None:
+                d.errback(unavailable("write outcome unknown: try again"))
+            else:
+                _settle(d, term, recent[0], recent[1])
+            return d
+        self._waiters.setdefault(index, []).append((term, d))
+        d.addTimeout(WRITE_TIMEOUT, self.reactor, onTimeoutCancel=_timed_out)
+        return d
+
+    # -- reads and status -------------------------------------------------
+
+    def receive_raft(self, data: bytes) -> None:
+        """A Raft message from a peer."""
+        try:
+            message = codec.decode(data)
+        except codec.CodecError as e:
+            log.warn("dropped an undecodable raft message: {e}", e=e)
+            return
+        if self._failed is None and not self._joining:
+            self.core.step(message)
+            self._kick()
+
+    def ready(self, write: bool) -> bool:
+        """Readiness for reads (state loaded) or writes (a leader is known)."""
+        if self._failed is not None or self._joining:
+            return False
+        if not write:
+            return True
+        return self.core.leader >= 0
+
+    def local_status(self):
+        """This node's C{ServerStatusResponse}."""
+        status = self.core.status()
+        message = pb.ServerStatusResponse(
+            Version=version.VERSION,
+            APIVersion=version.API_VERSION,
+            Host=self.host,
+            Role=_role_name(status.role),
+            Commit=self._applied,
+            ID=self.node_id,
+            LeaderID=status.leader,
+            OS=platform.system().lower(),
+            Arch=_go_arch(),
+            CPUs=os.cpu_count() or 1,
+            UsableCPUs=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+            HeapMemInUse=_rss_bytes(),
+            HSMs=[self.hsm.name],
+            ConfiguredHSMs=[self.hsm.name],
+        )
+        for node_id, address in self.config.addresses.items():
+            if node_id in self.config.members:
+                message.Nodes[node_id] = address
+        message.UpTime.FromNanoseconds(int((time.monotonic() - self._started) * 1e9))
+        if self._last_heartbeat is not None:
+            message.LastHeartbeat.FromNanoseconds(int((time.monotonic() - self._last_heartbeat) * 1e9))
+        message.HeartbeatInterval.FromNanoseconds(int(self.settings.heartbeat * 1e9))
+        message.ElectionTimeout.FromNanoseconds(int(self.settings.election_timeout * 1e9))
+        return message
+
+    async def _cluster_status(self):
+        response = pb.ClusterStatusResponse()
+        response.NodesUp[self.node_id].CopyFrom(self.local_status())
+        config = self.config
+        others = [(i, a) for i, a in config.addresses.items() if i in config.members and i != self.node_id]
+        calls = [defer.ensureDeferred(self._remote_status(i, a)) for i, a in others]
+        results = await defer.DeferredList(calls, consumeErrors=True)
+        for (node_id, address), (ok, value) in zip(others, results):
+            if ok and value is not None:
+                response.NodesUp[node_id].CopyFrom(value)
+            else:
+                response.NodesDown[node_id] = address
+        return response
+
+    async def _remote_status(self, node_id, address):
+        link = self._links.get(node_id)
+        if link is None:
+            return None
+        answer = await link.call(peer.NodeStatus, 2.0, self.reactor)
+        return pb.ServerStatusResponse.FromString(answer["status"])
+
+    def cluster_status(self):
+        """A Deferred ClusterStatusResponse gathered from every member."""
+        return defer.ensureDeferred(self._cluster_status())
+
+    # -- cluster membership -----------------------------------------------
+
+    def cluster_command(self, command, request):
+        """CLUSTER:ADDNODE and friends, from the API (SysAdmin checked)."""
+        from minkms.server.membership import run_cluster_command
+
+        return defer.ensureDeferred(run_cluster_command(self, command.code, request))
+
+    def cluster_command_forwarded(self, code: int, request: bytes):
+        """A membership command forwarded by a follower to this leader."""
+        from minkms.server.membership import run_cluster_command
+        from minkms.wire.commands import BY_CODE
+
+        message = BY_CODE[code].request.FromString(request)
+        return defer.ensureDeferred(run_cluster_command(self, code, message))
+
+    def join_cluster(self, cluster_id: str, node_id: int, host: str):
+        """The leader adds this fresh node to its cluster."""
+        from minkms.server.membership import join
+
+        return defer.ensureDeferred(join(self, cluster_id, node_id, host))
+
+
+def _settle(d, expected_term, applied_term, result) -> None:
+    if d.called:
+        return
+    if applied_term != expected_term:
+        d.errback(unavailable("leadership changed before the write committed; it was not applied"))
+    else:
+        d.callback(result)
+
+
+def _timed_out(d, timeout):
+    d.errback(unavailable("write timed out waiting for a quorum; it may or may not have been applied"))
+
+
+def _storage_snapshot(snapshot: Snapshot):
+    from minkms.storage.records import Snapshot as StoredSnapshot
+
+    return StoredSnapshot(snapshot.meta, snapshot.data)
+
+
+def _as_durable(recovered) -> DurableState:
+    snapshot = recovered.snapshot
+    if snapshot is not None:
+        snapshot = Snapshot(snapshot.meta, snapshot.data)
+    return DurableState(recovered.hard_state, snapshot, tuple(recovered.entries))
+
+
+def _role_name(role: str) -> str:
+    return {"PreCandidate": "Candidate"}.get(role, role)
+
+
+def _go_arch() -> str:
+    machine = platform.machine().lower()
+    return {"x86_64": "amd64", "aarch64": "arm64", "i686": "386", "armv7l": "arm"}.get(machine, machine)
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def open_node(settings, reactor) -> Node:
+    """
+    Open the volume and build the node; a fresh volume becomes a
+    single-node cluster with this node as node 0 (DESIGN decision 9).
+    """
+    volume = open_volume_now(settings.volume, settings.hsm, reactor=reactor)
+    try:
+        node = Node(reactor, settings, volume, settings.hsm)
+        if volume.created:
+            node.bootstrap()
+        node.check_membership()
+    except BaseException:
+        volume.close()
+        raise
+    return node

@@ -1,0 +1,104 @@
+"""
+Real servers for tests: an in-process node on loopback TLS (port 0, a
+temporary volume), and real server processes for cluster tests.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from twisted.internet import defer, reactor, task
+from twisted.python import usage
+
+from minkms.apikey import APIKey
+from minkms.client import KMSClient
+from minkms.hsm import SoftHSM
+from minkms.server import service
+from tests.support import REPO, cli_env
+
+
+class NullOut:
+    """Where an in-process server's banner goes in tests."""
+
+    def __init__(self):
+        self.text = ""
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class InProcessServer:
+    """
+    A node built by L{service.makeService} exactly as C{minkms server}
+    does, serving on 127.0.0.1 in the test's reactor.
+    """
+
+    def __init__(self, testcase, hsm: SoftHSM | None = None, volume: str | None = None,
+                 extra_args=(), heartbeat=None):
+        self.hsm = hsm or SoftHSM.generate()
+        self.volume = volume or testcase.mktemp()
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        options = service.Options()
+        options.parseOptions([self.volume, "--dev", "--host", self.host,
+                              "--address", self.host, *extra_args])
+        options["volume"] = self.volume
+        self.out = NullOut()
+        self.service = service.makeService(
+            options, reactor=reactor, environ={"MINIO_KMS_HSM_KEY": self.hsm.to_text()}, out=self.out
+        )
+        self.node = self.service.node
+        self.service.startService()
+        testcase.addCleanup(self.stop)
+        self.api_key = APIKey.parse(self.hsm.sysadmin_api_key())
+
+    def stop(self):
+        if self.service.running:
+            return self.service.stopService()
+
+    def client(self, api_key: APIKey | str | None = "sysadmin") -> KMSClient:
+        """A client of this server (SysAdmin by default; None: no certificate)."""
+        if api_key == "sysadmin":
+            api_key = self.api_key
+        elif isinstance(api_key, str):
+            api_key = APIKey.parse(api_key)
+        return KMSClient(reactor, [self.host], api_key, insecure=True)
+
+    async def wait_ready(self, timeout=10.0):
+        """Wait until the node has a leader (writes can commit)."""
+        deadline = time.monotonic() + timeout
+        while not self.node.ready(True):
+            if time.monotonic() > deadline:
+                raise AssertionError("node did not become ready")
+            await task.deferLater(reactor, 0.02, lambda: None)
+
+
+async def client_call(client: KMSClient, *args, **kwargs):
+    """Call and close the client's idle connections afterwards."""
+    try:
+        return await client.call(*args, **kwargs)
+    finally:
+        await client.close()
+
+
+def start_process_server(volume: str, port: int, hsm_key: str, *extra, env=None) -> subprocess.Popen:
+    """Start C{minkms server --dev} as a real process on 127.0.0.1:PORT."""
+    host = f"127.0.0.1:{port}"
+    return subprocess.Popen(
+        [sys.executable, "-m", "minkms.cli.main", "server", volume, "--dev",
+         "--host", host, "--address", host, *extra],
+        env=env or cli_env(MINIO_KMS_HSM_KEY=hsm_key),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO,
+    )
