@@ -223,13 +223,15 @@ def _private_certificate(api_key: APIKey) -> ssl.PrivateCertificate:
 class _UnverifiedConnectionCreator:
     """A client connection that does not check the server (C{-k})."""
 
-    def __init__(self, ctx: SSL.Context, hostname: str) -> None:
+    def __init__(self, ctx: SSL.Context, hostname: str, alpn: list[bytes]) -> None:
         self._ctx = ctx
         self._hostname = hostname
+        self._alpn = alpn
 
     def clientConnectionForTLS(self, tlsProtocol):
         conn = SSL.Connection(self._ctx, None)
         conn.set_app_data(tlsProtocol)
+        conn.set_alpn_protos(self._alpn)
         if not isIPAddress(self._hostname) and not isIPv6Address(self._hostname):
             conn.set_tlsext_host_name(self._hostname.encode("idna"))
         conn.set_connect_state()
@@ -276,7 +278,7 @@ class ClientTLS:
         host = hostname.decode("ascii") if isinstance(hostname, bytes) else hostname
         host = host.strip("[]")
         if self._unverified_ctx is not None:
-            return _UnverifiedConnectionCreator(self._unverified_ctx, host)
+            return _UnverifiedConnectionCreator(self._unverified_ctx, host, self._alpn)
         return ssl.optionsForClientTLS(
             host,
             trustRoot=self._trust,

@@ -60,6 +60,7 @@ class InProcessServer:
             options, reactor=reactor, environ={"MINIO_KMS_HSM_KEY": self.hsm.to_text()}, out=self.out
         )
         self.node = self.service.node
+        self.service.stop_reactor_on_failure = False
         self.service.startService()
         testcase.addCleanup(self.stop)
         self.api_key = APIKey.parse(self.hsm.sysadmin_api_key())

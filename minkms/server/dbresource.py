@@ -7,6 +7,8 @@ open it.  A restore replaces the state through the log, so every member
 applies it.  Both are SysAdmin only.
 """
 
+import time
+
 from minkms.errors import ErrPermission, KMSError, bad_request
 from minkms.server.api import APIResource, _finish_later, _raise_result_error
 from minkms.server.http import caller_identity, send_error, send_ok
@@ -25,10 +27,11 @@ class DBResource(APIResource):
         self._node = node
         self._sysadmin = sysadmin
 
-    def _authorize(self, request) -> None:
+    def _authorize(self, request) -> str:
         caller = caller_identity(request)
         if not caller or caller != self._sysadmin:
             raise ErrPermission
+        return caller
 
     def render_GET(self, request):
         try:
@@ -40,7 +43,7 @@ class DBResource(APIResource):
 
     def render_PUT(self, request):
         try:
-            self._authorize(request)
+            caller = self._authorize(request)
             try:
                 state = open_backup(self._node.hsm, request.content.read())
             except BackupError as e:
@@ -49,7 +52,8 @@ class DBResource(APIResource):
                 raise bad_request("invalid backup: it was not made with this cluster's HSM key") from None
         except KMSError as e:
             return send_error(request, e)
-        d = self._node.propose(RestoreState(state=state).encode())
+        command = RestoreState(caller=caller, sysadmin=True, time=time.time_ns(), state=state)
+        d = self._node.propose(command.encode())
         d.addCallback(_raise_result_error)
         d.addCallback(lambda _: b"")
         return _finish_later(request, d)

@@ -19,7 +19,8 @@ from twisted.internet import defer, task
 
 from minkms.apikey import APIKey
 from minkms.cli.output import ArgumentParser, CLIError
-from minkms.client import KMSClient
+from minkms.client import ClientError, KMSClient
+from minkms.errors import KMSError
 from minkms.hsm import SoftHSM
 from minkms.wire import kms_pb2 as pb
 
@@ -35,11 +36,12 @@ def _start_node(hsm_key: str, port: int, log_path: str) -> subprocess.Popen:
 
 
 async def _wait_up(reactor, client: KMSClient, host: str, process, deadline: float) -> None:
+    """Wait until C{host} has a leader, i.e. can commit writes."""
     while True:
         if process.poll() is not None:
             raise CLIError(f"node {host} exited with status {process.returncode}; see its log")
         try:
-            await client.get("/version", host=host)
+            await client.get("/v1/health/ready?write", host=host)
             return
         except Exception:
             if time.monotonic() > deadline:
@@ -56,6 +58,8 @@ async def _form(reactor, hsm: SoftHSM, ports: list[int], processes) -> None:
             await _wait_up(reactor, client, host, process, deadline)
         for host in hosts[1:]:
             await client.call(1, pb.AddClusterNodeRequest(Host=host))
+    except (KMSError, ClientError) as e:
+        raise CLIError(f"could not form the cluster: {e}") from None
     finally:
         await client.close()
 
@@ -89,12 +93,21 @@ def run_dev_cluster(argv: list[str]) -> int:
             except subprocess.TimeoutExpired:
                 p.kill()
 
+    failure = []
+
+    async def form(reactor):
+        try:
+            await _form(reactor, hsm, ports, processes)
+        except CLIError as e:
+            failure.append(str(e))
+
     try:
-        task.react(lambda reactor: defer.ensureDeferred(_form(reactor, hsm, ports, processes)), [])
-    except SystemExit as e:
-        if e.code:
-            stop_all()
-            raise CLIError(f"could not form the cluster; node logs are in {logs}") from None
+        task.react(lambda reactor: defer.ensureDeferred(form(reactor)), [])
+    except SystemExit:
+        pass
+    if failure:
+        stop_all()
+        raise CLIError(f"{failure[0]}; node logs are in {logs}")
     endpoints = ",".join(f"https://127.0.0.1:{p}" for p in ports)
     print(f"Cluster of {args.nodes} node(s) is up (self-signed certificates: use -k).")
     print(f"HSM key     {hsm.to_text()}")

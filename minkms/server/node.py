@@ -30,7 +30,7 @@ from minkms.raft.config import single_node_config
 from minkms.raft.core import RaftCore, RaftOptions, bootstrap_state
 from minkms.raft.errors import NotLeader, RaftError
 from minkms.raft.ready import LEADER
-from minkms.raft.types import ENTRY_CONFIG, ENTRY_NORMAL, DurableState, Snapshot
+from minkms.raft.types import ENTRY_NORMAL, DurableState, Snapshot
 from minkms.server import peer
 from minkms.state.machine import StateMachine
 from minkms.storage.errors import StorageFailed
@@ -61,6 +61,7 @@ class Node:
         self.hsm = hsm
         self.host = settings.host
         self.exit_status = 0
+        self.fatal_hook = None
         self._rng = rng or random.Random(int.from_bytes(os.urandom(8), "big"))
         self._started = time.monotonic()
         self._tick_seconds = settings.heartbeat / TICKS_PER_HEARTBEAT
@@ -68,6 +69,8 @@ class Node:
         self._waiters: dict[int, list] = {}
         self._recent = collections.OrderedDict()
         self._links: dict[int, peer.PeerLink] = {}
+        self._inbound: dict = {}
+        self._linked_config = None
         self._peer_tls = peer.peer_tls(hsm)
         self._auth_key = hsm.derive(peer.LABEL_PEER_AUTH)
         self._busy = False
@@ -181,6 +184,7 @@ class Node:
         for link in self._links.values():
             link.close()
         self._links.clear()
+        self.peer_protocol.close_all()
         for waiters in self._waiters.values():
             for _, d in waiters:
                 if not d.called:
@@ -235,6 +239,8 @@ class Node:
                     self._apply(entry)
                 self._note_soft_state(rd)
                 self.core.advance(rd)
+                if self.core.config is not self._linked_config:
+                    self._update_links()
                 self._maybe_snapshot()
         finally:
             self._busy = False
@@ -260,25 +266,31 @@ class Node:
                     d.errback(unavailable(reason))
         self._waiters.clear()
         self.exit_status = 1
-        if self.reactor.running:
-            self.reactor.stop()
+        if self.fatal_hook is not None:
+            self.fatal_hook(reason)
 
     def _send(self, message) -> None:
-        link = self._links.get(message.to)
-        if link is not None:
-            link.send(codec.encode(message))
+        """
+        Send over our link to the destination, or else back over the
+        connection its last message came on (a joining node has no
+        membership, hence no links, until the log reaches it).
+        """
+        data = codec.encode(message)
+        link = self._links.get(message.dst)
+        if link is not None and link.send(data):
+            return
+        inbound = self._inbound.get(message.dst)
+        if inbound is not None and inbound.transport is not None and inbound.transport.connected:
+            inbound.callRemote(peer.RaftMessage, data=data)
 
     def _install(self, snapshot) -> None:
         self.state.restore(snapshot.data)
         self._applied = snapshot.meta.index
-        self._update_links()
 
     def _apply(self, entry) -> None:
         result = None
         if entry.kind == ENTRY_NORMAL:
             result = self.state.apply(entry.data)
-        elif entry.kind == ENTRY_CONFIG:
-            self.reactor.callLater(0, self._update_links)
         self._applied = entry.index
         self._recent[entry.index] = (entry.term, result)
         if len(self._recent) > RECENT_RESULTS:
@@ -300,6 +312,7 @@ class Node:
 
     def _update_links(self) -> None:
         config = self.config
+        self._linked_config = config
         wanted = {i: a for i, a in config.addresses.items() if i in config.members and i != self.node_id}
         for node_id in list(self._links):
             if wanted.get(node_id) != self._links[node_id].address:
@@ -378,13 +391,15 @@ class Node:
 
     # -- reads and status -------------------------------------------------
 
-    def receive_raft(self, data: bytes) -> None:
-        """A Raft message from a peer."""
+    def receive_raft(self, data: bytes, via=None) -> None:
+        """A Raft message from a peer, which came over connection C{via}."""
         try:
             message = codec.decode(data)
         except codec.CodecError as e:
             log.warn("dropped an undecodable raft message: {e}", e=e)
             return
+        if via is not None:
+            self._inbound[message.src] = via
         if self._failed is None and not self._joining:
             self.core.step(message)
             self._kick()

@@ -15,12 +15,13 @@ L{LongBytes}, so snapshots and large entries need no special case here.
 
 import hmac
 
-from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.protocols import amp
+from zope.interface import implementer
 
 from minkms.errors import KMSError
 from minkms.tls import ALPN_PEER, ClientTLS, peer_identity
@@ -130,10 +131,13 @@ def remote_to_kms_error(failure):
     raise KMSError(int(status), message)
 
 
+@implementer(IHandshakeListener)
 class PeerProtocol(amp.AMP):
     """
     One end of a peer connection.  Responders call into the node; nothing
-    but L{Hello} is served until the other end has proved itself.
+    but L{Hello} is served until the other end has proved itself.  The
+    connecting end says L{Hello} once the TLS handshake is complete (the
+    exporter value exists only then).
     """
 
     authenticated = False
@@ -144,9 +148,9 @@ class PeerProtocol(amp.AMP):
         self._auth_key = auth_key
         self._server_side = server_side
         self.ready = defer.Deferred()
+        self.lost = defer.Deferred()
 
-    def connectionMade(self):
-        super().connectionMade()
+    def handshakeCompleted(self):
         if not self._server_side:
             d = self.callRemote(Hello, proof=_proof(self._auth_key, b"client", self.transport))
             d.addCallbacks(self._check_server_proof, self._hello_failed)
@@ -167,7 +171,9 @@ class PeerProtocol(amp.AMP):
         super().connectionLost(reason)
         if not self.ready.called:
             self.ready.errback(reason)
-            self.ready.addErrback(lambda f: None)
+            if self._server_side:
+                self.ready.addErrback(lambda f: None)
+        self.lost.callback(None)
 
     def _require_auth(self):
         if not self.authenticated:
@@ -185,7 +191,7 @@ class PeerProtocol(amp.AMP):
     @RaftMessage.responder
     def raft_message(self, data):
         if self.authenticated:
-            self.node.receive_raft(data)
+            self.node.receive_raft(data, via=self)
         return {}
 
     @Forward.responder
@@ -228,12 +234,22 @@ class PeerListener:
         self._node = node
         self._expected = peer_identity_expected
         self._auth_key = auth_key
+        self._open: set[PeerProtocol] = set()
 
     def __call__(self, transport, addr):
         if peer_identity(transport) != self._expected:
             log.warn("refused a peer connection from {addr}: not a cluster node", addr=addr)
             return None
-        return PeerProtocol(self._node, self._auth_key, server_side=True)
+        protocol = PeerProtocol(self._node, self._auth_key, server_side=True)
+        self._open.add(protocol)
+        protocol.lost.addCallback(lambda _: self._open.discard(protocol))
+        return protocol
+
+    def close_all(self) -> None:
+        """Drop every accepted peer connection (the node is stopping)."""
+        for protocol in list(self._open):
+            if protocol.transport is not None:
+                protocol.transport.loseConnection()
 
 
 class _PeerFactory(Factory):
@@ -249,42 +265,65 @@ class _PeerFactory(Factory):
 
 class PeerLink:
     """
-    A kept-up connection to one other node, reconnecting with back-off.
-    Raft messages sent while it is down are dropped (Raft resends).
+    A kept-up, authenticated connection to one other node: it reconnects
+    with back-off until closed.  Raft messages sent while it is down are
+    dropped (Raft resends); calls wait for the connection, within a timeout.
     """
+
+    INITIAL_DELAY = 0.05
+    MAX_DELAY = 1.0
 
     def __init__(self, reactor, address: str, node, tls: ClientTLS, auth_key: bytes) -> None:
         from minkms.server.config import split_host_port
 
         host, port = split_host_port(address, "peer address")
-        endpoint = wrapClientTLS(
+        self._endpoint = wrapClientTLS(
             tls.creatorForNetloc(host.encode("idna"), port),
             HostnameEndpoint(reactor, host, port, timeout=5),
         )
+        self._factory = _PeerFactory(node, auth_key)
+        self._reactor = reactor
         self.address = address
         self.protocol = None
-        self._service = ClientService(
-            endpoint,
-            _PeerFactory(node, auth_key),
-            retryPolicy=backoffPolicy(initialDelay=0.05, maxDelay=1.0, factor=2.0),
-            prepareConnection=self._prepare,
-            clock=reactor,
-        )
-        self._service.startService()
+        self._closed = False
+        self._delay = self.INITIAL_DELAY
+        self._attempt = None
+        self._retry = None
+        self._waiting: list[defer.Deferred] = []
+        self._connect()
 
-    def _prepare(self, protocol):
+    def _connect(self) -> None:
+        self._retry = None
+        if self._closed:
+            return
+        self._attempt = self._endpoint.connect(self._factory)
+        self._attempt.addCallback(lambda p: p.ready)
+        self._attempt.addCallbacks(self._connected, self._lost)
+
+    def _connected(self, protocol) -> None:
+        self._attempt = None
+        if self._closed:
+            protocol.transport.loseConnection()
+            return
+        self.protocol = protocol
+        self._delay = self.INITIAL_DELAY
+        protocol.lost.addBoth(self._lost)
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(protocol)
+
+    def _lost(self, reason) -> None:
+        self._attempt = None
         self.protocol = None
-
-        def authenticated(p):
-            self.protocol = p
-
-        protocol.ready.addCallback(authenticated)
-        protocol.ready.addErrback(lambda f: None)
-        return protocol.ready
+        if self._closed or self._retry is not None:
+            return
+        self._retry = self._reactor.callLater(self._delay, self._connect)
+        self._delay = min(self._delay * 2, self.MAX_DELAY)
 
     def usable(self):
+        """The authenticated protocol, or None while disconnected."""
         p = self.protocol
-        return p if p is not None and p.authenticated and p.transport and p.transport.connected else None
+        return p if p is not None and p.transport is not None and p.transport.connected else None
 
     def send(self, data: bytes) -> bool:
         """Send a Raft message if connected; say whether it went out."""
@@ -296,17 +335,33 @@ class PeerLink:
 
     async def call(self, command, timeout: float, reactor, **kwargs):
         """Call C{command} on the node once connected, within C{timeout}."""
-        d = self._service.whenConnected(failAfterFailures=3)
-        d.addTimeout(timeout, reactor)
-        protocol = await d
-        await protocol.ready
+        protocol = self.usable()
+        if protocol is None:
+            waiter = defer.Deferred()
+            self._waiting.append(waiter)
+            waiter.addTimeout(timeout, reactor)
+            protocol = await waiter
         d = protocol.callRemote(command, **kwargs)
         d.addTimeout(timeout, reactor)
         return await d
 
-    def close(self):
+    def close(self) -> None:
         """Stop reconnecting and drop the connection."""
-        return self._service.stopService()
+        self._closed = True
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        if self._attempt is not None:
+            self._attempt.cancel()
+        if self.protocol is not None and self.protocol.transport is not None:
+            self.protocol.transport.loseConnection()
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(PeerUnavailable(f"link to {self.address} closed"))
+
+
+class PeerUnavailable(Exception):
+    """The other node could not be reached."""
 
 
 def peer_tls(hsm) -> ClientTLS:

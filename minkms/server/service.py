@@ -195,15 +195,23 @@ class NodeService(service.MultiService):
     C{--dev}) removes the temporary volume.
     """
 
-    def __init__(self, settings: Settings, node, port, out) -> None:
+    stop_reactor_on_failure = True
+
+    def __init__(self, settings: Settings, node, port, out, reactor) -> None:
         super().__init__()
         self.settings = settings
         self.node = node
         self.port = port
         self._out = out
+        self._reactor = reactor
+
+    def _fatal(self, reason: str) -> None:
+        if self.stop_reactor_on_failure and self._reactor.running:
+            self._reactor.stop()
 
     def startService(self):
         super().startService()
+        self.node.fatal_hook = self._fatal
         self.node.start()
         s = self.settings
         text = banner(
@@ -258,7 +266,7 @@ def build_service(settings: Settings, reactor, out=None) -> NodeService:
     except BaseException:
         node.close()
         raise
-    return NodeService(settings, node, port, out or sys.stdout)
+    return NodeService(settings, node, port, out or sys.stdout, reactor)
 
 
 def makeService(options, reactor=None, environ=os.environ, out=None):

@@ -25,7 +25,7 @@ from minkms.errors import (
     bad_request,
     internal,
 )
-from minkms.state import authz, commands as c
+from minkms.state import authz, commands as c, snapshot
 from minkms.state.model import (
     ADMIN,
     PRIVILEGES,
@@ -321,8 +321,23 @@ def _delete_identity(state: State, command: c.DeleteIdentity) -> Commit:
     return commit
 
 
+def _restore_state(state: State, command: c.RestoreState) -> Commit:
+    if not command.sysadmin:
+        raise ErrPermission
+    try:
+        restored = snapshot.load(command.state)
+    except snapshot.SnapshotError:
+        raise bad_request("invalid backup: not a state snapshot") from None
+
+    def commit():
+        state.enclaves = restored.enclaves
+
+    return commit
+
+
 _HANDLERS = {
     c.SetCluster: _set_cluster,
+    c.RestoreState: _restore_state,
     c.CreateEnclave: _create_enclave,
     c.DeleteEnclave: _delete_enclave,
     c.CreateKey: _create_key,

@@ -181,10 +181,22 @@ class DeleteIdentity(ClientCommand):
     identity: str
 
 
+@attrs.frozen(kw_only=True)
+class RestoreState(ClientCommand):
+    """
+    C{minkms restore}: replace enclaves, keys, identities and policies by
+    those of a backup (a state snapshot); the membership is kept.
+    """
+
+    op: ClassVar[str] = "state.restore"
+    state: bytes
+
+
 COMMAND_TYPES = {
     cls.op: cls
     for cls in (
         SetCluster,
+        RestoreState,
         CreateEnclave,
         DeleteEnclave,
         CreateKey,
@@ -261,7 +273,7 @@ def _decode_rules(value) -> RawRules:
 def _decode_nodes(value) -> Nodes:
     nodes = {}
     for key, host in _expect(value, dict).items():
-        if not key.isdigit() or str(int(key)) != key:
+        if not (key.isascii() and key.isdigit()) or str(int(key)) != key:
             raise ValueError("node ID")
         nodes[int(key)] = _expect(host, str)
     return nodes

@@ -1,0 +1,489 @@
+"""
+C{VOLUME/kms.db} with Deferred writes, group commit and compaction.
+
+This is the only storage module that uses Twisted.  The reactor thread
+never touches the disk once the volume is open: encoding, writes, fsyncs
+and compaction run on one dedicated storage thread, one job at a time, and
+the reactor only keeps the queue.
+
+Group commit: while a write and its fsync are in flight, new appends wait
+in the queue; when the fsync returns, every waiting append goes out
+together as one write and one fsync.  Deferreds fire in the order the
+appends were made, and only after the fsync that covered them returned.
+
+Failure is final.  If a write or fsync fails (a full disk, an I/O error),
+the appends it covered fail, every queued and later append fails at once,
+and L{Volume.failed} says why.  Nothing is retried, because after a failed
+fsync the kernel may already have dropped the dirty pages and a second
+fsync can succeed without the data.
+"""
+
+import collections
+
+import attrs
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from minkms.raft.types import HardState, SnapshotMeta
+from minkms.storage.errors import StorageFailed
+from minkms.storage.files import OSFiles, commit_temp, write_temp
+from minkms.storage.layout import RecordSealer, encode_header, new_header
+from minkms.storage.records import Snapshot, check_record
+from minkms.storage.replay import DurableState
+from minkms.storage.startup import LoadedVolume, load_volume
+
+DEFAULT_COMPACT_THRESHOLD = 64 * 2**20
+"""Compact once C{kms.db} passes this size (and twice its size after the last compaction)."""
+
+
+class ThreadRunner:
+    """Runs blocking storage calls on one dedicated thread."""
+
+    def __init__(self, reactor=None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="minkms-storage")
+        self._pool.start()
+        self._trigger = reactor.addSystemEventTrigger("during", "shutdown", self._shutdown)
+
+    def _shutdown(self) -> None:
+        self._trigger = None
+        self._pool.stop()
+
+    def run(self, f, *args) -> Deferred:
+        """Call C{f(*args)} on the storage thread; the Deferred fires in the reactor."""
+        return deferToThreadPool(self._reactor, self._pool, f, *args)
+
+    def stop(self) -> None:
+        """Stop the thread (it must be idle)."""
+        if self._trigger is not None:
+            self._reactor.removeSystemEventTrigger(self._trigger)
+            self._trigger = None
+            self._pool.stop()
+
+
+class InlineRunner:
+    """Runs blocking calls right away in the caller's thread: for tests and simulation."""
+
+    def run(self, f, *args) -> Deferred:
+        """Call C{f(*args)} now."""
+        return maybeDeferred(f, *args)
+
+    def stop(self) -> None:
+        """Nothing to stop."""
+
+
+class StepRunner:
+    """
+    Holds blocking calls until told to run them: for tests and simulation
+    that decide when the disk finishes (a slow fsync, a batch forming).
+    """
+
+    def __init__(self) -> None:
+        self.pending: list = []
+
+    def run(self, f, *args) -> Deferred:
+        """Queue C{f(*args)}; the Deferred fires when L{step} runs it."""
+        d = Deferred()
+        self.pending.append((f, args, d))
+        return d
+
+    def step(self) -> None:
+        """Run the oldest queued call and fire its Deferred."""
+        f, args, d = self.pending.pop(0)
+        maybeDeferred(f, *args).chainDeferred(d)
+
+    def stop(self) -> None:
+        """Nothing to stop."""
+
+
+@attrs.define
+class _Append:
+    records: list
+    done: Deferred
+
+
+@attrs.define
+class _Rewrite:
+    state: DurableState
+    cluster_id: str
+    node_id: int
+    done: Deferred
+
+
+@attrs.define
+class _Close:
+    done: Deferred
+
+
+class _CompactionAborted(Exception):
+    """Writing the new file failed before the rename; the old file stands."""
+
+
+def open_volume(
+    path: str,
+    hsm,
+    *,
+    reactor=None,
+    files=None,
+    runner=None,
+    compact_threshold: int = DEFAULT_COMPACT_THRESHOLD,
+) -> Deferred:
+    """
+    Lock and open (or create) the volume at C{path}, recovering in the
+    storage thread.
+
+    @return: a Deferred firing with a L{Volume}, or failing with
+        L{minkms.errors.StartupError}.
+    """
+    files = files or OSFiles()
+    runner = runner or ThreadRunner(reactor)
+    d = runner.run(load_volume, path, hsm, files)
+
+    def opened(loaded):
+        return Volume(loaded, hsm, files, runner, compact_threshold)
+
+    def not_opened(failure):
+        runner.stop()
+        return failure
+
+    return d.addCallbacks(opened, not_opened)
+
+
+def open_volume_now(
+    path: str,
+    hsm,
+    *,
+    reactor=None,
+    files=None,
+    runner=None,
+    compact_threshold: int = DEFAULT_COMPACT_THRESHOLD,
+) -> "Volume":
+    """
+    Like L{open_volume} but recovers in the calling thread: for start-up
+    code that runs before the reactor does.
+
+    @raise minkms.errors.StartupError: see L{load_volume}.
+    """
+    files = files or OSFiles()
+    loaded = load_volume(path, hsm, files)
+    return Volume(loaded, hsm, files, runner or ThreadRunner(reactor), compact_threshold)
+
+
+class Volume:
+    """
+    An open, locked C{kms.db}: the durable Raft state of this node.
+
+    @ivar recovered: the L{DurableState} found at open (hard state, latest
+        snapshot, entries after it); not updated afterwards.
+    @ivar warnings: what recovery fixed, one line each (also logged).
+    @ivar failed: C{None}, or the C{"storage failed: ..."} reason once a
+        write or fsync failed; from then on every append fails.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, loaded: LoadedVolume, hsm, files, runner, compact_threshold: int
+    ) -> None:
+        self.path = loaded.directory
+        self.db_path = loaded.db_path
+        self.recovered = loaded.state
+        self.warnings = list(loaded.warnings)
+        self.created = loaded.created
+        self.failed: str | None = None
+        self.compact_threshold = compact_threshold
+        self._hsm = hsm
+        self._files = files
+        self._runner = runner
+        self._lock_fd = loaded.lock_fd
+        self._fd = loaded.fd
+        self._header = loaded.header
+        self._rek = loaded.rek
+        self._sealer = RecordSealer(loaded.rek, loaded.header.file_id)
+        self._end = loaded.end
+        self._compacted_size = loaded.end
+        self._mirror = loaded.state.copy()
+        self._queue = collections.deque()
+        self._busy = False
+        self._pumping = False
+        self._closed = False
+        self._auto_compaction = False
+        for line in self.warnings:
+            self.log.warn("{line}", line=line)
+
+    @property
+    def cluster_id(self) -> str:
+        """The cluster this node belongs to (a UUID string)."""
+        return self._header.cluster_id
+
+    @property
+    def node_id(self) -> int:
+        """This node's ID within its cluster."""
+        return self._header.node_id
+
+    @property
+    def size(self) -> int:
+        """Bytes of C{kms.db} that are written and fsynced."""
+        return self._end
+
+    def append(self, records) -> Deferred:
+        """
+        Make C{records} (L{Entry}, L{HardState}, L{Snapshot}) durable, in
+        order after everything appended before.
+
+        @return: a Deferred that fires with C{None} once the records are
+            written and fsynced, or fails with L{StorageFailed} (or, at
+            once, C{TypeError}/C{ValueError} for a malformed record).
+        """
+        if self.failed is not None:
+            return fail(StorageFailed(self.failed))
+        if self._closed:
+            return fail(StorageFailed("storage failed: volume is closed"))
+        records = list(records)
+        try:
+            for record in records:
+                check_record(record)
+        except (TypeError, ValueError) as e:
+            return fail(e)
+        for record in records:
+            self._mirror.apply(record)
+        done = Deferred()
+        self._queue.append(_Append(records, done))
+        self._pump()
+        return done
+
+    def append_entries(self, entries) -> Deferred:
+        """L{append} for log entries."""
+        return self.append(entries)
+
+    def save_hard_state(self, hard_state: HardState) -> Deferred:
+        """L{append} for the hard state (term, vote, commit)."""
+        return self.append([hard_state])
+
+    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> Deferred:
+        """L{append} for a snapshot; it drops the entries it covers."""
+        return self.append([Snapshot(meta, data)])
+
+    def compact(self) -> Deferred:
+        """
+        Rewrite C{kms.db} as header + latest snapshot + live entries + hard
+        state, after everything appended so far.
+
+        @return: a Deferred that fires once the new file has replaced the
+            old one and the directory is fsynced.  If writing the new file
+            fails before the rename, it fails and the old file stays in use;
+            a failure from the rename on fails the volume.
+        """
+        return self._rewrite(self._header.cluster_id, self._header.node_id)
+
+    def rewrite_header(self, cluster_id: str, node_id: int) -> Deferred:
+        """
+        Adopt C{cluster_id} and C{node_id} (C{minkms add}), by compaction.
+
+        @return: as L{compact}; L{cluster_id} and L{node_id} change when it fires.
+        """
+        if not isinstance(cluster_id, str) or not cluster_id:
+            return fail(ValueError("cluster ID must be a non-empty string"))
+        if not isinstance(node_id, int) or not 0 <= node_id < 2**64:
+            return fail(ValueError("node ID must be an unsigned 64-bit integer"))
+        return self._rewrite(cluster_id, node_id)
+
+    def reset(self, cluster_id: str, node_id: int) -> Deferred:
+        """
+        Drop every record and adopt C{cluster_id} and C{node_id}: the node
+        is joining a cluster and will receive the log from its leader.  The
+        new file replaces the old one atomically, like a compaction.
+
+        @return: as L{compact}.
+        """
+        if not isinstance(cluster_id, str) or not cluster_id:
+            return fail(ValueError("cluster ID must be a non-empty string"))
+        if self.failed is not None:
+            return fail(StorageFailed(self.failed))
+        if self._closed:
+            return fail(StorageFailed("storage failed: volume is closed"))
+        self._mirror = DurableState()
+        done = Deferred()
+        self._queue.append(_Rewrite(DurableState(), cluster_id, node_id, done))
+        self._pump()
+        return done
+
+    def close(self) -> Deferred:
+        """
+        Finish queued work, then release the file, the lock and the thread.
+
+        @return: a Deferred that fires when the volume is closed.
+        """
+        if self._closed:
+            return succeed(None)
+        self._closed = True
+        done = Deferred()
+        self._queue.append(_Close(done))
+        self._pump()
+        return done
+
+    def _rewrite(self, cluster_id: str, node_id: int) -> Deferred:
+        if self.failed is not None:
+            return fail(StorageFailed(self.failed))
+        if self._closed:
+            return fail(StorageFailed("storage failed: volume is closed"))
+        done = Deferred()
+        self._queue.append(_Rewrite(self._mirror.copy(), cluster_id, node_id, done))
+        self._pump()
+        return done
+
+    def _pump(self) -> None:
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while not self._busy and self._queue:
+                self._start_next()
+        finally:
+            self._pumping = False
+
+    def _start_next(self) -> None:
+        job = self._queue.popleft()
+        if isinstance(job, _Close):
+            self._shut(job)
+        elif self.failed is not None:
+            job.done.errback(StorageFailed(self.failed))
+        elif isinstance(job, _Append):
+            batch = [job]
+            while self._queue and isinstance(self._queue[0], _Append):
+                batch.append(self._queue.popleft())
+            records = [record for item in batch for record in item.records]
+            self._busy = True
+            d = self._runner.run(self._write_batch, records, self._end)
+            d.addCallbacks(
+                self._written, self._write_failed, callbackArgs=(batch,), errbackArgs=(batch,)
+            )
+        else:
+            self._busy = True
+            d = self._runner.run(self._write_new_file, job)
+            d.addCallbacks(
+                self._rewritten, self._rewrite_failed, callbackArgs=(job,), errbackArgs=(job,)
+            )
+
+    def _write_batch(self, records: list, start: int) -> int:
+        data = self._sealer.encode_batch(start, records)
+        if not data:
+            return start
+        try:
+            self._files.pwrite(self._fd, data, start)
+        except Exception as e:
+            raise StorageFailed(f"storage failed: cannot write {self.db_path}: {_why(e)}") from e
+        try:
+            self._files.sync(self._fd)
+        except Exception as e:
+            raise StorageFailed(f"storage failed: fsync of {self.db_path} failed: {_why(e)}") from e
+        return start + len(data)
+
+    def _written(self, end: int, batch: list) -> None:
+        self._end = end
+        for item in batch:
+            item.done.callback(None)
+        self._busy = False
+        self._maybe_compact()
+        self._pump()
+
+    def _write_failed(self, failure, batch: list) -> None:
+        self._fail(failure)
+        for item in batch:
+            item.done.errback(StorageFailed(self.failed))
+        self._busy = False
+        self._pump()
+
+    def _write_new_file(self, job: _Rewrite):
+        header = new_header(self._hsm, self._rek, job.cluster_id, job.node_id)
+        head = encode_header(header)
+        sealer = RecordSealer(self._rek, header.file_id)
+        data = head + sealer.encode_batch(len(head), job.state.records())
+        try:
+            fd = write_temp(self._files, self.db_path, data)
+        except Exception as e:
+            raise _CompactionAborted(f"cannot write new {self.db_path}: {_why(e)}") from e
+        try:
+            commit_temp(self._files, self.path, self.db_path)
+        except Exception as e:
+            try:
+                self._files.close(fd)
+            except Exception:
+                pass
+            raise StorageFailed(
+                f"storage failed: cannot replace {self.db_path}: {_why(e)}"
+            ) from e
+        try:
+            self._files.close(self._fd)
+        except Exception:
+            pass
+        return header, sealer, fd, len(data)
+
+    def _rewritten(self, result, job: _Rewrite) -> None:
+        self._header, self._sealer, self._fd, self._end = result
+        self._compacted_size = self._end
+        self.log.info(
+            "{path} rewritten: {size} bytes", path=self.db_path, size=self._end
+        )
+        job.done.callback(None)
+        self._busy = False
+        self._pump()
+
+    def _rewrite_failed(self, failure, job: _Rewrite) -> None:
+        if failure.check(_CompactionAborted):
+            self.log.error(
+                "compaction abandoned, {path} unchanged: {why}",
+                path=self.db_path,
+                why=failure.getErrorMessage(),
+            )
+        else:
+            self._fail(failure)
+        job.done.errback(failure)
+        self._busy = False
+        self._pump()
+
+    def _maybe_compact(self) -> None:
+        if self._auto_compaction or self._closed:
+            return
+        if self._end <= max(self.compact_threshold, 2 * self._compacted_size):
+            return
+        self._auto_compaction = True
+
+        def finished(result):
+            self._auto_compaction = False
+            if isinstance(result, Failure) and not result.check(
+                StorageFailed, _CompactionAborted
+            ):
+                self.log.failure("compaction failed", result)
+            return None
+
+        self.compact().addBoth(finished)
+
+    def _fail(self, failure) -> None:
+        if self.failed is not None:
+            return
+        if failure.check(StorageFailed):
+            self.failed = failure.getErrorMessage()
+        else:
+            self.failed = f"storage failed: {failure.getErrorMessage()}"
+        self.log.critical("{reason}; no further writes", reason=self.failed)
+
+    def _shut(self, job: _Close) -> None:
+        for fd in (self._fd, self._lock_fd):
+            try:
+                self._files.close(fd)
+            except Exception:
+                pass
+        self._runner.stop()
+        job.done.callback(None)
+
+
+def _why(error: Exception) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return f"[Errno {error.errno}] {error.strerror}"
+    return str(error) or type(error).__name__
