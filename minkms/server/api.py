@@ -70,6 +70,15 @@ class VersionResource(APIResource):
         return send_message(request, self._message)
 
 
+def query_flags(request) -> set[bytes]:
+    """
+    The keys of the query string, bare ones included (C{?write}, C{?self}):
+    C{request.args} drops keys that have no value.
+    """
+    _, _, query = request.uri.partition(b"?")
+    return {part.split(b"=", 1)[0] for part in query.split(b"&") if part}
+
+
 def send_message(request, message) -> bytes:
     """Answer with C{message} as protobuf or proto-JSON, as C{Accept} asks."""
     accept = request.getHeader(b"accept") or b""
@@ -100,7 +109,7 @@ class ReadyResource(APIResource):
         self._node = node
 
     def render_GET(self, request):
-        write = b"write" in request.args
+        write = b"write" in query_flags(request)
         if self._node.ready(write):
             return send_ok(request, b"", b"application/json")
         what = "writes" if write else "reads"

@@ -110,7 +110,6 @@ def run_dev_cluster(argv: list[str]) -> int:
         raise CLIError(f"{failure[0]}; node logs are in {logs}")
     endpoints = ",".join(f"https://127.0.0.1:{p}" for p in ports)
     print(f"Cluster of {args.nodes} node(s) is up (self-signed certificates: use -k).")
-    print(f"HSM key     {hsm.to_text()}")
     print(f"Endpoint    {endpoints}")
     print(f"API Key     {hsm.sysadmin_api_key()}")
     print(f"Logs        {logs}")

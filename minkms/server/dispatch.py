@@ -20,7 +20,7 @@ run says, apply checks again.
 import attrs
 
 from minkms import crypto
-from minkms.errors import ErrPermission, KMSError, bad_request, internal, not_implemented
+from minkms.errors import ErrPermission, bad_request, internal, not_implemented
 from minkms.state import authz, reads
 from minkms.state import commands as sc
 from minkms.state.machine import StateMachine, check, result_error
