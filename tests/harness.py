@@ -94,12 +94,64 @@ async def client_call(client: KMSClient, *args, **kwargs):
         await client.close()
 
 
-def start_process_server(volume: str, port: int, hsm_key: str, *extra, env=None) -> subprocess.Popen:
-    """Start C{minkms server --dev} as a real process on 127.0.0.1:PORT."""
-    host = f"127.0.0.1:{port}"
-    return subprocess.Popen(
-        [sys.executable, "-m", "minkms.cli.main", "server", volume, "--dev",
-         "--host", host, "--address", host, *extra],
-        env=env or cli_env(MINIO_KMS_HSM_KEY=hsm_key),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO,
-    )
+class ProcessNode:
+    """
+    A real C{minkms server} process on 127.0.0.1:PORT with its own volume;
+    it can be killed (SIGKILL) and restarted on the same volume and port.
+    """
+
+    def __init__(self, testcase, hsm: SoftHSM, port: int | None = None, volume: str | None = None):
+        self.hsm = hsm
+        self.port = port or free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        base = os.path.abspath(testcase.mktemp())
+        os.makedirs(base)
+        self.volume = volume or os.path.join(base, "volume")
+        self.log_path = os.path.join(base, "server.log")
+        self.process = None
+        testcase.addCleanup(self.stop)
+
+    def start(self):
+        """Start the process (returns at once; see L{wait_up})."""
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "minkms.cli.main", "server", self.volume, "--dev",
+             "--host", self.host, "--address", self.host],
+            env=cli_env(MINIO_KMS_HSM_KEY=self.hsm.to_text()),
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+        )
+        log.close()
+        return self
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    async def wait_up(self, client: KMSClient, timeout=30.0, write=False):
+        """Wait until the node answers (and, with C{write}, has a leader)."""
+        path = "/v1/health/ready?write" if write else "/version"
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise AssertionError(f"node {self.host} exited:\n{self.log()}")
+            try:
+                await client.get(path, host=self.host)
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"node {self.host} not up in time:\n{self.log()}")
+                await task.deferLater(reactor, 0.1, lambda: None)
+
+    def kill(self):
+        """SIGKILL: no shutdown, unsynced data lost."""
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

@@ -30,6 +30,9 @@ class ProtocolSwitch(Protocol):
         self._factory = factory
         self._addr = addr
 
+    def connectionMade(self) -> None:
+        _no_delay(self.transport)
+
     def dataReceived(self, data: bytes) -> None:
         if self.inner is None:
             self.inner = self._choose()
@@ -49,6 +52,14 @@ class ProtocolSwitch(Protocol):
     def connectionLost(self, reason) -> None:
         if self.inner is not None:
             self.inner.connectionLost(reason)
+
+
+def _no_delay(transport) -> None:
+    """Small request/response messages must not wait for Nagle's algorithm."""
+    try:
+        transport.setTcpNoDelay(True)
+    except (AttributeError, OSError):
+        pass
 
 
 class SwitchFactory(Factory):

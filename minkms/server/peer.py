@@ -150,6 +150,13 @@ class PeerProtocol(amp.AMP):
         self.ready = defer.Deferred()
         self.lost = defer.Deferred()
 
+    def connectionMade(self):
+        super().connectionMade()
+        try:
+            self.transport.setTcpNoDelay(True)
+        except (AttributeError, OSError):
+            pass
+
     def handshakeCompleted(self):
         if not self._server_side:
             d = self.callRemote(Hello, proof=_proof(self._auth_key, b"client", self.transport))

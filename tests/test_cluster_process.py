@@ -1,0 +1,111 @@
+"""
+A three-node cluster of real processes on loopback: formed with
+CLUSTER:ADDNODE as C{minkms add} does, then the leader is killed with
+SIGKILL while writes are in flight.  Every write whose reply said success
+must be on the survivors, and the restarted node must catch up.
+"""
+
+import random
+
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+
+from minkms.apikey import APIKey
+from minkms.client import ClientError, KMSClient
+from minkms.errors import KMSError
+from minkms.hsm import SoftHSM
+from minkms.wire import kms_pb2 as pb
+from tests.harness import ProcessNode
+
+ENCLAVE = "e"
+
+
+async def list_keys(client: KMSClient, host: str) -> set[str]:
+    """Every key name in the enclave, as one node sees it (all pages)."""
+    names, cont = set(), ""
+    while True:
+        page = await client.call(208, pb.ListRequest(ContinueAt=cont, Limit=500), enclave=ENCLAVE, host=host)
+        names.update(k.Name for k in page.Keys)
+        if not page.ContinueAt or not page.Keys:
+            return names
+        cont = page.ContinueAt
+
+
+class ClusterFailoverTests(unittest.TestCase):
+    timeout = 180
+
+    async def form_cluster(self):
+        hsm = SoftHSM.generate()
+        nodes = [ProcessNode(self, hsm).start() for _ in range(3)]
+        client = KMSClient(reactor, [n.host for n in nodes], APIKey.parse(hsm.sysadmin_api_key()),
+                           insecure=True, timeout=10)
+        self.addCleanup(client.close)
+        for node in nodes:
+            await node.wait_up(client, write=True)
+        for node in nodes[1:]:
+            await client.call(1, pb.AddClusterNodeRequest(Host=node.host), host=nodes[0].host)
+        return nodes, client
+
+    async def leader_of(self, client, nodes):
+        for node in nodes:
+            try:
+                status = await client.call(3, pb.ClusterStatusRequest(), host=node.host)
+            except (KMSError, ClientError):
+                continue
+            for node_id, server in status.NodesUp.items():
+                if server.Role == "Leader":
+                    return next(n for n in nodes if n.host == server.Host)
+        return None
+
+    async def writer(self, client, nodes, name_prefix, stop, acknowledged, rng):
+        i = 0
+        while not stop:
+            node = rng.choice(nodes)
+            name = f"{name_prefix}-{i}"
+            i += 1
+            try:
+                await client.call(201, pb.CreateKeyRequest(Name=name), enclave=ENCLAVE, host=node.host)
+            except (KMSError, ClientError):
+                await task.deferLater(reactor, 0.05, lambda: None)
+                continue
+            acknowledged.add(name)
+
+    async def _kill_leader_during_writes(self):
+        nodes, client = await self.form_cluster()
+        status = await client.call(3, pb.ClusterStatusRequest(), host=nodes[1].host)
+        self.assertEqual(len(status.NodesUp), 3, status)
+        self.assertEqual(len(status.NodesDown), 0)
+        await client.call(101, pb.CreateEnclaveRequest(Name=ENCLAVE))
+        acknowledged: set[str] = set()
+        stop: list = []
+        rng = random.Random(7)
+        writers = [defer.ensureDeferred(self.writer(client, nodes, f"w{i}", stop, acknowledged, rng))
+                   for i in range(8)]
+        await task.deferLater(reactor, 1.5, lambda: None)
+        leader = await self.leader_of(client, nodes)
+        self.assertIsNotNone(leader)
+        before_kill = len(acknowledged)
+        leader.kill()
+        await task.deferLater(reactor, 4.0, lambda: None)
+        stop.append(True)
+        await defer.gatherResults(writers)
+        survivors = [n for n in nodes if n is not leader]
+        print(f"acknowledged {before_kill} before the kill, {len(acknowledged)} in all")
+        self.assertGreater(before_kill, 0)
+        self.assertGreater(len(acknowledged), before_kill, "the survivors kept accepting writes")
+        for node in survivors:
+            present = await list_keys(client, node.host)
+            self.assertEqual(acknowledged - present, set(), f"acknowledged writes missing on {node.host}")
+        leader.start()
+        await leader.wait_up(client)
+        for _ in range(100):
+            present = await list_keys(client, leader.host)
+            if acknowledged <= present:
+                break
+            await task.deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(acknowledged - present, set(), "the restarted node did not catch up")
+        status = await client.call(3, pb.ClusterStatusRequest(), host=leader.host)
+        self.assertEqual(len(status.NodesUp), 3)
+
+    def test_kill_leader_during_writes(self):
+        return defer.ensureDeferred(self._kill_leader_during_writes())
