@@ -12,8 +12,8 @@ apply validates them.
 Encoding: UTF-8 JSON with sorted keys and no whitespace, one object per
 command::
 
-    {"caller":"h1:...","enclave":"e1","key_type":"","material":"<base64>",
-     "name":"k","op":"key.create","add_version":false,"sysadmin":false,
+    {"add_version":false,"caller":"h1:...","enclave":"e1","key_type":"",
+     "material":"<base64>","name":"k","op":"key.create","sysadmin":false,
      "time":1700000000000000000,"v":1}
 
 C{v} is the format version and C{op} the type tag; bytes are standard base64
@@ -254,8 +254,8 @@ def _decode_bytes(value) -> bytes:
 
 
 def _decode_int(value) -> int:
-    if _expect(value, int) < 0:
-        raise ValueError("negative")
+    if not 0 <= _expect(value, int) < 2**63:
+        raise ValueError("out of range")
     return value
 
 

@@ -215,7 +215,9 @@ def policy_from_json(text: str | bytes) -> tuple[Rules, Rules]:
         )
     result = []
     for section in ("allow", "deny"):
-        rules = doc.get(section) or {}
+        rules = doc.get(section)
+        if rules is None:
+            rules = {}
         if not isinstance(rules, dict):
             raise bad_request(f"invalid policy: '{section}' must be an object")
         raw = {action: _rule_set(action, value) for action, value in rules.items()}
@@ -255,7 +257,6 @@ def raw_rules_from_proto(rule_sets) -> dict[str, tuple[str, ...]]:
 def rules_to_proto(rules: Rules, rule_sets) -> None:
     """Fill a protobuf C{map<string, RuleSet>} from canonical rules."""
     for action in sorted(rules):
-        rule_set = rule_sets[action]
-        rule_set.SetInParent()
+        rule_set = rule_sets.get_or_create(action)
         for pattern in rules[action]:
-            rule_set.Rules[pattern].SetInParent()
+            rule_set.Rules.get_or_create(pattern)
