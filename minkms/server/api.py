@@ -7,8 +7,6 @@ C{application/json} C{{"message": ...}} with the exact canonical texts.
 """
 
 import time
-from urllib.parse import unquote
-
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import server
@@ -37,7 +35,12 @@ class APIResource(Resource):
     def getChild(self, path, request):
         return _NotFound()
 
+    exact = False
+    """A leaf that answers only its own path, not paths below it."""
+
     def render(self, request):
+        if self.exact and request.postpath not in ([], [b""]):
+            return send_error(request, not_found("no such API endpoint"))
         method = request.method.decode("ascii", "replace")
         if getattr(self, "render_" + method, None) is None:
             return send_error(request, KMSError(405, f"method {method} not allowed"))
@@ -55,6 +58,7 @@ class VersionResource(APIResource):
     """C{GET /version}: unauthenticated, protobuf or proto-JSON by C{Accept}."""
 
     isLeaf = True
+    exact = True
 
     def __init__(self, host: str) -> None:
         super().__init__()
@@ -91,6 +95,7 @@ class LiveResource(APIResource):
     """C{GET /v1/health/live}: 200 whenever the process serves HTTP."""
 
     isLeaf = True
+    exact = True
 
     def render_GET(self, request):
         return send_ok(request, b"", b"application/json")
@@ -103,6 +108,7 @@ class ReadyResource(APIResource):
     """
 
     isLeaf = True
+    exact = True
 
     def __init__(self, node) -> None:
         super().__init__()
@@ -153,10 +159,9 @@ class KMSResource(APIResource):
                     for _, message in decoded
                 ]
                 return send_ok(request, frames.encode_response(command.code, replies), OCTET_STREAM)
-            prepared = dispatch.prepare_write(self._node.state, ctx, command, decoded[0][1])
         except KMSError as e:
             return send_error(request, e)
-        d = self._node.propose(prepared.encode())
+        d = self._node.submit_write(ctx, command, decoded[0][1])
         d.addCallback(_raise_result_error)
         d.addCallback(lambda _: frames.encode_response(command.code, [None]))
         return _finish_later(request, d)
@@ -207,7 +212,7 @@ def _finish_later(request, d):
 def _enclave_of(request) -> str:
     """
     The enclave named by the path: C{/v1/kms} and C{/v1/kms/} name none,
-    C{/v1/kms/NAME} names NAME (percent-decoded).
+    C{/v1/kms/NAME} names NAME (Twisted has percent-decoded the segments).
     """
     rest = request.postpath
     if not rest or rest == [b""]:
@@ -215,7 +220,7 @@ def _enclave_of(request) -> str:
     if len(rest) > 1:
         raise bad_request("invalid enclave name: must not contain '/'")
     try:
-        return unquote(rest[0].decode("ascii"), errors="strict")
+        return rest[0].decode("utf-8")
     except UnicodeError:
         raise bad_request("invalid enclave name: not UTF-8") from None
 

@@ -21,6 +21,7 @@ class DBResource(APIResource):
     """The sealed-snapshot endpoint of one node."""
 
     isLeaf = True
+    exact = True
 
     def __init__(self, node, sysadmin: str) -> None:
         super().__init__()

@@ -17,6 +17,12 @@ class INode(Interface):
     )
     host = Attribute("This node's advertised C{host:port} (the C{--host} value).")
 
+    def submit_write(ctx, command, request):
+        """
+        Check, prepare and replicate a client's write command (on the
+        leader), as L{propose} does for a prepared one.
+        """
+
     def propose(data):
         """
         Replicate an encoded state-machine command.

@@ -31,7 +31,7 @@ from minkms.raft.core import RaftCore, RaftOptions, bootstrap_state
 from minkms.raft.errors import NotLeader, RaftError
 from minkms.raft.ready import LEADER
 from minkms.raft.types import ENTRY_NORMAL, DurableState, Snapshot
-from minkms.server import peer
+from minkms.server import dispatch, peer
 from minkms.state.machine import StateMachine
 from minkms.storage.errors import StorageFailed
 from minkms.storage.volume import open_volume_now
@@ -331,8 +331,46 @@ class Node:
         if self._joining:
             raise unavailable("node is joining a cluster")
 
+    def submit_write(self, ctx, command, request):
+        """
+        A client's write: checked and prepared on the leader, whose state is
+        the newest (a lagging follower could answer a wrong 404 or 409),
+        then replicated; fires with the apply result on this node.
+        """
+        try:
+            self._check_usable()
+        except KMSError as e:
+            return defer.fail(e)
+        if self.core.role == LEADER:
+            try:
+                prepared = dispatch.prepare_write(self.state, ctx, command, request)
+            except KMSError as e:
+                return defer.fail(e)
+            return self._propose_here(prepared.encode())
+        if self.core.leader < 0:
+            return defer.fail(unavailable("no leader: the cluster has no quorum right now"))
+        return defer.ensureDeferred(self._via_leader(
+            peer.ForwardWrite, code=command.code, enclave=ctx.enclave, caller=ctx.caller,
+            request=request.SerializeToString(),
+        ))
+
+    def submit_forwarded(self, code: int, enclave: str, caller: str, request: bytes):
+        """A write forwarded by a follower: prepare and propose it here."""
+        from minkms.wire.commands import BY_CODE
+
+        self._check_usable()
+        if self.core.role != LEADER:
+            raise unavailable("not the leader any more; try again")
+        command = BY_CODE[code]
+        ctx = dispatch.CallContext(caller=caller, enclave=enclave,
+                                   sysadmin=self.settings.sysadmin, now_ns=time.time_ns())
+        prepared = dispatch.prepare_write(self.state, ctx, command, command.request.FromString(request))
+        index = self.core.propose(prepared.encode())
+        self._kick()
+        return index, self.core.term
+
     def propose(self, data: bytes):
-        """Replicate C{data}; fire with its apply result on this node."""
+        """Replicate a prepared command; fire with its apply result on this node."""
         try:
             self._check_usable()
         except KMSError as e:
@@ -341,7 +379,7 @@ class Node:
             return self._propose_here(data)
         if self.core.leader < 0:
             return defer.fail(unavailable("no leader: the cluster has no quorum right now"))
-        return defer.ensureDeferred(self._propose_via_leader(self.core.leader, data))
+        return defer.ensureDeferred(self._via_leader(peer.Forward, data=data))
 
     def _propose_here(self, data: bytes):
         try:
@@ -354,12 +392,13 @@ class Node:
         self._kick()
         return d
 
-    async def _propose_via_leader(self, leader: int, data: bytes):
-        link = self._links.get(leader)
+    async def _via_leader(self, command, **arguments):
+        """Have the leader propose; wait until the entry is applied here."""
+        link = self._links.get(self.core.leader)
         if link is None:
             raise unavailable("no connection to the leader")
         try:
-            placed = await link.call(peer.Forward, WRITE_TIMEOUT, self.reactor, data=data)
+            placed = await link.call(command, WRITE_TIMEOUT, self.reactor, **arguments)
         except peer.RemoteKMSError as e:
             status, _, message = str(e).partition(" ")
             raise KMSError(int(status), message) from None

@@ -84,6 +84,23 @@ class Forward(amp.Command):
     errors = {RemoteKMSError: b"KMS_ERROR", PeerUnauthenticated: b"UNAUTHENTICATED"}
 
 
+class ForwardWrite(amp.Command):
+    """
+    A client's write command as the client sent it, for the leader to
+    check and prepare against its own state (the newest) and propose;
+    answers where the entry went (index, term).
+    """
+
+    arguments = [
+        (b"code", amp.Integer()),
+        (b"enclave", amp.Unicode()),
+        (b"caller", amp.Unicode()),
+        (b"request", LongBytes()),
+    ]
+    response = [(b"index", amp.Integer()), (b"term", amp.Integer())]
+    errors = {RemoteKMSError: b"KMS_ERROR", PeerUnauthenticated: b"UNAUTHENTICATED"}
+
+
 class NodeStatus(amp.Command):
     """This node's C{ServerStatusResponse}, for C{CLUSTER:STATUS}."""
 
@@ -205,6 +222,14 @@ class PeerProtocol(amp.AMP):
     def forward(self, data):
         self._require_auth()
         d = defer.maybeDeferred(self.node.propose_forwarded, data)
+        d.addCallback(lambda placed: {"index": placed[0], "term": placed[1]})
+        d.addErrback(_to_remote)
+        return d
+
+    @ForwardWrite.responder
+    def forward_write(self, code, enclave, caller, request):
+        self._require_auth()
+        d = defer.maybeDeferred(self.node.submit_forwarded, code, enclave, caller, request)
         d.addCallback(lambda placed: {"index": placed[0], "term": placed[1]})
         d.addErrback(_to_remote)
         return d
