@@ -1,3 +1,14 @@
-"""The client commands of the C{minkms} CLI (filled in with the KMS API)."""
+"""
+The client commands of the C{minkms} CLI, gathered from one module per
+group (cluster, enclaves, keys, identities, policies).
+"""
 
-COMMANDS: dict = {}
+from minkms.cli import cluster, enclaves, identities, keys, policies
+
+COMMANDS: dict = {
+    **cluster.COMMANDS,
+    **enclaves.COMMANDS,
+    **keys.COMMANDS,
+    **identities.COMMANDS,
+    **policies.COMMANDS,
+}

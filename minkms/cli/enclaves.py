@@ -1,0 +1,77 @@
+"""
+The SysAdmin's enclave commands: C{add-enclave}, C{rm-enclave},
+C{ls-enclave} and C{stat-enclave}.
+"""
+
+from minkms.cli import render, session
+from minkms.wire import kms_pb2 as pb
+
+CREATE, DELETE, STATUS, LIST = 101, 102, 103, 104
+
+
+def add_enclave(argv: list[str]) -> int:
+    """C{minkms add-enclave NAME}: create an enclave."""
+    p = session.parser("add-enclave", add_enclave.__doc__)
+    p.add_argument("name", metavar="NAME")
+    args = p.parse_args(argv)
+
+    async def command(client, args):
+        await client.call(CREATE, pb.CreateEnclaveRequest(Name=args.name))
+        print(f"Created enclave {args.name}")
+
+    return session.run(command, args)
+
+
+def rm_enclave(argv: list[str]) -> int:
+    """C{minkms rm-enclave NAME...}: delete enclaves with all their keys."""
+    p = session.parser("rm-enclave", rm_enclave.__doc__)
+    p.add_argument("names", nargs="+", metavar="NAME")
+    args = p.parse_args(argv)
+
+    async def command(client, args):
+        for name in args.names:
+            await client.call(DELETE, pb.DeleteEnclaveRequest(Name=name))
+            print(f"Deleted enclave {name}")
+
+    return session.run(command, args)
+
+
+def ls_enclave(argv: list[str]) -> int:
+    """C{minkms ls-enclave [PREFIX]}: list enclaves."""
+    p = session.parser("ls-enclave", ls_enclave.__doc__, json=True)
+    p.add_argument("prefix", nargs="?", default="", metavar="PREFIX")
+    args = p.parse_args(argv)
+
+    async def command(client, args):
+        enclaves = await session.list_all(client, LIST, args.prefix)
+        if args.json:
+            render.print_messages(enclaves)
+        elif enclaves:
+            rows = [(render.timestamp(e.CreatedAt), e.Name) for e in enclaves]
+            render.table(("Created", "Name"), rows)
+
+    return session.run(command, args)
+
+
+def stat_enclave(argv: list[str]) -> int:
+    """C{minkms stat-enclave NAME...}: show when and by whom enclaves were created."""
+    p = session.parser("stat-enclave", stat_enclave.__doc__, json=True)
+    p.add_argument("names", nargs="+", metavar="NAME")
+    args = p.parse_args(argv)
+
+    async def command(client, args):
+        replies = await client.send(STATUS, [pb.EnclaveStatusRequest(Name=n) for n in args.names])
+        if args.json:
+            render.print_messages(replies)
+            return
+        for i, e in enumerate(replies):
+            if i:
+                print()
+            render.block([("Name", e.Name), ("Created", render.timestamp(e.CreatedAt)),
+                          ("Created by", e.CreatedBy or "-")])
+
+    return session.run(command, args)
+
+
+COMMANDS = {"add-enclave": add_enclave, "rm-enclave": rm_enclave,
+            "ls-enclave": ls_enclave, "stat-enclave": stat_enclave}

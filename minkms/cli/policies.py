@@ -1,0 +1,155 @@
+"""
+The policy commands of an enclave: C{add-policy}, C{get-policy},
+C{stat-policy}, C{set-policy}, C{ls-policy} and C{rm-policy}.  Policy
+files are the JSON documents of spec section 8, checked here before
+anything is sent.
+"""
+
+from minkms.cli import render, session
+from minkms.cli.output import CLIError
+from minkms.errors import KMSError
+from minkms.state.policy import (
+    policy_from_json,
+    policy_to_json,
+    raw_rules_from_proto,
+    rules_to_proto,
+)
+from minkms.wire import kms_pb2 as pb
+
+CREATE, DELETE, ASSIGN, GET, STATUS, LIST = 301, 302, 303, 304, 305, 306
+
+
+def read_policy_file(name: str, path: str) -> pb.CreatePolicyRequest:
+    """The request creating policy C{name} from a JSON policy file, validated."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError as e:
+        raise CLIError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        allow, deny = policy_from_json(text)
+    except KMSError as e:
+        raise CLIError(f"{path}: {e.message}") from None
+    request = pb.CreatePolicyRequest(Name=name)
+    rules_to_proto(allow, request.Allow)
+    rules_to_proto(deny, request.Deny)
+    return request
+
+
+def policy_document(reply) -> str:
+    """A C{PolicyResponse} as the JSON policy document kms-go writes."""
+    return policy_to_json(raw_rules_from_proto(reply.Allow), raw_rules_from_proto(reply.Deny))
+
+
+def add_policy(argv: list[str]) -> int:
+    """C{minkms add-policy NAME FILE}: create or overwrite a policy from a JSON file."""
+    p = session.parser("add-policy", add_policy.__doc__, enclave=True)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("file", metavar="FILE")
+    args = p.parse_args(argv)
+    request = read_policy_file(args.name, args.file)
+    enclave = session.enclave_of(args)
+
+    async def command(client, args):
+        await client.call(CREATE, request, enclave=enclave)
+        print(f"Added policy {args.name}")
+
+    return session.run(command, args)
+
+
+def get_policy(argv: list[str]) -> int:
+    """C{minkms get-policy NAME...}: print policies as JSON documents."""
+    p = session.parser("get-policy", get_policy.__doc__, enclave=True, json=True)
+    p.add_argument("names", nargs="+", metavar="NAME")
+    args = p.parse_args(argv)
+    enclave = session.enclave_of(args)
+
+    async def command(client, args):
+        requests = [pb.PolicyRequest(Name=n) for n in args.names]
+        replies = await client.send(GET, requests, enclave=enclave)
+        if args.json:
+            render.print_messages(replies)
+            return
+        for i, reply in enumerate(replies):
+            if i:
+                print()
+            if len(replies) > 1:
+                print(f"Policy {reply.Name}:")
+            print(policy_document(reply))
+
+    return session.run(command, args)
+
+
+def stat_policy(argv: list[str]) -> int:
+    """C{minkms stat-policy NAME...}: show when and by whom policies were created."""
+    p = session.parser("stat-policy", stat_policy.__doc__, enclave=True, json=True)
+    p.add_argument("names", nargs="+", metavar="NAME")
+    args = p.parse_args(argv)
+    enclave = session.enclave_of(args)
+
+    async def command(client, args):
+        replies = await client.send(STATUS, [pb.PolicyRequest(Name=n) for n in args.names],
+                                    enclave=enclave)
+        if args.json:
+            render.print_messages(replies)
+            return
+        for i, reply in enumerate(replies):
+            if i:
+                print()
+            render.block([("Name", reply.Name), ("Created", render.timestamp(reply.CreatedAt)),
+                          ("Created by", reply.CreatedBy or "-")])
+
+    return session.run(command, args)
+
+
+def set_policy(argv: list[str]) -> int:
+    """C{minkms set-policy POLICY IDENTITY}: assign a policy to a User identity."""
+    p = session.parser("set-policy", set_policy.__doc__, enclave=True)
+    p.add_argument("policy", metavar="POLICY")
+    p.add_argument("identity", metavar="IDENTITY")
+    args = p.parse_args(argv)
+    enclave = session.enclave_of(args)
+
+    async def command(client, args):
+        request = pb.AssignPolicyRequest(Identity=args.identity, Policy=args.policy)
+        await client.call(ASSIGN, request, enclave=enclave)
+        print(f"Assigned policy {args.policy} to {args.identity}")
+
+    return session.run(command, args)
+
+
+def ls_policy(argv: list[str]) -> int:
+    """C{minkms ls-policy [PREFIX]}: list the policies of an enclave."""
+    p = session.parser("ls-policy", ls_policy.__doc__, enclave=True, json=True)
+    p.add_argument("prefix", nargs="?", default="", metavar="PREFIX")
+    args = p.parse_args(argv)
+    enclave = session.enclave_of(args)
+
+    async def command(client, args):
+        found = await session.list_all(client, LIST, args.prefix, enclave=enclave)
+        if args.json:
+            render.print_messages(found)
+        elif found:
+            rows = [(render.timestamp(x.CreatedAt), x.Name) for x in found]
+            render.table(("Created", "Name"), rows)
+
+    return session.run(command, args)
+
+
+def rm_policy(argv: list[str]) -> int:
+    """C{minkms rm-policy NAME...}: delete policies; their identities lose those rights."""
+    p = session.parser("rm-policy", rm_policy.__doc__, enclave=True)
+    p.add_argument("names", nargs="+", metavar="NAME")
+    args = p.parse_args(argv)
+    enclave = session.enclave_of(args)
+
+    async def command(client, args):
+        for name in args.names:
+            await client.call(DELETE, pb.DeletePolicyRequest(Name=name), enclave=enclave)
+            print(f"Deleted policy {name}")
+
+    return session.run(command, args)
+
+
+COMMANDS = {"add-policy": add_policy, "get-policy": get_policy, "stat-policy": stat_policy,
+            "set-policy": set_policy, "ls-policy": ls_policy, "rm-policy": rm_policy}

@@ -1,0 +1,115 @@
+"""
+What every client command shares: its common flags, one run of the
+reactor around a L{KMSClient}, the enclave to talk to, and list paging.
+
+Every failure ends as a L{CLIError} (one line, exit 1): server errors
+print their message, connection and settings problems theirs.
+"""
+
+import os
+import re
+
+from twisted.internet import defer, task
+
+from minkms.cli.output import ArgumentParser, CLIError
+from minkms.client import ClientError, KMSClient
+from minkms.errors import KMSError
+from minkms.wire.commands import BY_CODE
+
+_MARKUP = re.compile(r"[BCIL]\{([^}]*)\}")
+
+
+def parser(prog: str, description: str, enclave: bool = False,
+           json: bool = False) -> ArgumentParser:
+    """
+    An argument parser with the flags of every client command (C{-a},
+    C{-k}) and, when asked, C{-e/--enclave} and C{--json}.
+    """
+    p = ArgumentParser(prog=f"minkms {prog}", description=_plain(description))
+    p.add_argument("-a", "--api-key", metavar="KEY", help="API key (default: $MINIO_KMS_API_KEY)")
+    p.add_argument("-k", "--insecure", action="store_true",
+                   help="skip verification of the server certificate")
+    if enclave:
+        p.add_argument("-e", "--enclave", metavar="NAME",
+                       default=os.environ.get("MINIO_KMS_ENCLAVE") or None,
+                       help="enclave (default: $MINIO_KMS_ENCLAVE)")
+    if json:
+        p.add_argument("--json", action="store_true", help="print JSON")
+    return p
+
+
+def _plain(doc: str) -> str:
+    """A docstring as help text: epytext markup removed, one paragraph."""
+    return " ".join(_MARKUP.sub(r"\1", doc or "").split())
+
+
+def enclave_of(args) -> str:
+    """The enclave an enclave-scoped command targets; it must be named."""
+    if not args.enclave:
+        raise CLIError("no enclave: use -e/--enclave NAME or set MINIO_KMS_ENCLAVE")
+    return args.enclave
+
+
+def run(command, args) -> int:
+    """
+    Run C{await command(client, args)} in the reactor and return its exit
+    status (0 when it returns None).
+
+    @raise CLIError: for every failure, including server errors.
+    """
+    outcome = {}
+
+    async def main(reactor):
+        try:
+            client = KMSClient.from_environment(
+                reactor, api_key=args.api_key, insecure=args.insecure
+            )
+        except ClientError as e:
+            outcome["error"] = str(e)
+            return
+        try:
+            if client.api_key is None:
+                raise CLIError("no API key: set MINIO_KMS_API_KEY or use -a/--api-key")
+            outcome["status"] = await command(client, args) or 0
+        except KMSError as e:
+            outcome["error"] = e.message.strip() or f"server error {e.status}"
+        except (ClientError, CLIError) as e:
+            outcome["error"] = str(e)
+        except Exception as e:  # a bug: still one line, never a traceback
+            outcome["error"] = f"unexpected {type(e).__name__}: {e}"
+        finally:
+            await client.close()
+
+    try:
+        task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
+    except SystemExit:
+        pass
+    if "error" in outcome:
+        raise CLIError(outcome["error"])
+    if "status" not in outcome:
+        raise KeyboardInterrupt  # the reactor stopped before the command ended
+    return outcome["status"]
+
+
+async def list_all(client: KMSClient, code: int, prefix: str = "", enclave: str = "",
+                   limit: int = 0) -> list:
+    """
+    Every item of a LIST command, following C{ContinueAt} page by page
+    until the server says the listing is complete (spec section 5.1).
+    """
+    request_type = BY_CODE[code].request
+    items: list = []
+    continue_at = ""
+    while True:
+        request = request_type(Prefix=prefix, ContinueAt=continue_at, Limit=limit)
+        page = await client.call(code, request, enclave=enclave)
+        batch = _items(page)
+        items.extend(batch)
+        if not page.ContinueAt or not batch or page.ContinueAt == continue_at:
+            return items
+        continue_at = page.ContinueAt
+
+
+def _items(page) -> list:
+    field = page.DESCRIPTOR.fields_by_number[1]
+    return list(getattr(page, field.name))
