@@ -5,7 +5,7 @@ C{ls-identity} and C{rm-identity}.
 
 from minkms.apikey import APIKey, generate_api_key
 from minkms.cli import render, session
-from minkms.cli.local import _show_new_key as show_new_key
+from minkms.cli.local import show_new_key
 from minkms.cli.output import CLIError, print_json
 from minkms.wire import kms_pb2 as pb
 

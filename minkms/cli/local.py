@@ -25,7 +25,7 @@ def soft_hsm(argv: list[str]) -> int:
     return 0
 
 
-def _show_new_key(api_key: str, identity: str, as_json: bool) -> None:
+def show_new_key(api_key: str, identity: str, as_json: bool) -> None:
     if as_json:
         print_json({"api_key": api_key, "identity": identity})
         return
@@ -51,7 +51,7 @@ def identity(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.key is None:
         key = generate_api_key()
-        _show_new_key(key, APIKey.parse(key).identity, args.json)
+        show_new_key(key, APIKey.parse(key).identity, args.json)
         return 0
     text = args.key.strip()
     if text.startswith("hsm:"):
@@ -60,7 +60,7 @@ def identity(argv: list[str]) -> int:
         except HSMKeyError as e:
             raise CLIError(str(e)) from None
         key = hsm.sysadmin_api_key()
-        _show_new_key(key, APIKey.parse(key).identity, args.json)
+        show_new_key(key, APIKey.parse(key).identity, args.json)
         return 0
     if text.startswith(("k1:", "k2:")):
         try:

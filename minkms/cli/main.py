@@ -5,7 +5,6 @@ the client commands of the MinIO KMS CLI.
 Every failure is one line on stderr and a non-zero exit; no tracebacks.
 """
 
-import argparse
 import sys
 
 from minkms import version

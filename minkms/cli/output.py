@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import re
 import sys
 
 
@@ -16,10 +17,26 @@ def fail(message: str, status: int = 1) -> int:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """An argparse parser whose usage errors are one-line L{CLIError}s."""
+    """
+    An argparse parser whose usage errors are one-line L{CLIError}s, and
+    whose description may be a docstring (its epytext markup is removed).
+    """
+
+    def __init__(self, *args, description=None, **kwargs):
+        super().__init__(*args, description=plain_text(description), **kwargs)
 
     def error(self, message):
         raise CLIError(f"{self.prog}: {message}")
+
+
+_MARKUP = re.compile(r"[BCIL]\{([^}]*)\}")
+
+
+def plain_text(doc: str | None) -> str | None:
+    """A docstring as help text: epytext markup removed, one paragraph."""
+    if doc is None:
+        return None
+    return " ".join(_MARKUP.sub(r"\1", doc).split())
 
 
 def print_json(value) -> None:

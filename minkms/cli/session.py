@@ -7,7 +7,6 @@ print their message, connection and settings problems theirs.
 """
 
 import os
-import re
 
 from twisted.internet import defer, task
 
@@ -16,7 +15,6 @@ from minkms.client import ClientError, KMSClient
 from minkms.errors import KMSError
 from minkms.wire.commands import BY_CODE
 
-_MARKUP = re.compile(r"[BCIL]\{([^}]*)\}")
 
 
 def parser(prog: str, description: str, enclave: bool = False,
@@ -25,7 +23,7 @@ def parser(prog: str, description: str, enclave: bool = False,
     An argument parser with the flags of every client command (C{-a},
     C{-k}) and, when asked, C{-e/--enclave} and C{--json}.
     """
-    p = ArgumentParser(prog=f"minkms {prog}", description=_plain(description))
+    p = ArgumentParser(prog=f"minkms {prog}", description=description)
     p.add_argument("-a", "--api-key", metavar="KEY", help="API key (default: $MINIO_KMS_API_KEY)")
     p.add_argument("-k", "--insecure", action="store_true",
                    help="skip verification of the server certificate")
@@ -36,11 +34,6 @@ def parser(prog: str, description: str, enclave: bool = False,
     if json:
         p.add_argument("--json", action="store_true", help="print JSON")
     return p
-
-
-def _plain(doc: str) -> str:
-    """A docstring as help text: epytext markup removed, one paragraph."""
-    return " ".join(_MARKUP.sub(r"\1", doc or "").split())
 
 
 def enclave_of(args) -> str:

@@ -19,6 +19,7 @@ from minkms.server.http import caller_identity, send_error, send_ok
 from minkms.wire import canonical, frames, jsonfmt
 from minkms.wire import kms_pb2 as pb
 from minkms.wire.commands import SCOPE_CLUSTER
+from minkms.wire.names import validate_name
 
 log = Logger()
 
@@ -220,9 +221,11 @@ def _enclave_of(request) -> str:
     if len(rest) > 1:
         raise bad_request("invalid enclave name: must not contain '/'")
     try:
-        return rest[0].decode("utf-8")
+        name = rest[0].decode("utf-8")
     except UnicodeError:
         raise bad_request("invalid enclave name: not UTF-8") from None
+    validate_name("enclave", name)
+    return name
 
 
 def build_root(node, sysadmin: str, extra: dict | None = None) -> Resource:

@@ -59,7 +59,7 @@ class LimitedRequest(server.Request):
             b"Connection: close\r\n\r\n"
         )
         self.channel.transport.write(head + body)
-        self.channel.transport.loseConnection()
+        self.channel.loseConnection()
 
 
 def caller_identity(request) -> str:

@@ -78,7 +78,6 @@ class Node:
         self._ticker = None
         self._failed = None
         self._joining = False
-        self._last_heartbeat = None
         self._bootstrap_records = None
         self._restore(_as_durable(volume.recovered))
         from minkms.apikey import APIKey
@@ -237,7 +236,6 @@ class Node:
                     self._install(rd.snapshot)
                 for entry in rd.committed_entries:
                     self._apply(entry)
-                self._note_soft_state(rd)
                 self.core.advance(rd)
                 if self.core.config is not self._linked_config:
                     self._update_links()
@@ -297,10 +295,6 @@ class Node:
             self._recent.popitem(last=False)
         for term, d in self._waiters.pop(entry.index, ()):
             _settle(d, term, entry.term, result)
-
-    def _note_soft_state(self, rd) -> None:
-        if rd.soft_state.role == LEADER or rd.messages:
-            self._last_heartbeat = time.monotonic()
 
     def _maybe_snapshot(self) -> None:
         if self._applied - self.core.status().snapshot_index < SNAPSHOT_EVERY:
@@ -474,8 +468,9 @@ class Node:
             if node_id in self.config.members:
                 message.Nodes[node_id] = address
         message.UpTime.FromNanoseconds(int((time.monotonic() - self._started) * 1e9))
-        if self._last_heartbeat is not None:
-            message.LastHeartbeat.FromNanoseconds(int((time.monotonic() - self._last_heartbeat) * 1e9))
+        if status.leader_contact_age is not None:
+            age = status.leader_contact_age * self._tick_seconds
+            message.LastHeartbeat.FromNanoseconds(int(age * 1e9))
         message.HeartbeatInterval.FromNanoseconds(int(self.settings.heartbeat * 1e9))
         message.ElectionTimeout.FromNanoseconds(int(self.settings.election_timeout * 1e9))
         return message

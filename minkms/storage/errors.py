@@ -31,5 +31,12 @@ class StorageFailed(Exception):
     """
 
 
+class CompactionAborted(Exception):
+    """
+    A rewrite of C{kms.db} gave up before its rename: the old file is
+    whole and still in use, and the volume has not failed.
+    """
+
+
 class BackupError(ValueError):
     """A backup blob cannot be opened: not a backup, damaged, or another HSM key."""

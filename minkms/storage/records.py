@@ -33,6 +33,9 @@ _SNAPSHOT = struct.Struct(">BQQI")
 
 _U64_MAX = 2**64 - 1
 
+MAX_PLAINTEXT = 2**31 - 1024
+"""The largest encoded record; a frame adds nonce and tag within a u32 length."""
+
 
 @attrs.frozen
 class Snapshot:
@@ -70,6 +73,8 @@ def check_record(record: object) -> None:
             raise ValueError(f"entry kind must fit a byte, not {record.kind}")
         if not isinstance(record.data, bytes):
             raise TypeError("entry data must be bytes")
+        if _ENTRY.size + len(record.data) > MAX_PLAINTEXT:
+            raise ValueError("entry is too large")
     elif isinstance(record, HardState):
         _check_u64("term", record.term)
         _check_u64("commit", record.commit)
@@ -82,8 +87,8 @@ def check_record(record: object) -> None:
             record.data, bytes
         ):
             raise TypeError("snapshot config and data must be bytes")
-        if len(record.meta.config) > 0xFFFFFFFF:
-            raise ValueError("snapshot config is too large")
+        if _SNAPSHOT.size + len(record.meta.config) + len(record.data) > MAX_PLAINTEXT:
+            raise ValueError("snapshot is too large")
     else:
         raise TypeError(f"not a storage record: {type(record).__name__}")
 

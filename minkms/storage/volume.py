@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from minkms.raft.types import HardState, SnapshotMeta
-from minkms.storage.errors import StorageFailed
+from minkms.storage.errors import CompactionAborted, StorageFailed
 from minkms.storage.files import OSFiles, commit_temp, write_temp
 from minkms.storage.layout import RecordSealer, encode_header, new_header
 from minkms.storage.records import Snapshot, check_record
@@ -118,10 +118,6 @@ class _Rewrite:
 @attrs.define
 class _Close:
     done: Deferred
-
-
-class _CompactionAborted(Exception):
-    """Writing the new file failed before the rename; the old file stands."""
 
 
 def open_volume(
@@ -276,8 +272,9 @@ class Volume:
 
         @return: a Deferred that fires once the new file has replaced the
             old one and the directory is fsynced.  If writing the new file
-            fails before the rename, it fails and the old file stays in use;
-            a failure from the rename on fails the volume.
+            fails before the rename, it fails with L{CompactionAborted} and
+            the old file stays in use; a failure from the rename on fails
+            the volume (L{StorageFailed}).
         """
         return self._rewrite(self._header.cluster_id, self._header.node_id)
 
@@ -287,10 +284,10 @@ class Volume:
 
         @return: as L{compact}; L{cluster_id} and L{node_id} change when it fires.
         """
-        if not isinstance(cluster_id, str) or not cluster_id:
-            return fail(ValueError("cluster ID must be a non-empty string"))
-        if not isinstance(node_id, int) or not 0 <= node_id < 2**64:
-            return fail(ValueError("node ID must be an unsigned 64-bit integer"))
+        try:
+            _check_ids(cluster_id, node_id)
+        except ValueError as e:
+            return fail(e)
         return self._rewrite(cluster_id, node_id)
 
     def reset(self, cluster_id: str, node_id: int) -> Deferred:
@@ -301,8 +298,10 @@ class Volume:
 
         @return: as L{compact}.
         """
-        if not isinstance(cluster_id, str) or not cluster_id:
-            return fail(ValueError("cluster ID must be a non-empty string"))
+        try:
+            _check_ids(cluster_id, node_id)
+        except ValueError as e:
+            return fail(e)
         if self.failed is not None:
             return fail(StorageFailed(self.failed))
         if self._closed:
@@ -400,14 +399,14 @@ class Volume:
         self._pump()
 
     def _write_new_file(self, job: _Rewrite):
-        header = new_header(self._hsm, self._rek, job.cluster_id, job.node_id)
-        head = encode_header(header)
-        sealer = RecordSealer(self._rek, header.file_id)
-        data = head + sealer.encode_batch(len(head), job.state.records())
         try:
+            header = new_header(self._hsm, self._rek, job.cluster_id, job.node_id)
+            head = encode_header(header)
+            sealer = RecordSealer(self._rek, header.file_id)
+            data = head + sealer.encode_batch(len(head), job.state.records())
             fd = write_temp(self._files, self.db_path, data)
         except Exception as e:
-            raise _CompactionAborted(f"cannot write new {self.db_path}: {_why(e)}") from e
+            raise CompactionAborted(f"cannot write new {self.db_path}: {_why(e)}") from e
         try:
             commit_temp(self._files, self.path, self.db_path)
         except Exception as e:
@@ -435,7 +434,7 @@ class Volume:
         self._pump()
 
     def _rewrite_failed(self, failure, job: _Rewrite) -> None:
-        if failure.check(_CompactionAborted):
+        if failure.check(CompactionAborted):
             self.log.error(
                 "compaction abandoned, {path} unchanged: {why}",
                 path=self.db_path,
@@ -457,7 +456,7 @@ class Volume:
         def finished(result):
             self._auto_compaction = False
             if isinstance(result, Failure) and not result.check(
-                StorageFailed, _CompactionAborted
+                StorageFailed, CompactionAborted
             ):
                 self.log.failure("compaction failed", result)
             return None
@@ -481,6 +480,13 @@ class Volume:
                 pass
         self._runner.stop()
         job.done.callback(None)
+
+
+def _check_ids(cluster_id: str, node_id: int) -> None:
+    if not isinstance(cluster_id, str) or not cluster_id:
+        raise ValueError("cluster ID must be a non-empty string")
+    if not isinstance(node_id, int) or not 0 <= node_id < 2**64:
+        raise ValueError("node ID must be an unsigned 64-bit integer")
 
 
 def _why(error: Exception) -> str:

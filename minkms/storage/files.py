@@ -1,0 +1,144 @@
+"""
+The blocking file-system operations the volume is built from.
+
+L{OSFiles} is the real thing.  Tests and the simulator pass another object
+with the same methods to count fsyncs, fill the disk, or stop the world
+half-way through a write.  Nothing here uses Twisted: the volume decides
+which thread runs these.
+"""
+
+import errno
+import fcntl
+import os
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+class OSFiles:
+    """File operations on the real file system; every file made is 0600."""
+
+    def makedirs(self, path: str) -> bool:
+        """
+        Make directory C{path} (mode 0700) if missing, durably.
+
+        @return: whether it was created.
+        """
+        if os.path.isdir(path):
+            return False
+        os.makedirs(path, DIR_MODE)
+        self.sync_dir(os.path.dirname(path) or ".")
+        return True
+
+    def open_lock(self, path: str) -> int:
+        """
+        Open and exclusively lock C{path} without waiting.
+
+        @raise BlockingIOError: another open file description holds it.
+        """
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise BlockingIOError(e.errno, e.strerror) from None
+            raise
+        return fd
+
+    def exists(self, path: str) -> bool:
+        """Whether C{path} exists."""
+        return os.path.exists(path)
+
+    def read(self, path: str) -> bytes:
+        """The whole content of C{path}."""
+        with open(path, "rb") as f:
+            return f.read()
+
+    def create(self, path: str) -> int:
+        """Create or empty C{path} for reading and writing."""
+        return os.open(
+            path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE
+        )
+
+    def open_rw(self, path: str) -> int:
+        """Open an existing C{path} for reading and writing."""
+        return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
+        """Write all of C{data} at C{offset}, however many calls it takes."""
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view = view[written:]
+            offset += written
+
+    def sync(self, fd: int) -> None:
+        """Make the data and the size of C{fd} durable."""
+        os.fdatasync(fd)
+
+    def truncate(self, fd: int, size: int) -> None:
+        """Cut C{fd} to C{size} bytes."""
+        os.ftruncate(fd, size)
+
+    def close(self, fd: int) -> None:
+        """Close C{fd} (releasing a lock held through it)."""
+        os.close(fd)
+
+    def rename(self, source: str, target: str) -> None:
+        """Atomically replace C{target} with C{source}."""
+        os.rename(source, target)
+
+    def sync_dir(self, path: str) -> None:
+        """Make the entries of directory C{path} durable (creates, renames)."""
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def remove(self, path: str) -> None:
+        """Remove C{path} if it exists."""
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def temp_path(target: str) -> str:
+    """Where a whole new version of C{target} is written before the rename."""
+    return target + ".tmp"
+
+
+def write_temp(files, target: str, data: bytes) -> int:
+    """
+    Write C{data} to the temporary sibling of C{target} and fsync it.
+
+    On failure the temporary file is removed, C{target} is untouched, and
+    the error propagates.
+
+    @return: the open descriptor of the temporary file.
+    """
+    tmp = temp_path(target)
+    fd = files.create(tmp)
+    try:
+        files.pwrite(fd, data, 0)
+        files.sync(fd)
+    except BaseException:
+        for cleanup in (lambda: files.close(fd), lambda: files.remove(tmp)):
+            try:
+                cleanup()
+            except Exception:
+                pass
+        raise
+    return fd
+
+
+def commit_temp(files, directory: str, target: str) -> None:
+    """
+    Rename the temporary sibling over C{target} and fsync C{directory}.
+
+    A crash at any point leaves either the old or the new C{target} whole.
+    """
+    files.rename(temp_path(target), target)
+    files.sync_dir(directory)
