@@ -47,3 +47,33 @@ class SnapshotMeta:
     index: int = 0
     term: int = 0
     config: bytes = b""
+
+
+NO_NODE = -1
+"""The node id that stands for "nobody": no known leader, no transfer target."""
+
+
+@attrs.frozen
+class Snapshot:
+    """
+    A state-machine snapshot and where it stands in the log.
+
+    @ivar data: the application's opaque snapshot bytes (the state after
+        applying every entry up to C{meta.index}).
+    """
+
+    meta: SnapshotMeta
+    data: bytes = b""
+
+
+@attrs.frozen
+class DurableState:
+    """
+    Everything a node has on stable storage: what the core is restored from.
+
+    @ivar entries: the log entries after the snapshot (contiguous, ascending).
+    """
+
+    hard_state: HardState = HardState()
+    snapshot: Snapshot | None = None
+    entries: tuple[Entry, ...] = attrs.field(default=(), converter=tuple)

@@ -30,7 +30,7 @@ from minkms.raft.config import single_node_config
 from minkms.raft.core import RaftCore, RaftOptions, bootstrap_state
 from minkms.raft.errors import NotLeader, RaftError
 from minkms.raft.ready import LEADER
-from minkms.raft.types import ENTRY_NORMAL, DurableState, Snapshot
+from minkms.raft.types import ENTRY_NORMAL, DurableState
 from minkms.server import dispatch, peer
 from minkms.state.machine import StateMachine
 from minkms.storage.errors import StorageFailed
@@ -224,7 +224,7 @@ class Node:
                 rd = self.core.ready()
                 records = []
                 if rd.snapshot is not None:
-                    records.append(_storage_snapshot(rd.snapshot))
+                    records.append(rd.snapshot)
                 records.extend(rd.entries)
                 if rd.hard_state is not None:
                     records.append(rd.hard_state)
@@ -300,7 +300,7 @@ class Node:
         if self._applied - self.core.status().snapshot_index < SNAPSHOT_EVERY:
             return
         snapshot = self.core.compact(self._applied, self.state.snapshot())
-        self.volume.append([_storage_snapshot(snapshot)]).addErrback(self._crash)
+        self.volume.append([snapshot]).addErrback(self._crash)
 
     # -- membership and links ---------------------------------------------
 
@@ -536,17 +536,8 @@ def _timed_out(d, timeout):
     d.errback(unavailable("write timed out waiting for a quorum; it may or may not have been applied"))
 
 
-def _storage_snapshot(snapshot: Snapshot):
-    from minkms.storage.records import Snapshot as StoredSnapshot
-
-    return StoredSnapshot(snapshot.meta, snapshot.data)
-
-
 def _as_durable(recovered) -> DurableState:
-    snapshot = recovered.snapshot
-    if snapshot is not None:
-        snapshot = Snapshot(snapshot.meta, snapshot.data)
-    return DurableState(recovered.hard_state, snapshot, tuple(recovered.entries))
+    return DurableState(recovered.hard_state, recovered.snapshot, tuple(recovered.entries))
 
 
 def _role_name(role: str) -> str:

@@ -19,9 +19,8 @@ plaintext; their length comes from the frame.  Node 0 is a valid vote, so
 
 import struct
 
-import attrs
 
-from minkms.raft.types import Entry, HardState, SnapshotMeta
+from minkms.raft.types import Entry, HardState, Snapshot, SnapshotMeta
 
 KIND_ENTRY = 1
 KIND_HARD_STATE = 2
@@ -35,14 +34,6 @@ _U64_MAX = 2**64 - 1
 
 MAX_PLAINTEXT = 2**31 - 1024
 """The largest encoded record; a frame adds nonce and tag within a u32 length."""
-
-
-@attrs.frozen
-class Snapshot:
-    """A snapshot as storage keeps it: where it stands, and the state bytes."""
-
-    meta: SnapshotMeta
-    data: bytes = b""
 
 
 Record = Entry | HardState | Snapshot
