@@ -94,14 +94,31 @@ async def client_call(client: KMSClient, *args, **kwargs):
         await client.close()
 
 
+def write_config(directory: str, cluster: str = "") -> str:
+    """A config.yaml with a fresh certificate and an optional C{cluster:} section."""
+    from tests.support import write_server_certificate
+
+    directory = os.path.abspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    key, cert = write_server_certificate(directory)
+    path = os.path.join(directory, "config.yaml")
+    with open(path, "w") as f:
+        f.write(f"version: v1\ntls:\n  certs:\n  - key: {key}\n    cert: {cert}\n")
+        if cluster:
+            f.write("cluster:\n" + "".join(f"  {line}\n" for line in cluster.splitlines()))
+    return path
+
+
 class ProcessNode:
     """
     A real C{minkms server} process on 127.0.0.1:PORT with its own volume;
     it can be killed (SIGKILL) and restarted on the same volume and port.
     """
 
-    def __init__(self, testcase, hsm: SoftHSM, port: int | None = None, volume: str | None = None):
+    def __init__(self, testcase, hsm: SoftHSM, port: int | None = None, volume: str | None = None,
+                 extra_args=()):
         self.hsm = hsm
+        self.extra_args = list(extra_args)
         self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
         base = os.path.abspath(testcase.mktemp())
@@ -116,7 +133,7 @@ class ProcessNode:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "minkms.cli.main", "server", self.volume, "--dev",
-             "--host", self.host, "--address", self.host],
+             "--host", self.host, "--address", self.host, *self.extra_args],
             env=cli_env(MINIO_KMS_HSM_KEY=self.hsm.to_text()),
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
         )

@@ -15,7 +15,7 @@ from minkms.client import ClientError, KMSClient
 from minkms.errors import KMSError
 from minkms.hsm import SoftHSM
 from minkms.wire import kms_pb2 as pb
-from tests.harness import ProcessNode
+from tests.harness import ProcessNode, write_config
 
 ENCLAVE = "e"
 
@@ -31,20 +31,22 @@ async def list_keys(client: KMSClient, host: str) -> set[str]:
         cont = page.ContinueAt
 
 
+async def form_cluster(testcase, size=3, extra_args=()):
+    """Start C{size} process nodes and join them as C{minkms add} does."""
+    hsm = SoftHSM.generate()
+    nodes = [ProcessNode(testcase, hsm, extra_args=extra_args).start() for _ in range(size)]
+    client = KMSClient(reactor, [n.host for n in nodes], APIKey.parse(hsm.sysadmin_api_key()),
+                       insecure=True, timeout=10)
+    testcase.addCleanup(client.close)
+    for node in nodes:
+        await node.wait_up(client, write=True)
+    for node in nodes[1:]:
+        await client.call(1, pb.AddClusterNodeRequest(Host=node.host), host=nodes[0].host)
+    return nodes, client
+
+
 class ClusterFailoverTests(unittest.TestCase):
     timeout = 180
-
-    async def form_cluster(self):
-        hsm = SoftHSM.generate()
-        nodes = [ProcessNode(self, hsm).start() for _ in range(3)]
-        client = KMSClient(reactor, [n.host for n in nodes], APIKey.parse(hsm.sysadmin_api_key()),
-                           insecure=True, timeout=10)
-        self.addCleanup(client.close)
-        for node in nodes:
-            await node.wait_up(client, write=True)
-        for node in nodes[1:]:
-            await client.call(1, pb.AddClusterNodeRequest(Host=node.host), host=nodes[0].host)
-        return nodes, client
 
     async def leader_of(self, client, nodes):
         for node in nodes:
@@ -71,7 +73,7 @@ class ClusterFailoverTests(unittest.TestCase):
             acknowledged.add(name)
 
     async def _kill_leader_during_writes(self):
-        nodes, client = await self.form_cluster()
+        nodes, client = await form_cluster(self)
         status = await client.call(3, pb.ClusterStatusRequest(), host=nodes[1].host)
         self.assertEqual(len(status.NodesUp), 3, status)
         self.assertEqual(len(status.NodesDown), 0)
@@ -109,3 +111,40 @@ class ClusterFailoverTests(unittest.TestCase):
 
     def test_kill_leader_during_writes(self):
         return defer.ensureDeferred(self._kill_leader_during_writes())
+
+
+class SnapshotCatchUpTests(unittest.TestCase):
+    """
+    With frequent log compaction, a member that was down while the log
+    moved on, and a node added afterwards, both catch up through
+    InstallSnapshot (the entries they miss are no longer in the log).
+    """
+
+    timeout = 180
+
+    async def _catch_up(self):
+        config = write_config(self.mktemp(), "snapshot_entries: 10")
+        nodes, client = await form_cluster(self, extra_args=["--config", config])
+        await client.call(101, pb.CreateEnclaveRequest(Name=ENCLAVE))
+        nodes[2].stop()
+        names = {f"k{i}" for i in range(60)}
+        for name in sorted(names):
+            await client.call(201, pb.CreateKeyRequest(Name=name), enclave=ENCLAVE, host=nodes[0].host)
+        nodes[2].start()
+        newcomer = ProcessNode(self, nodes[0].hsm, extra_args=["--config", config]).start()
+        await newcomer.wait_up(client, write=True)
+        await client.call(1, pb.AddClusterNodeRequest(Host=newcomer.host), host=nodes[0].host)
+        for node in (nodes[2], newcomer):
+            await node.wait_up(client)
+            for _ in range(100):
+                present = await list_keys(client, node.host)
+                if names <= present:
+                    break
+                await task.deferLater(reactor, 0.2, lambda: None)
+            self.assertEqual(names - present, set(), f"{node.host} did not catch up")
+            self.assertIn("installed a snapshot from the leader", node.log())
+        status = await client.call(3, pb.ClusterStatusRequest(), host=newcomer.host)
+        self.assertEqual(len(status.NodesUp), 4, status)
+
+    def test_catch_up_by_snapshot(self):
+        return defer.ensureDeferred(self._catch_up())

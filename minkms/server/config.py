@@ -12,8 +12,9 @@ The file is the guide's::
 
 C{ca} is also accepted inside a C{certs} item, since the guide's flattened
 text reads either way.  Optional sections: C{admin.identity} (replaces the
-SysAdmin identity derived from the HSM key) and C{cluster.heartbeat} /
-C{cluster.election_timeout} (durations such as C{250ms}, C{1.5s}).
+SysAdmin identity derived from the HSM key), C{cluster.heartbeat} /
+C{cluster.election_timeout} (durations such as C{250ms}, C{1.5s}) and
+C{cluster.snapshot_entries} (entries applied between log compactions).
 Every problem is reported as one L{StartupError} line.
 """
 
@@ -33,6 +34,7 @@ DEFAULT_PORT = 7373
 DEFAULT_ADDRESS = "0.0.0.0:7373"
 DEFAULT_HEARTBEAT = 0.1
 DEFAULT_ELECTION_TIMEOUT = 0.5
+DEFAULT_SNAPSHOT_ENTRIES = 1000
 
 
 @attrs.frozen
@@ -44,6 +46,7 @@ class FileConfig:
     admin_identity: str | None
     heartbeat: float
     election_timeout: float
+    snapshot_entries: int
 
 
 def hsm_from_environment(environ=os.environ) -> SoftHSM:
@@ -135,7 +138,10 @@ def load_config(path: str) -> FileConfig:
         raise StartupError(
             f"invalid config {path}: cluster.election_timeout must be at least twice cluster.heartbeat"
         )
-    return FileConfig(credentials, cas, admin, heartbeat, election)
+    snapshot_entries = cluster.get("snapshot_entries", DEFAULT_SNAPSHOT_ENTRIES)
+    if not isinstance(snapshot_entries, int) or isinstance(snapshot_entries, bool) or snapshot_entries < 1:
+        raise StartupError(f"invalid config {path}: cluster.snapshot_entries must be a positive integer")
+    return FileConfig(credentials, cas, admin, heartbeat, election, snapshot_entries)
 
 
 def split_host_port(text: str, what: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:

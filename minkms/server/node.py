@@ -40,8 +40,6 @@ from minkms.wire import kms_pb2 as pb
 log = Logger()
 
 TICKS_PER_HEARTBEAT = 1
-SNAPSHOT_EVERY = 1000
-"""Entries applied between state-machine snapshots (log compaction)."""
 WRITE_TIMEOUT = 15.0
 """Seconds a client write may wait for commit before an ambiguous 503."""
 RECENT_RESULTS = 4096
@@ -284,6 +282,8 @@ class Node:
     def _install(self, snapshot) -> None:
         self.state.restore(snapshot.data)
         self._applied = snapshot.meta.index
+        log.info("installed a snapshot from the leader at index {index} ({size} bytes)",
+                 index=snapshot.meta.index, size=len(snapshot.data))
 
     def _apply(self, entry) -> None:
         result = None
@@ -297,7 +297,7 @@ class Node:
             _settle(d, term, entry.term, result)
 
     def _maybe_snapshot(self) -> None:
-        if self._applied - self.core.status().snapshot_index < SNAPSHOT_EVERY:
+        if self._applied - self.core.status().snapshot_index < self.settings.snapshot_entries:
             return
         snapshot = self.core.compact(self._applied, self.state.snapshot())
         self.volume.append([snapshot]).addErrback(self._crash)

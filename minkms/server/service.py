@@ -97,6 +97,7 @@ class Settings:
     sysadmin_api_key: str | None
     heartbeat: float
     election_timeout: float
+    snapshot_entries: int
     dev: bool
 
 
@@ -126,11 +127,13 @@ def resolve(options, environ=os.environ) -> Settings:
     else:
         hsm = cfg.hsm_from_environment(environ)
     heartbeat, election = cfg.DEFAULT_HEARTBEAT, cfg.DEFAULT_ELECTION_TIMEOUT
+    snapshot_entries = cfg.DEFAULT_SNAPSHOT_ENTRIES
     admin = None
     if options["config"]:
         file_config = cfg.load_config(options["config"])
         credentials, cas = file_config.credentials, file_config.ca_certificates
         heartbeat, election = file_config.heartbeat, file_config.election_timeout
+        snapshot_entries = file_config.snapshot_entries
         admin = file_config.admin_identity
     elif options["dev"]:
         credentials, cas = [dev_credentials(host_name)], []
@@ -156,6 +159,7 @@ def resolve(options, environ=os.environ) -> Settings:
         sysadmin_api_key=None if admin else sysadmin_key,
         heartbeat=heartbeat,
         election_timeout=election,
+        snapshot_entries=snapshot_entries,
         dev=options["dev"],
     )
 

@@ -1,0 +1,55 @@
+"""
+The quick seed sweep: 500 seeded simulations of whole clusters of 1 to 7
+nodes under crashes, partitions, pauses, message loss and membership
+changes, each checked for safety and liveness.  The long sweep is
+C{bench/sim_sweep.py}; a failure names the command that replays it.
+"""
+
+from collections import Counter
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from minkms.sim.__main__ import nodes_for
+from minkms.sim.simulation import Simulation, SimSettings
+
+SEEDS = 500
+CHUNK = 50
+FAULT_MS = 2000
+
+
+def _sweep(first: int) -> Counter:
+    totals: Counter = Counter()
+    for seed in range(first, first + CHUNK):
+        result = Simulation(SimSettings(seed, nodes_for(seed), fault_ms=FAULT_MS)).run()
+        totals.update(result.stats)
+    return totals
+
+
+class QuickSweepTests(SynchronousTestCase):
+    """Seeds 0..499 in chunks, so that trial -j can spread them."""
+
+    def _check_chunk(self, first: int) -> None:
+        totals = _sweep(first)
+        for exercised in (
+            "write_ok",
+            "read_ok",
+            "crashes",
+            "partitions",
+            "added",
+            "removed",
+            "transfers",
+        ):
+            self.assertGreater(totals[exercised], 0, exercised)
+
+
+def _make_test(first: int):
+    def test(self):
+        self._check_chunk(first)
+
+    test.__doc__ = f"Seeds {first}..{first + CHUNK - 1} keep every safety and liveness property."
+    return test
+
+
+for _first in range(0, SEEDS, CHUNK):
+    setattr(QuickSweepTests, f"test_seeds_{_first:03d}", _make_test(_first))
+del _first
