@@ -18,6 +18,7 @@ derives one subkey for encryption and another for MACs, both bound to the
 version number.  These labels are part of the on-disk contract.
 """
 
+import functools
 import hashlib
 import hmac
 import os
@@ -88,6 +89,10 @@ def check_key_material(material: bytes, type_name: str) -> None:
         )
 
 
+_CACHED_KEYS = 4096
+"""Key versions whose derived ciphers stay cached (least recently used go)."""
+
+
 def _subkey(material: bytes, label: bytes, version: int, extra: bytes = b"") -> bytes:
     info = label + struct.pack(">I", version) + extra
     return HKDF(
@@ -95,9 +100,20 @@ def _subkey(material: bytes, label: bytes, version: int, extra: bytes = b"") -> 
     ).derive(material)
 
 
+@functools.lru_cache(maxsize=_CACHED_KEYS)
 def _aead(material: bytes, type_name: str, version: int):
+    """
+    The AEAD of a key version.  Cached: deriving the subkey and building
+    the cipher cost more than encrypting a data key, and decrypt/generate
+    are the calls MinIO makes for every object.
+    """
     algorithm = struct.pack(">B", _ALGORITHM_IDS[type_name])
     return _AEADS[type_name](_subkey(material, LABEL_ENCRYPT, version, algorithm))
+
+
+@functools.lru_cache(maxsize=_CACHED_KEYS)
+def _mac_key(material: bytes, version: int) -> bytes:
+    return _subkey(material, LABEL_MAC, version)
 
 
 def _associated_data(header: bytes, aad: bytes) -> bytes:
@@ -180,6 +196,4 @@ def generate_data_key(length: int) -> bytes:
 
 def mac(material: bytes, version: int, message: bytes) -> bytes:
     """HMAC-SHA-256 of C{message} under the version's MAC subkey; deterministic."""
-    return hmac.new(
-        _subkey(material, LABEL_MAC, version), message, hashlib.sha256
-    ).digest()
+    return hmac.new(_mac_key(material, version), message, hashlib.sha256).digest()

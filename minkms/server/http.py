@@ -62,6 +62,25 @@ class LimitedRequest(server.Request):
         self.channel.loseConnection()
 
 
+class APISite(server.Site):
+    """
+    The site of the API: bodies limited by L{LimitedRequest}, no form
+    parsing (bodies are protobuf frames), no tracebacks in responses, and
+    no per-request access log line (it cost a third of the CPU of a
+    decrypt; requests will be recorded by the audit trail instead).
+    """
+
+    requestFactory = LimitedRequest
+    displayTracebacks = False
+    noisy = False
+
+    def __init__(self, resource) -> None:
+        super().__init__(resource, parsePOSTFormSubmission=False)
+
+    def log(self, request) -> None:
+        pass
+
+
 def caller_identity(request) -> str:
     """
     The C{h1:} identity of the client certificate of C{request}'s

@@ -16,7 +16,6 @@ import attrs
 from twisted.application import service
 from twisted.internet import error as ierror
 from twisted.python import usage
-from twisted.web.server import Site
 
 from minkms.apikey import APIKey
 from minkms.errors import StartupError
@@ -24,7 +23,7 @@ from minkms.hsm import SoftHSM
 from minkms.server import config as cfg
 from minkms.server.api import build_root
 from minkms.server.banner import banner
-from minkms.server.http import LimitedRequest
+from minkms.server.http import APISite
 from minkms.server.listener import SwitchFactory
 from minkms.tls import ServerContextFactory
 
@@ -248,10 +247,7 @@ def build_service(settings: Settings, reactor, out=None) -> NodeService:
 
     node = open_node(settings, reactor)
     try:
-        site = Site(build_root(node, settings.sysadmin, node.extra_resources()))
-        site.requestFactory = LimitedRequest
-        site.displayTracebacks = False
-        site.noisy = False
+        site = APISite(build_root(node, settings.sysadmin, node.extra_resources()))
         factory = SwitchFactory(site, node.peer_protocol)
         factory.noisy = False
         try:
