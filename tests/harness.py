@@ -9,8 +9,7 @@ import subprocess
 import sys
 import time
 
-from twisted.internet import defer, reactor, task
-from twisted.python import usage
+from twisted.internet import reactor, task
 
 from minkms.apikey import APIKey
 from minkms.client import KMSClient

@@ -42,7 +42,9 @@ persists the returned snapshot and may then drop stored entries <= index.
 
 A brand-new cluster starts from L{bootstrap_state}; a node that will join an
 existing cluster starts from an empty C{DurableState()} and waits for the
-leader to send it the log or a snapshot.
+leader to send it the log or a snapshot.  A node whose configuration no
+longer names it stays a follower that never campaigns (a removed leader
+steps down once its removal commits); the driver decides when to stop it.
 """
 
 import random

@@ -18,7 +18,6 @@ from minkms.server import dispatch
 from minkms.server.http import caller_identity, send_error, send_ok
 from minkms.wire import canonical, frames, jsonfmt
 from minkms.wire import kms_pb2 as pb
-from minkms.wire.commands import SCOPE_CLUSTER
 from minkms.wire.names import validate_name
 
 log = Logger()

@@ -15,13 +15,12 @@ import time
 from twisted.internet import task
 from twisted.logger import Logger
 
-from minkms.errors import KMSError, bad_request, not_implemented, unavailable
+from minkms.errors import KMSError, StartupError, bad_request, not_implemented, unavailable
 from minkms.raft.config import ConfigChange
 from minkms.raft.errors import NotLeader, RaftError
 from minkms.raft.ready import LEADER
 from minkms.server import peer
 from minkms.server.config import join_host_port, split_host_port
-from minkms.errors import StartupError
 
 log = Logger()
 
@@ -64,8 +63,7 @@ async def _forward(node, leader: int, code: int, request) -> None:
         await link.call(peer.ClusterCommand, CATCH_UP_TIMEOUT + JOIN_TIMEOUT, node.reactor,
                         code=code, request=request.SerializeToString())
     except peer.RemoteKMSError as e:
-        status, _, message = str(e).partition(" ")
-        raise KMSError(int(status), message) from None
+        raise peer.kms_error_of(e) from None
 
 
 async def _committed(node, change: ConfigChange) -> None:
@@ -91,8 +89,7 @@ async def add_node(node, host: str) -> None:
         await link.call(peer.Join, JOIN_TIMEOUT, node.reactor,
                         cluster_id=node.cluster_id, node_id=new_id, host=host)
     except peer.RemoteKMSError as e:
-        status, _, message = str(e).partition(" ")
-        raise KMSError(int(status), message) from None
+        raise peer.kms_error_of(e) from None
     except KMSError:
         raise
     except Exception as e:

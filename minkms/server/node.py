@@ -18,7 +18,6 @@ import os
 import platform
 import random
 import time
-import uuid
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -95,6 +94,7 @@ class Node:
             self._applied = snapshot.meta.index
         else:
             self._applied = 0
+        self._snapshot_index = self._applied
         options = RaftOptions(election_ticks=self._election_ticks, heartbeat_ticks=TICKS_PER_HEARTBEAT)
         self.core = RaftCore(self.volume.node_id, durable, self._rng, options)
 
@@ -115,14 +115,21 @@ class Node:
         """
         self._joining = True
         try:
+            if self._ticker is not None and self._ticker.running:
+                self._ticker.stop()
+            while self._busy:
+                await task.deferLater(self.reactor, 0.01, lambda: None)
             for link in self._links.values():
                 link.close()
             self._links.clear()
+            self._fail_waiters("the node left its cluster to join another")
             await self.volume.reset(cluster_id, node_id)
             self._recent.clear()
             self._restore(DurableState())
         finally:
             self._joining = False
+            if self._ticker is not None and not self._ticker.running:
+                self._ticker.start(self._tick_seconds, now=False)
 
     @property
     def node_id(self) -> int:
@@ -182,11 +189,7 @@ class Node:
             link.close()
         self._links.clear()
         self.peer_protocol.close_all()
-        for waiters in self._waiters.values():
-            for _, d in waiters:
-                if not d.called:
-                    d.errback(unavailable("node is shutting down"))
-        self._waiters.clear()
+        self._fail_waiters("node is shutting down")
         await self.volume.close()
 
     def close(self) -> None:
@@ -256,14 +259,18 @@ class Node:
             reason = f"node failed: {failure.getErrorMessage()}"
         self._failed = reason
         log.critical("{reason}; stopping", reason=reason)
-        for waiters in self._waiters.values():
-            for _, d in waiters:
-                if not d.called:
-                    d.errback(unavailable(reason))
-        self._waiters.clear()
+        self._fail_waiters(reason)
         self.exit_status = 1
         if self.fatal_hook is not None:
             self.fatal_hook(reason)
+
+    def _fail_waiters(self, reason: str) -> None:
+        """Answer every write still waiting for its entry with 503."""
+        waiters, self._waiters = self._waiters, {}
+        for pending in waiters.values():
+            for _, d in pending:
+                if not d.called:
+                    d.errback(unavailable(reason))
 
     def _send(self, message) -> None:
         """
@@ -281,7 +288,7 @@ class Node:
 
     def _install(self, snapshot) -> None:
         self.state.restore(snapshot.data)
-        self._applied = snapshot.meta.index
+        self._applied = self._snapshot_index = snapshot.meta.index
         log.info("installed a snapshot from the leader at index {index} ({size} bytes)",
                  index=snapshot.meta.index, size=len(snapshot.data))
 
@@ -297,9 +304,11 @@ class Node:
             _settle(d, term, entry.term, result)
 
     def _maybe_snapshot(self) -> None:
-        if self._applied - self.core.status().snapshot_index < self.settings.snapshot_entries:
+        """Compact the log every C{snapshot_entries} applied entries."""
+        if self._applied - self._snapshot_index < self.settings.snapshot_entries:
             return
         snapshot = self.core.compact(self._applied, self.state.snapshot())
+        self._snapshot_index = snapshot.meta.index
         self.volume.append([snapshot]).addErrback(self._crash)
 
     # -- membership and links ---------------------------------------------
@@ -331,60 +340,64 @@ class Node:
         the newest (a lagging follower could answer a wrong 404 or 409),
         then replicated; fires with the apply result on this node.
         """
-        try:
-            self._check_usable()
-        except KMSError as e:
-            return defer.fail(e)
-        if self.core.role == LEADER:
-            try:
-                prepared = dispatch.prepare_write(self.state, ctx, command, request)
-            except KMSError as e:
-                return defer.fail(e)
-            return self._propose_here(prepared.encode())
-        if self.core.leader < 0:
-            return defer.fail(unavailable("no leader: the cluster has no quorum right now"))
-        return defer.ensureDeferred(self._via_leader(
-            peer.ForwardWrite, code=command.code, enclave=ctx.enclave, caller=ctx.caller,
+        return self._replicate(
+            lambda: dispatch.prepare_write(self.state, ctx, command, request).encode(),
+            peer.ForwardWrite,
+            code=command.code, enclave=ctx.enclave, caller=ctx.caller,
             request=request.SerializeToString(),
-        ))
-
-    def submit_forwarded(self, code: int, enclave: str, caller: str, request: bytes):
-        """A write forwarded by a follower: prepare and propose it here."""
-        from minkms.wire.commands import BY_CODE
-
-        self._check_usable()
-        if self.core.role != LEADER:
-            raise unavailable("not the leader any more; try again")
-        command = BY_CODE[code]
-        ctx = dispatch.CallContext(caller=caller, enclave=enclave,
-                                   sysadmin=self.settings.sysadmin, now_ns=time.time_ns())
-        prepared = dispatch.prepare_write(self.state, ctx, command, command.request.FromString(request))
-        index = self.core.propose(prepared.encode())
-        self._kick()
-        return index, self.core.term
+        )
 
     def propose(self, data: bytes):
         """Replicate a prepared command; fire with its apply result on this node."""
+        return self._replicate(lambda: data, peer.Forward, data=data)
+
+    def submit_forwarded(self, code: int, enclave: str, caller: str, request: bytes):
+        """A client write forwarded by a follower: prepare and propose it here."""
+        from minkms.wire.commands import BY_CODE
+
+        command = BY_CODE[code]
+        ctx = dispatch.CallContext(caller=caller, enclave=enclave,
+                                   sysadmin=self.settings.sysadmin, now_ns=time.time_ns())
+        message = command.request.FromString(request)
+        return self._propose_as_leader(
+            lambda: dispatch.prepare_write(self.state, ctx, command, message).encode()
+        )
+
+    def propose_forwarded(self, data: bytes):
+        """A prepared command forwarded by a follower: propose it here."""
+        return self._propose_as_leader(lambda: data)
+
+    def _replicate(self, prepare, forward, **arguments):
+        """
+        On the leader, propose C{prepare()} and wait for its apply; on a
+        follower, send the leader C{forward(**arguments)} and wait for the
+        entry it placed to be applied here.
+        """
         try:
             self._check_usable()
+            if self.core.role == LEADER:
+                index, term = self._propose_as_leader(prepare)
+                return self._wait_applied(index, term)
         except KMSError as e:
             return defer.fail(e)
-        if self.core.role == LEADER:
-            return self._propose_here(data)
         if self.core.leader < 0:
             return defer.fail(unavailable("no leader: the cluster has no quorum right now"))
-        return defer.ensureDeferred(self._via_leader(peer.Forward, data=data))
+        return defer.ensureDeferred(self._via_leader(forward, **arguments))
 
-    def _propose_here(self, data: bytes):
+    def _propose_as_leader(self, prepare) -> tuple[int, int]:
+        """Propose C{prepare()} here; say where the entry went (index, term)."""
+        self._check_usable()
+        if self.core.role != LEADER:
+            raise unavailable("not the leader any more; try again")
+        data = prepare()
         try:
             index = self.core.propose(data)
         except NotLeader:
-            return defer.fail(unavailable("no leader: the cluster has no quorum right now"))
+            raise unavailable("no leader: the cluster has no quorum right now") from None
         except RaftError as e:
-            return defer.fail(unavailable(f"write not accepted: {e}"))
-        d = self._wait_applied(index, self.core.term)
+            raise unavailable(f"write not accepted: {e}") from None
         self._kick()
-        return d
+        return index, self.core.term
 
     async def _via_leader(self, command, **arguments):
         """Have the leader propose; wait until the entry is applied here."""
@@ -394,20 +407,10 @@ class Node:
         try:
             placed = await link.call(command, WRITE_TIMEOUT, self.reactor, **arguments)
         except peer.RemoteKMSError as e:
-            status, _, message = str(e).partition(" ")
-            raise KMSError(int(status), message) from None
+            raise peer.kms_error_of(e) from None
         except Exception as e:
             raise unavailable(f"cannot reach the leader: {e.__class__.__name__}") from None
         return await self._wait_applied(placed["index"], placed["term"])
-
-    def propose_forwarded(self, data: bytes):
-        """A follower's write: propose it here and say where it went."""
-        self._check_usable()
-        if self.core.role != LEADER:
-            raise unavailable("not the leader any more; try again")
-        index = self.core.propose(data)
-        self._kick()
-        return index, self.core.term
 
     def _wait_applied(self, index: int, term: int):
         d = defer.Deferred()

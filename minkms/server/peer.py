@@ -141,11 +141,10 @@ def _to_remote(failure):
     raise RemoteKMSError(f"{failure.value.status} {failure.value.message}")
 
 
-def remote_to_kms_error(failure):
-    """Turn a L{RemoteKMSError} back into the KMSError it carries."""
-    failure.trap(RemoteKMSError)
-    status, _, message = str(failure.value).partition(" ")
-    raise KMSError(int(status), message)
+def kms_error_of(error: RemoteKMSError) -> KMSError:
+    """The KMSError a L{RemoteKMSError} carries from the other node."""
+    status, _, message = str(error).partition(" ")
+    return KMSError(int(status), message)
 
 
 @implementer(IHandshakeListener)

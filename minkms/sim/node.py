@@ -193,7 +193,8 @@ class SimNode:
         ready = self.core.ready()
         self.disk.write_ready(ready)
         self.busy = True
-        self.sim.scheduler.after(self.sim.disk_delay(), self._synced, incarnation, ready)
+        delay = self.sim.disk_delay() if ready.must_sync else 0
+        self.sim.scheduler.after(delay, self._synced, incarnation, ready)
 
     def _synced(self, incarnation: int, ready: Ready) -> None:
         if incarnation != self.incarnation or self._frozen(self._synced, incarnation, ready):

@@ -132,7 +132,7 @@ class Simulation:
             check_quorum=rng.random() < 0.8,
             max_append_entries=rng.choice((1, 2, 16, 256)),
             max_inflight=rng.choice((1, 4, 16)),
-            snapshot_chunk_bytes=rng.choice((256, 4096, 32 * 1024)),
+            snapshot_chunk_bytes=rng.choice((1024, 4096, 32 * 1024)),
             auto_promote_lag=rng.choice((None, None, 3)),
         )
         self.fault_end = settings.fault_ms
