@@ -64,6 +64,10 @@ async def _form(reactor, hsm: SoftHSM, ports: list[int], processes) -> None:
         await client.close()
 
 
+def _exit_quietly(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run_dev_cluster(argv: list[str]) -> int:
     """Start, join and watch a local cluster until interrupted."""
     parser = ArgumentParser(prog="minkms cluster", description=run_dev_cluster.__doc__)
@@ -118,6 +122,8 @@ def run_dev_cluster(argv: list[str]) -> int:
     print(f"  export MINIO_KMS_API_KEY={hsm.sysadmin_api_key()}")
     print("  minkms stat -k")
     print("\nPress Ctrl-C to stop the cluster.", flush=True)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_quietly)
     try:
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)
