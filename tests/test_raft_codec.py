@@ -87,9 +87,9 @@ class CodecTests(SynchronousTestCase):
         )
 
     def test_largest_messages_fit_amp(self):
-        """A full Append and a full snapshot chunk stay under the limit."""
+        """A full batch Append and a full snapshot chunk stay under the limit."""
         options = RaftOptions()
-        data = b"x" * options.max_entry_bytes
+        data = b"x" * (options.max_append_bytes - codec.ENTRY_OVERHEAD)
         append = Append(
             1,
             2,

@@ -494,11 +494,27 @@ class FlowControlTests(SynchronousTestCase):
         cluster.stabilize()
         self.assertEqual(cluster.cores[2].log.last_index(), leader.log.last_index())
 
-    def test_oversized_entry_refused(self):
-        """An entry that cannot fit one Append is refused."""
-        cluster = MemoryCluster([1])
+    def test_large_entry_travels_alone(self):
+        """
+        An entry larger than a batch (a restored backup) is sent alone in its
+        Append and replicates; one over max_entry_bytes is refused.
+        """
+        cluster = MemoryCluster([1, 2, 3], RaftOptions(max_entry_bytes=200_000))
         leader = cluster.elect(1)
-        self.assertRaises(ProposalDropped, leader.propose, b"x" * 60_000)
+        leader.propose(b"small")
+        index = leader.propose(b"x" * 150_000)
+        leader.propose(b"after")
+        cluster.process(1)
+        carrying = [m for m in cluster.outbox if isinstance(m, Append)
+                    and any(e.index == index for e in m.entries)]
+        self.assertTrue(carrying)
+        for message in carrying:
+            self.assertEqual([e.index for e in message.entries], [index])
+        cluster.stabilize()
+        for node in (2, 3):
+            self.assertEqual(cluster.cores[node].log.last_index(), leader.log.last_index())
+            self.assertIn(b"x" * 150_000, [e.data for e in cluster.applied[node]])
+        self.assertRaises(ProposalDropped, leader.propose, b"x" * 200_001)
 
     def test_inflight_and_entry_count_bounds(self):
         """In replicate state the leader pipelines at most max_inflight Appends of at most max_append_entries."""

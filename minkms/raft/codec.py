@@ -10,9 +10,11 @@ meta as index (8), term (8), config (4 + n).  Equal messages encode to equal
 bytes; L{decode} rejects anything that is not exactly one well-formed
 message.
 
-The peer channel sends an encoded message as one AMP value, which holds at
-most 65,535 bytes; L{MAX_MESSAGE_BYTES} leaves room for framing, and the
-core bounds what it puts into one message with L{append_size}.
+The core keeps batches small: an Append of several entries, and every other
+message, stays under L{MAX_MESSAGE_BYTES} (bounded with L{append_size}), so
+it fits one AMP value of at most 65,535 bytes.  Only an Append of a single
+entry larger than that (a restored backup) exceeds it; the peer channel
+splits any message over several AMP values.
 """
 
 import struct
@@ -34,7 +36,7 @@ from minkms.raft.messages import (
 from minkms.raft.types import Entry, SnapshotMeta
 
 MAX_MESSAGE_BYTES = 60_000
-"""The largest encoded message the core may produce."""
+"""The largest encoded message the core produces, but for a single large entry."""
 
 HEADER_BYTES = 1 + 8 + 8 + 8
 ENTRY_OVERHEAD = 8 + 8 + 1 + 4

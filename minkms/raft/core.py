@@ -125,6 +125,9 @@ class RaftOptions:
     @ivar check_quorum: the leader steps down without a live majority, and
         nodes ignore votes while their leader is live.
     @ivar max_append_bytes: entry bytes (with per-entry framing) in one Append.
+    @ivar max_entry_bytes: the largest entry a proposal may carry; an entry
+        larger than C{max_append_bytes} travels alone in its Append (the
+        peer channel splits messages over AMP values).
     @ivar max_append_entries: entries in one Append.
     @ivar max_inflight: unacknowledged Appends per follower.
     @ivar max_uncommitted_bytes: the leader refuses proposals beyond this
@@ -141,6 +144,7 @@ class RaftOptions:
     pre_vote: bool = True
     check_quorum: bool = True
     max_append_bytes: int = attrs.field(default=48 * 1024, validator=_check_append_bytes)
+    max_entry_bytes: int = 64 * 1024 * 1024
     max_append_entries: int = 256
     max_inflight: int = 16
     max_uncommitted_bytes: int = 16 * 1024 * 1024
@@ -152,10 +156,6 @@ class RaftOptions:
         if not 0 < self.heartbeat_ticks < self.election_ticks:
             raise ValueError("need 0 < heartbeat_ticks < election_ticks")
 
-    @property
-    def max_entry_bytes(self) -> int:
-        """The largest entry data one Append can carry."""
-        return self.max_append_bytes - codec.ENTRY_OVERHEAD
 
 
 def bootstrap_state(config: ClusterConfig) -> DurableState:

@@ -13,8 +13,8 @@ from minkms.wire import errors as wire_errors
 MAX_BODY = 1 << 20
 """Largest request body for C{/v1/kms} (1 MiB, as KES): 413 above it."""
 
-MAX_DB_BODY = 256 << 20
-"""Largest C{PUT /v1/db} body (a sealed state snapshot)."""
+MAX_DB_BODY = 64 << 20
+"""Largest C{PUT /v1/db} body (a sealed state snapshot; one Raft entry)."""
 
 _BODY_LIMITS = {b"/v1/db": MAX_DB_BODY}
 
