@@ -13,7 +13,7 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from minkms import version
-from minkms.errors import ErrPermission, KMSError, bad_request, internal, not_found
+from minkms.errors import ErrPermission, KMSError, bad_request, internal, not_found, not_implemented
 from minkms.server import dispatch
 from minkms.server.http import caller_identity, send_error, send_ok
 from minkms.wire import canonical, frames, jsonfmt
@@ -120,6 +120,23 @@ class ReadyResource(APIResource):
             return send_ok(request, b"", b"application/json")
         what = "writes" if write else "reads"
         return send_error(request, KMSError(503, f"node is not ready for {what}"))
+
+
+class NotYetResource(APIResource):
+    """
+    A protocol endpoint this build does not offer yet (log streaming,
+    profiling, restart): 501 with a clear reason, as spec section 3 allows,
+    rather than the 404 of an unknown path.
+    """
+
+    isLeaf = True
+
+    def __init__(self, what: str) -> None:
+        super().__init__()
+        self._what = what
+
+    def render(self, request):
+        return send_error(request, not_implemented(f"{self._what} is not supported by this server yet"))
 
 
 class KMSResource(APIResource):
@@ -238,6 +255,11 @@ def build_root(node, sysadmin: str, extra: dict | None = None) -> Resource:
     health.putChild(b"live", LiveResource())
     health.putChild(b"ready", ReadyResource(node))
     v1.putChild(b"kms", KMSResource(node, sysadmin))
+    debug = APIResource()
+    v1.putChild(b"debug", debug)
+    debug.putChild(b"log", NotYetResource("log streaming (/v1/debug/log)"))
+    debug.putChild(b"pprof", NotYetResource("profiling (/v1/debug/pprof)"))
+    debug.putChild(b"restart", NotYetResource("restart (/v1/debug/restart)"))
     for path, resource in (extra or {}).items():
         parent = v1
         parts = path.split(b"/")
