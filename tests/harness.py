@@ -15,7 +15,7 @@ from minkms.apikey import APIKey
 from minkms.client import KMSClient
 from minkms.hsm import SoftHSM
 from minkms.server import service
-from tests.support import REPO, cli_env
+from tests.support import REPO, cli_env, stop_process
 
 
 class NullOut:
@@ -164,10 +164,5 @@ class ProcessNode:
         self.process.wait()
 
     def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)

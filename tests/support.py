@@ -51,6 +51,17 @@ def run_cli(*args, env=None, timeout=60, input=None) -> subprocess.CompletedProc
     )
 
 
+def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM a server process and wait; SIGKILL it if it will not stop."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def write_server_certificate(directory: str, names=("localhost",), ips=("127.0.0.1",)) -> tuple[str, str]:
     """Write a self-signed server key and certificate; return their paths."""
     key = ec.generate_private_key(ec.SECP256R1())

@@ -21,7 +21,7 @@ from twisted.trial import unittest
 
 from minkms.hsm import SoftHSM
 from tests.harness import free_port
-from tests.support import REPO, cli_env, write_server_certificate
+from tests.support import REPO, cli_env, stop_process, write_server_certificate
 
 STARTUP_TIMEOUT = 30
 
@@ -47,13 +47,7 @@ class RunningServer:
                 raise AssertionError(f"no banner in time:\n{self.output}")
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process.stdout.close()
 
 

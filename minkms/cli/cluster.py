@@ -231,11 +231,7 @@ def backup(argv: list[str]) -> int:
 
 
 def _read_backup(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise CLIError(f"cannot read {path}: {e.strerror}") from None
+    data = session.read_file(path)
     if data.startswith(GZIP_MAGIC):
         try:
             return gzip.decompress(data)

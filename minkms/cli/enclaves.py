@@ -22,18 +22,10 @@ def add_enclave(argv: list[str]) -> int:
     return session.run(command, args)
 
 
-def rm_enclave(argv: list[str]) -> int:
-    """C{minkms rm-enclave NAME...}: delete enclaves with all their keys."""
-    p = session.parser("rm-enclave", rm_enclave.__doc__)
-    p.add_argument("names", nargs="+", metavar="NAME")
-    args = p.parse_args(argv)
-
-    async def command(client, args):
-        for name in args.names:
-            await client.call(DELETE, pb.DeleteEnclaveRequest(Name=name))
-            print(f"Deleted enclave {name}")
-
-    return session.run(command, args)
+rm_enclave = session.deleter(
+    "rm-enclave", "C{minkms rm-enclave NAME...}: delete enclaves with all their keys.",
+    DELETE, lambda name: pb.DeleteEnclaveRequest(Name=name), "enclave", enclave=False,
+)
 
 
 def ls_enclave(argv: list[str]) -> int:

@@ -120,19 +120,10 @@ def ls_identity(argv: list[str]) -> int:
     return session.run(command, args)
 
 
-def rm_identity(argv: list[str]) -> int:
-    """C{minkms rm-identity IDENTITY...}: delete identities and their service accounts."""
-    p = session.parser("rm-identity", rm_identity.__doc__, enclave=True)
-    p.add_argument("identities", nargs="+", metavar="IDENTITY")
-    args = p.parse_args(argv)
-    enclave = session.enclave_of(args)
-
-    async def command(client, args):
-        for identity in args.identities:
-            await client.call(DELETE, pb.DeleteIdentityRequest(Identity=identity), enclave=enclave)
-            print(f"Deleted identity {identity}")
-
-    return session.run(command, args)
+rm_identity = session.deleter(
+    "rm-identity", "C{minkms rm-identity IDENTITY...}: delete identities and their service accounts.",
+    DELETE, lambda identity: pb.DeleteIdentityRequest(Identity=identity), "identity", metavar="IDENTITY",
+)
 
 
 COMMANDS = {"add-identity": add_identity, "get-identity": get_identity,

@@ -21,11 +21,7 @@ CREATE, DELETE, ASSIGN, GET, STATUS, LIST = 301, 302, 303, 304, 305, 306
 
 def read_policy_file(name: str, path: str) -> pb.CreatePolicyRequest:
     """The request creating policy C{name} from a JSON policy file, validated."""
-    try:
-        with open(path, "rb") as f:
-            text = f.read()
-    except OSError as e:
-        raise CLIError(f"cannot read {path}: {e.strerror}") from None
+    text = session.read_file(path)
     try:
         allow, deny = policy_from_json(text)
     except KMSError as e:
@@ -136,19 +132,10 @@ def ls_policy(argv: list[str]) -> int:
     return session.run(command, args)
 
 
-def rm_policy(argv: list[str]) -> int:
-    """C{minkms rm-policy NAME...}: delete policies; their identities lose those rights."""
-    p = session.parser("rm-policy", rm_policy.__doc__, enclave=True)
-    p.add_argument("names", nargs="+", metavar="NAME")
-    args = p.parse_args(argv)
-    enclave = session.enclave_of(args)
-
-    async def command(client, args):
-        for name in args.names:
-            await client.call(DELETE, pb.DeletePolicyRequest(Name=name), enclave=enclave)
-            print(f"Deleted policy {name}")
-
-    return session.run(command, args)
+rm_policy = session.deleter(
+    "rm-policy", "C{minkms rm-policy NAME...}: delete policies; their identities lose those rights.",
+    DELETE, lambda name: pb.DeletePolicyRequest(Name=name), "policy",
+)
 
 
 COMMANDS = {"add-policy": add_policy, "get-policy": get_policy, "stat-policy": stat_policy,

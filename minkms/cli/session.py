@@ -36,6 +36,39 @@ def parser(prog: str, description: str, enclave: bool = False,
     return p
 
 
+def deleter(prog: str, description: str, code: int, request, noun: str,
+            metavar: str = "NAME", enclave: bool = True):
+    """
+    A C{minkms rm-*} command: delete each named item in turn with command
+    C{code} and C{request(name)}, saying so for each.
+    """
+
+    def main(argv: list[str]) -> int:
+        p = parser(prog, description, enclave=enclave)
+        p.add_argument("names", nargs="+", metavar=metavar)
+        args = p.parse_args(argv)
+        scope = enclave_of(args) if enclave else ""
+
+        async def command(client, args):
+            for name in args.names:
+                await client.call(code, request(name), enclave=scope)
+                print(f"Deleted {noun} {name}")
+
+        return run(command, args)
+
+    main.__doc__ = description
+    return main
+
+
+def read_file(path: str) -> bytes:
+    """The bytes of a file the user named, or a one-line error."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise CLIError(f"cannot read {path}: {e.strerror}") from None
+
+
 def enclave_of(args) -> str:
     """The enclave an enclave-scoped command targets; it must be named."""
     if not args.enclave:
