@@ -132,7 +132,7 @@ class ProcessNode:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "minkms.cli.main", "server", self.volume, "--dev",
-             "--host", self.host, "--address", self.host, *self.extra_args],
+             "--host", self.host, "--address", f"127.0.0.1:{self.port}", *self.extra_args],
             env=cli_env(MINIO_KMS_HSM_KEY=self.hsm.to_text()),
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
         )

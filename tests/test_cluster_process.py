@@ -148,3 +148,36 @@ class SnapshotCatchUpTests(unittest.TestCase):
 
     def test_catch_up_by_snapshot(self):
         return defer.ensureDeferred(self._catch_up())
+
+
+class WrongHostTests(unittest.TestCase):
+    """
+    The guide's troubleshooting case: a member restarted with a --host other
+    than the one it was added as refuses to start with "server not part of
+    cluster"; started with the right one, it serves again.
+    """
+
+    timeout = 120
+
+    async def _wrong_host(self):
+        nodes, client = await form_cluster(self, size=2)
+        member = nodes[1]
+        member.stop()
+        right_host = member.host
+        member.host = f"localhost:{member.port}"
+        member.start()
+        for _ in range(200):
+            if member.process.poll() is not None:
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(member.process.returncode, 1)
+        self.assertIn("minkms: error: server not part of cluster", member.log())
+        self.assertNotIn("Traceback", member.log())
+        member.host = right_host
+        member.start()
+        await member.wait_up(client, write=True)
+        status = await client.call(3, pb.ClusterStatusRequest(), host=member.host)
+        self.assertEqual(len(status.NodesUp), 2)
+
+    def test_wrong_host_refused(self):
+        return defer.ensureDeferred(self._wrong_host())
