@@ -50,7 +50,7 @@ async def run_cluster_command(node, code: int, request) -> None:
     if code == 1:
         await add_node(node, normalize_host(request.Host))
     elif code == 2:
-        await remove_node(node, normalize_host(request.Host))
+        await remove_node(node, normalize_host(request.Host), request.DeleteClusterOnHost)
     else:
         raise bad_request(f"not a membership command: {code}")
 
@@ -113,13 +113,30 @@ async def add_node(node, host: str) -> None:
     log.info("added node {id} at {host}", id=new_id, host=host)
 
 
-async def remove_node(node, host: str) -> None:
-    """The leader's half of C{minkms rm HOST}."""
+async def remove_node(node, host: str, delete_cluster_on_host: bool = False) -> None:
+    """
+    The leader's half of C{minkms rm HOST}.  With C{delete_cluster_on_host}
+    the removed node is then told to wipe the cluster's state and start over
+    as a fresh single-node cluster; without, it keeps its state and will
+    refuse to start again ("server not part of cluster").
+    """
     node_id = node.config.node_at(host)
     if node_id is None:
         raise KMSError(404, f"node {host} is not part of the cluster")
     await _committed(node, ConfigChange.remove(node_id))
     log.info("removed node {id} at {host}", id=node_id, host=host)
+    if not delete_cluster_on_host or node_id == node.node_id:
+        return
+    link = peer.PeerLink(node.reactor, host, node, node._peer_tls, node._auth_key)
+    try:
+        await link.call(peer.Leave, JOIN_TIMEOUT, node.reactor)
+    except peer.RemoteKMSError as e:
+        raise peer.kms_error_of(e) from None
+    except Exception as e:
+        raise KMSError(503, f"node {host} was removed, but could not be told to reset: "
+                            f"{e.__class__.__name__}") from None
+    finally:
+        link.close()
 
 
 async def join(node, cluster_id: str, node_id: int, host: str) -> None:

@@ -18,6 +18,7 @@ import os
 import platform
 import random
 import time
+import uuid
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -113,6 +114,16 @@ class Node:
         Become node C{node_id} of C{cluster_id} with an empty log, waiting
         for the leader to send the log or a snapshot (C{minkms add}).
         """
+        await self._reset(cluster_id, node_id, found=False)
+
+    async def reset_to_fresh(self) -> None:
+        """
+        Wipe the cluster's state and start over as node 0 of a new
+        single-node cluster (C{minkms rm --delete}).
+        """
+        await self._reset(str(uuid.uuid4()), 0, found=True)
+
+    async def _reset(self, cluster_id: str, node_id: int, found: bool) -> None:
         self._joining = True
         try:
             if self._ticker is not None and self._ticker.running:
@@ -125,7 +136,13 @@ class Node:
             self._fail_waiters("the node left its cluster to join another")
             await self.volume.reset(cluster_id, node_id)
             self._recent.clear()
-            self._restore(DurableState())
+            if found:
+                durable = bootstrap_state(single_node_config(node_id, self.host, cluster_id))
+                await self.volume.append(list(durable.entries) + [durable.hard_state])
+            else:
+                durable = DurableState()
+            self._restore(durable)
+            self._update_links()
         finally:
             self._joining = False
             if self._ticker is not None and not self._ticker.running:
@@ -518,6 +535,12 @@ class Node:
 
         message = BY_CODE[code].request.FromString(request)
         return defer.ensureDeferred(run_cluster_command(self, code, message))
+
+    def leave_cluster(self):
+        """The leader removed this node and asked it to start over."""
+        log.info("removed from cluster {cluster}: starting over as a fresh single-node cluster",
+                 cluster=self.cluster_id)
+        return defer.ensureDeferred(self.reset_to_fresh())
 
     def join_cluster(self, cluster_id: str, node_id: int, host: str):
         """The leader adds this fresh node to its cluster."""

@@ -117,6 +117,17 @@ class ClusterCommand(amp.Command):
     errors = {RemoteKMSError: b"KMS_ERROR", PeerUnauthenticated: b"UNAUTHENTICATED"}
 
 
+class Leave(amp.Command):
+    """
+    The leader tells a node it removed with C{DeleteClusterOnHost}: wipe
+    the cluster's state and start over as a fresh single-node cluster.
+    """
+
+    arguments = []
+    response = []
+    errors = {RemoteKMSError: b"KMS_ERROR", PeerUnauthenticated: b"UNAUTHENTICATED"}
+
+
 class Join(amp.Command):
     """
     The leader asks a fresh node to join: adopt the cluster ID and the
@@ -242,6 +253,14 @@ class PeerProtocol(amp.AMP):
     def cluster_command(self, code, request):
         self._require_auth()
         d = defer.maybeDeferred(self.node.cluster_command_forwarded, code, request)
+        d.addCallback(lambda _: {})
+        d.addErrback(_to_remote)
+        return d
+
+    @Leave.responder
+    def leave(self):
+        self._require_auth()
+        d = defer.maybeDeferred(self.node.leave_cluster)
         d.addCallback(lambda _: {})
         d.addErrback(_to_remote)
         return d

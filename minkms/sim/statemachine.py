@@ -1,36 +1,41 @@
 """
-The state machines the simulator can drive, and the one it ships.
+The state machines the simulator can drive, and the register store it
+ships.
 
 A state machine for the simulator applies committed entries in order,
 snapshots itself to bytes, restores from those bytes, and exposes a digest
-that two replicas share exactly when they applied the same sequence.  The
-KMS state machine will plug in through the same L{StateMachine} protocol.
+that two replicas share exactly when they reached the same state.  A
+L{MachineKind} bundles one with what else a run needs: a workload that
+turns client writes into entry data, and a reference model the checker
+replays the committed log through.
 """
 
 import hashlib
 import json
-from typing import Protocol
+import random
+from typing import Callable, Protocol
+
+import attrs
 
 from minkms.raft.config import EMPTY_CONFIG, ClusterConfig, decode_config, encode_config
 from minkms.raft.types import ENTRY_CONFIG, ENTRY_NORMAL, Entry
+from minkms.sim.history import Operation
 
 
 class StateMachine(Protocol):
     """
     What the simulator needs from a replicated state machine.
 
-    Client writes reach C{apply} as entries whose data is
-    L{encode_write}C{(op_id, key, value)}; a state machine with its own
-    command language (the KMS one) plugs in through an adapter that turns
-    these into its commands, and reports which writes it applied and what a
-    key holds, so that the checker can verify acknowledged writes and reads.
+    Client writes reach C{apply} as entries whose data the run's
+    L{Workload} encoded; C{read} answers a client read of a key from the
+    applied state.  The checker compares both with a L{Model}.
     """
 
     applied_index: int
     applied_ops: set[int]
 
     def read(self, key: str) -> str | None:
-        """The value the last applied write to C{key} wrote."""
+        """What a client reading C{key} is told now."""
 
     def apply(self, entry: Entry) -> object:
         """Apply the next committed entry; return the client's answer."""
@@ -41,8 +46,48 @@ class StateMachine(Protocol):
     def restore(self, data: bytes) -> None:
         """Replace the whole state by a snapshot."""
 
-    def digest(self) -> bytes:
-        """A fingerprint of the applied sequence."""
+    def digest(self) -> object:
+        """A fingerprint of the state, equal on replicas in the same state."""
+
+
+class Model(Protocol):
+    """
+    The checker's reference for one kind of state machine: replayed over
+    the committed log, it says what each write should have answered and
+    what each read should have returned at the index it was served at.
+    """
+
+    def apply(self, entry: Entry) -> object:
+        """Apply the next committed entry; return the expected answer."""
+
+    def read(self, key: str) -> str | None:
+        """The expected answer to a read of C{key} now."""
+
+
+class Workload(Protocol):
+    """The client side of a run: what a client write puts into the log."""
+
+    def encode(self, op: Operation, now: int) -> bytes:
+        """The entry data for write C{op} proposed at virtual time C{now}."""
+
+    def write_id(self, data: bytes) -> int:
+        """The op id of the client write whose entry data is C{data}."""
+
+
+@attrs.frozen
+class MachineKind:
+    """
+    One kind of state machine and what a run needs to drive and check it.
+
+    @ivar machine: makes a replica's state machine.
+    @ivar model: makes the checker's reference model.
+    @ivar workload: makes a run's workload from a random generator.
+    """
+
+    name: str
+    machine: Callable[[], StateMachine]
+    model: Callable[[], Model]
+    workload: Callable[[random.Random], Workload]
 
 
 def encode_write(op_id: int, key: str, value: str) -> bytes:
@@ -125,3 +170,21 @@ class RegisterMachine:
 
     def _config_bytes(self) -> str:
         return encode_config(self.config).decode() if self.config != EMPTY_CONFIG else ""
+
+
+class RegisterWorkload:
+    """Client writes as register writes: C{(op id, key, unique value)}."""
+
+    def __init__(self, rng: random.Random) -> None:
+        pass
+
+    def encode(self, op: Operation, now: int) -> bytes:
+        """L{encode_write} of the op."""
+        return encode_write(op.op_id, op.key, op.value)
+
+    def write_id(self, data: bytes) -> int:
+        """The op id inside a register write."""
+        return decode_write(data)[0]
+
+
+REGISTER = MachineKind("register", RegisterMachine, RegisterMachine, RegisterWorkload)

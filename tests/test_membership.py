@@ -1,0 +1,56 @@
+"""
+Removing nodes (C{minkms rm}, CLUSTER:REMOVENODE): the cluster shrinks
+through the log; with DeleteClusterOnHost the removed node starts over as
+a fresh single-node cluster that can be added again.
+"""
+
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+
+from minkms.errors import KMSError
+from minkms.wire import kms_pb2 as pb
+from tests.harness import InProcessServer
+
+
+class RemoveNodeTests(unittest.TestCase):
+    timeout = 60
+
+    async def _remove(self):
+        a = InProcessServer(self)
+        b = InProcessServer(self, hsm=a.hsm)
+        c = InProcessServer(self, hsm=a.hsm)
+        for server in (a, b, c):
+            await server.wait_ready()
+        client = a.client()
+        self.addCleanup(client.close)
+        for server in (b, c):
+            await client.call(1, pb.AddClusterNodeRequest(Host=server.host))
+        old_cluster = a.node.cluster_id
+
+        await client.call(2, pb.RemoveClusterNodeRequest(Host=c.host, DeleteClusterOnHost=True))
+        status = await client.call(3, pb.ClusterStatusRequest())
+        self.assertEqual(sorted(s.Host for s in status.NodesUp.values()), sorted([a.host, b.host]))
+        self.assertEqual(dict(status.NodesDown), {})
+        for _ in range(100):
+            if c.node.ready(True):
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        self.assertNotEqual(c.node.cluster_id, old_cluster)
+        self.assertEqual(c.node.members(), {0: c.host})
+        self.assertEqual(c.node.state.state.enclaves, {})
+
+        await client.call(1, pb.AddClusterNodeRequest(Host=c.host))
+        status = await client.call(3, pb.ClusterStatusRequest())
+        self.assertEqual(len(status.NodesUp), 3)
+        self.assertEqual(c.node.cluster_id, old_cluster)
+
+        await client.call(2, pb.RemoveClusterNodeRequest(Host=b.host))
+        status = await client.call(3, pb.ClusterStatusRequest())
+        self.assertEqual(sorted(s.Host for s in status.NodesUp.values()), sorted([a.host, c.host]))
+        with self.assertRaises(KMSError) as e:
+            await client.call(2, pb.RemoveClusterNodeRequest(Host=b.host))
+        self.assertEqual(e.exception.status, 404)
+        await client.call(101, pb.CreateEnclaveRequest(Name="after-removal"))
+
+    def test_remove_nodes(self):
+        return defer.ensureDeferred(self._remove())
