@@ -45,10 +45,10 @@ class InProcessServer:
     """
 
     def __init__(self, testcase, hsm: SoftHSM | None = None, volume: str | None = None,
-                 extra_args=(), heartbeat=None):
+                 extra_args=(), port: int | None = None):
         self.hsm = hsm or SoftHSM.generate()
         self.volume = volume or testcase.mktemp()
-        self.port = free_port()
+        self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
         options = service.Options()
         options.parseOptions([self.volume, "--dev", "--host", self.host,

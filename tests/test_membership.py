@@ -54,3 +54,60 @@ class RemoveNodeTests(unittest.TestCase):
 
     def test_remove_nodes(self):
         return defer.ensureDeferred(self._remove())
+
+
+class EditClusterTests(unittest.TestCase):
+    """
+    C{minkms edit HOST --rm ID} when a quorum is lost for good: the
+    surviving node drops the dead members from its own membership without
+    consensus, becomes a single-node cluster and accepts writes again, with
+    every acknowledged write kept.
+    """
+
+    timeout = 60
+
+    async def _edit(self):
+        a = InProcessServer(self)
+        b = InProcessServer(self, hsm=a.hsm)
+        c = InProcessServer(self, hsm=a.hsm)
+        for server in (a, b, c):
+            await server.wait_ready()
+        client = a.client()
+        self.addCleanup(client.close)
+        for server in (b, c):
+            await client.call(1, pb.AddClusterNodeRequest(Host=server.host))
+        await client.call(101, pb.CreateEnclaveRequest(Name="kept"))
+        ids = {address: node_id for node_id, address in a.node.members().items()}
+        await b.stop()
+        await c.stop()
+        for _ in range(100):
+            if not a.node.ready(True):
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        with self.assertRaises(KMSError) as e:
+            await client.call(101, pb.CreateEnclaveRequest(Name="lost"))
+        self.assertEqual(e.exception.status, 503)
+
+        with self.assertRaises(KMSError) as e:
+            await client.call(4, pb.EditClusterRequest(Host=a.host, RemoveIDs=[ids[a.host]]))
+        self.assertEqual(e.exception.status, 400)
+        with self.assertRaises(KMSError) as e:
+            await client.call(4, pb.EditClusterRequest(Host=b.host, RemoveIDs=[ids[b.host]]))
+        self.assertEqual(e.exception.status, 400)
+
+        await client.call(4, pb.EditClusterRequest(Host=a.host, RemoveIDs=[ids[b.host], ids[c.host]]))
+        self.assertEqual(a.node.members(), {ids[a.host]: a.host})
+        await a.wait_ready()
+        await client.call(101, pb.CreateEnclaveRequest(Name="after-edit"))
+        self.assertEqual(sorted(a.node.state.state.enclaves), ["after-edit", "kept"])
+        status = await client.call(3, pb.ClusterStatusRequest())
+        self.assertEqual(len(status.NodesUp), 1)
+        await client.close()
+        await a.stop()
+        again = InProcessServer(self, hsm=a.hsm, volume=a.volume, port=a.port)
+        await again.wait_ready()
+        self.assertEqual(again.node.members(), {ids[a.host]: a.host})
+        self.assertEqual(sorted(again.node.state.state.enclaves), ["after-edit", "kept"])
+
+    def test_edit_after_quorum_loss(self):
+        return defer.ensureDeferred(self._edit())

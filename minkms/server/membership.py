@@ -42,7 +42,10 @@ async def run_cluster_command(node, code: int, request) -> None:
     if code in (5, 6):
         raise not_implemented("this build supports only the software HSM: HSMs cannot be added or removed")
     if code == 4:
-        raise not_implemented("CLUSTER:EDIT is not supported yet")
+        if normalize_host(request.Host) != node.host:
+            raise bad_request(f"CLUSTER:EDIT for {request.Host} was sent to {node.host}: send it to that node")
+        await node.edit_membership(list(request.RemoveIDs))
+        return
     status = node.core.status()
     if status.role != LEADER:
         await _forward(node, status.leader, code, request)

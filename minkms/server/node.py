@@ -24,13 +24,13 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from minkms import version
-from minkms.errors import KMSError, StartupError, unavailable
+from minkms.errors import KMSError, StartupError, bad_request, unavailable
 from minkms.raft import codec
-from minkms.raft.config import single_node_config
+from minkms.raft.config import ConfigChange, encode_config, single_node_config
 from minkms.raft.core import RaftCore, RaftOptions, bootstrap_state
-from minkms.raft.errors import NotLeader, RaftError
+from minkms.raft.errors import ConfigChangeRejected, NotLeader, RaftError
 from minkms.raft.ready import LEADER
-from minkms.raft.types import ENTRY_NORMAL, DurableState
+from minkms.raft.types import ENTRY_NORMAL, DurableState, HardState, Snapshot, SnapshotMeta
 from minkms.server import dispatch, peer
 from minkms.state.machine import StateMachine
 from minkms.storage.errors import StorageFailed
@@ -123,13 +123,59 @@ class Node:
         """
         await self._reset(str(uuid.uuid4()), 0, found=True)
 
-    async def _reset(self, cluster_id: str, node_id: int, found: bool) -> None:
-        self._joining = True
+    async def edit_membership(self, remove_ids) -> None:
+        """
+        CLUSTER:EDIT (C{minkms edit HOST --rm ID}): drop members from this
+        node's own membership without consensus, for when a quorum is lost
+        for good.  Everything committed is applied first, then the log is
+        rewritten as one snapshot carrying the edited membership; entries
+        not yet committed (never acknowledged) are dropped.
+        """
+        config = self.config
+        unknown = sorted(set(remove_ids) - config.members)
+        if unknown:
+            raise KMSError(404, f"node ID(s) {', '.join(map(str, unknown))} are not part of the cluster")
+        if self.node_id in remove_ids:
+            raise bad_request("a node cannot remove itself: send the edit to a node that stays")
+        edited = config
         try:
-            if self._ticker is not None and self._ticker.running:
-                self._ticker.stop()
-            while self._busy:
-                await task.deferLater(self.reactor, 0.01, lambda: None)
+            for node_id in sorted(set(remove_ids)):
+                edited = ConfigChange.remove(node_id).apply(edited)
+        except ConfigChangeRejected as e:
+            raise bad_request(f"cannot edit the membership: {e}") from None
+        await self._pause_loop()
+        try:
+            while self.core.has_ready():
+                self._busy = True
+                await self._process()
+            index = self._applied
+            term = self.core.log.term(index)
+            snapshot = Snapshot(SnapshotMeta(index, term, encode_config(edited)), self.state.snapshot())
+            hard = HardState(term=self.core.term, vote=self.core.vote, commit=index)
+            await self.volume.replace([snapshot, hard])
+            self._recent.clear()
+            self._restore(DurableState(hard, snapshot, ()))
+            self._update_links()
+            log.warn("membership edited without consensus: removed node(s) {ids}", ids=sorted(set(remove_ids)))
+        finally:
+            self._resume_loop()
+
+    async def _pause_loop(self) -> None:
+        """Stop ticking and wait until no Ready is in flight."""
+        self._joining = True
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        while self._busy:
+            await task.deferLater(self.reactor, 0.01, lambda: None)
+
+    def _resume_loop(self) -> None:
+        self._joining = False
+        if self._ticker is not None and not self._ticker.running:
+            self._ticker.start(self._tick_seconds, now=False)
+
+    async def _reset(self, cluster_id: str, node_id: int, found: bool) -> None:
+        await self._pause_loop()
+        try:
             for link in self._links.values():
                 link.close()
             self._links.clear()
@@ -144,9 +190,7 @@ class Node:
             self._restore(durable)
             self._update_links()
         finally:
-            self._joining = False
-            if self._ticker is not None and not self._ticker.running:
-                self._ticker.start(self._tick_seconds, now=False)
+            self._resume_loop()
 
     @property
     def node_id(self) -> int:
@@ -230,7 +274,7 @@ class Node:
         if self._busy:
             self._again = True
             return
-        if self._failed is None and self.core.has_ready():
+        if self._failed is None and not self._joining and self.core.has_ready():
             self._busy = True
             d = defer.ensureDeferred(self._process())
             d.addErrback(self._crash)

@@ -6,14 +6,20 @@ Safety); every node applies the same entry at each index, and reaches the
 same state-machine digest there, including through snapshots (State
 Machine Safety); the committed prefix of every durable log agrees with
 what was applied (Log Matching, and committed entries are never lost or
-changed).  At the end: every acknowledged write is in every member's
-state, and every ReadIndex read saw every write acknowledged before it
-started.
+changed); replicas that applied the same index are in the same state.  At
+the end: every acknowledged write is in every member's state, and
+replaying the committed log through the state machine's reference model
+gives every acknowledged write its answer and every read its result at
+the index it was served at, which is no older than any write
+acknowledged before the read started (linearizable reads).
 """
 
+import bisect
+from typing import Callable
+
 from minkms.raft.types import ENTRY_NORMAL, Entry
-from minkms.sim.history import OK, READ, WRITE, History, write_id
-from minkms.sim.statemachine import decode_write
+from minkms.sim.history import OK, READ, UNANSWERED, WRITE, History, Operation
+from minkms.sim.statemachine import Model
 
 
 class SafetyViolation(AssertionError):
@@ -30,10 +36,11 @@ class Checker:
     @ivar write_index: client op id -> the index its write committed at.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, write_id: Callable[[bytes], int]) -> None:
+        self._write_id = write_id
         self.leaders: dict[int, int] = {}
         self.committed: dict[int, Entry] = {}
-        self.digests: dict[int, bytes] = {}
+        self.digests: dict[int, object] = {}
         self.write_index: dict[int, int] = {}
 
     def observe_leader(self, node: int, term: int) -> None:
@@ -47,21 +54,21 @@ class Checker:
         if known is None:
             self.committed[entry.index] = entry
             if entry.kind == ENTRY_NORMAL:
-                self.write_index.setdefault(decode_write(entry.data)[0], entry.index)
+                self.write_index.setdefault(self._write_id(entry.data), entry.index)
         elif known != entry:
             raise SafetyViolation(
                 f"node {node} {how} {entry.index}/{entry.term} but "
                 f"{known.index}/{known.term} was committed there"
             )
 
-    def on_apply(self, node: int, entry: Entry, digest: bytes) -> None:
+    def on_apply(self, node: int, entry: Entry, digest: object) -> None:
         """C{node} applied C{entry} and its state machine digest became C{digest}."""
         self._commit(node, entry, "applied")
         known = self.digests.setdefault(entry.index, digest)
         if known != digest:
             raise SafetyViolation(f"node {node} has a different state after applying {entry.index}")
 
-    def on_restore(self, node: int, index: int, digest: bytes) -> None:
+    def on_restore(self, node: int, index: int, digest: object) -> None:
         """C{node} loaded a snapshot taken at C{index}."""
         known = self.digests.setdefault(index, digest)
         if known != digest:
@@ -76,11 +83,23 @@ class Checker:
                 break
             self._commit(node, entry, "has committed")
 
-    def check_history(self, history: History, final_states: dict[int, set[int]]) -> None:
+    def check_replicas(self, states: dict[int, tuple[int, object]]) -> None:
+        """Nodes (C{node -> (applied index, digest)}) at the same index are in the same state."""
+        first: dict[int, tuple[int, object]] = {}
+        for node, (index, digest) in sorted(states.items()):
+            other, known = first.setdefault(index, (node, digest))
+            if known != digest:
+                raise SafetyViolation(
+                    f"nodes {other} and {node} both applied up to {index} but their states differ"
+                )
+
+    def check_history(
+        self, history: History, final_states: dict[int, set[int]], model: Model
+    ) -> None:
         """
         Every acknowledged write is in every member's final state
-        (C{final_states}: node -> applied op ids), and every read is at
-        least as new as the writes acknowledged before it started.
+        (C{final_states}: node -> applied op ids), and the history agrees
+        with C{model} (a fresh one) replayed over the committed log.
         """
         writes = [op for op in history.operations if op.kind == WRITE and op.status == OK]
         for op in writes:
@@ -94,25 +113,49 @@ class Checker:
                     raise SafetyViolation(
                         f"acknowledged write {op.op_id} is missing on node {node}"
                     )
-        by_key: dict[str, list] = {}
-        for op in writes:
-            by_key.setdefault(op.key, []).append(op)
-        for read in history.operations:
-            if read.kind != READ or read.status != OK:
-                continue
-            floor = max(
-                (w.index for w in by_key.get(read.key, ()) if w.completed < read.invoked),
-                default=0,
-            )
-            seen = 0
-            if read.value is not None:
-                seen = self.write_index.get(write_id(read.value), -1)
-                if seen < 0:
-                    raise SafetyViolation(
-                        f"read {read.op_id} returned an uncommitted value {read.value}"
-                    )
-            if seen < floor:
+        reads = [op for op in history.operations if op.kind == READ and op.status == OK]
+        self._check_read_floors(writes, reads)
+        self._replay(model, {op.index: op for op in writes}, reads)
+
+    @staticmethod
+    def _check_read_floors(writes: list[Operation], reads: list[Operation]) -> None:
+        by_completion = sorted(writes, key=lambda op: op.completed)
+        times = [op.completed for op in by_completion]
+        floors, highest = [], 0
+        for op in by_completion:
+            highest = max(highest, op.index)
+            floors.append(highest)
+        for read in reads:
+            before = bisect.bisect_left(times, read.invoked)
+            if before and floors[before - 1] > read.index:
                 raise SafetyViolation(
-                    f"stale read {read.op_id} of {read.key!r} at node {read.node}: saw the write at "
-                    f"index {seen}, but the write at index {floor} was acknowledged before it started"
+                    f"stale read {read.op_id} at node {read.node}: served at index {read.index}, "
+                    f"but a write at index {floors[before - 1]} was acknowledged before it started"
                 )
+
+    def _replay(self, model: Model, acked: dict[int, Operation], reads: list[Operation]) -> None:
+        reads = sorted(reads, key=lambda op: op.index)
+        waiting = 0
+        for index in range(1, max(self.committed, default=0) + 1):
+            entry = self.committed.get(index)
+            if entry is None:
+                raise SafetyViolation(f"index {index} was never applied, yet later ones were")
+            answer = model.apply(entry)
+            op = acked.get(index)
+            if op is not None and op.answer is not UNANSWERED and op.answer != answer:
+                raise SafetyViolation(
+                    f"write {op.op_id} at index {index} was answered {op.answer!r}, "
+                    f"the model answers {answer!r}"
+                )
+            while waiting < len(reads) and reads[waiting].index == index:
+                read = reads[waiting]
+                expected = model.read(read.key)
+                if read.value != expected:
+                    raise SafetyViolation(
+                        f"read {read.op_id} of {read.key!r} at node {read.node}, served at index "
+                        f"{index}, returned {read.value!r}; the model says {expected!r}"
+                    )
+                waiting += 1
+        if waiting < len(reads):
+            read = reads[waiting]
+            raise SafetyViolation(f"read {read.op_id} was served at unapplied index {read.index}")

@@ -17,6 +17,8 @@ OK = "ok"
 FAIL = "fail"
 UNKNOWN = "unknown"
 
+UNANSWERED = "(not answered)"
+
 
 @attrs.define
 class Operation:
@@ -25,7 +27,10 @@ class Operation:
 
     @ivar value: for a write, the (unique) value written; for a read, the
         value returned.
-    @ivar index: for a write, the log index it was proposed at.
+    @ivar index: for a write, the log index it was proposed at; for a
+        read, the applied index of the state it was served from.
+    @ivar answer: for a write acknowledged when its node applied it, what
+        the state machine answered (L{UNANSWERED} otherwise).
     """
 
     op_id: int
@@ -38,6 +43,7 @@ class Operation:
     index: int | None = None
     status: str = PENDING
     completed: int | None = None
+    answer: object = UNANSWERED
 
     def finish(self, status: str, now: int, value: str | None = None) -> None:
         """Record the outcome, once; later outcomes are ignored."""
@@ -47,11 +53,6 @@ class Operation:
         self.completed = now
         if self.kind == READ:
             self.value = value
-
-
-def write_id(value: str) -> int:
-    """The op id of the write that wrote C{value}."""
-    return int(value[1:].split(".", 1)[0])
 
 
 class History:

@@ -19,7 +19,7 @@ from minkms.raft.ready import LEADER, Ready
 from minkms.raft.types import DurableState
 from minkms.sim.disk import SimDisk
 from minkms.sim.history import FAIL, OK, UNKNOWN, WRITE, Operation
-from minkms.sim.statemachine import StateMachine, encode_write
+from minkms.sim.statemachine import StateMachine
 
 if TYPE_CHECKING:
     from minkms.sim.simulation import Simulation
@@ -64,7 +64,7 @@ class SimNode:
         durable = self.disk.durable_state()
         rng = random.Random(self.sim.rng.getrandbits(64))
         self.core = RaftCore(self.id, durable, rng, self.options)
-        self.machine = self.sim.machine_factory()
+        self.machine = self.sim.kind.machine()
         if durable.snapshot is not None:
             self.machine.restore(durable.snapshot.data)
             self.sim.checker.on_restore(self.id, durable.snapshot.meta.index, self.machine.digest())
@@ -144,7 +144,7 @@ class SimNode:
         if self._frozen(self._later, self.incarnation, self.propose_write, op):
             return
         try:
-            index = self.core.propose(encode_write(op.op_id, op.key, op.value))
+            index = self.core.propose(self.sim.workload.encode(op, self.sim.scheduler.now))
         except RaftError:
             op.finish(FAIL, self.sim.scheduler.now)
             return
@@ -212,11 +212,13 @@ class SimNode:
             self._install(ready)
         now = self.sim.scheduler.now
         for entry in ready.committed_entries:
-            self.machine.apply(entry)
+            answer = self.machine.apply(entry)
             self.sim.checker.on_apply(self.id, entry, self.machine.digest())
             proposal = self._proposals.pop(entry.index, None)
             if proposal is not None:
                 term, op = proposal
+                if term == entry.term:
+                    op.answer = answer
                 op.finish(OK if term == entry.term else FAIL, now)
         for state in ready.read_states:
             op = self._reads.pop(state.request_id, None)
@@ -246,6 +248,7 @@ class SimNode:
         now = self.sim.scheduler.now
         for index, op in self._reads_waiting:
             if index <= applied:
+                op.index = applied
                 op.finish(OK, now, self.machine.read(op.key))
             else:
                 still_waiting.append((index, op))

@@ -17,7 +17,6 @@ so C{python -m minkms.sim --seed S --nodes N} replays a run exactly.
 
 import random
 import traceback
-from typing import Callable
 
 import attrs
 
@@ -31,8 +30,8 @@ from minkms.sim.checker import Checker, SafetyViolation
 from minkms.sim.clock import Scheduler
 from minkms.sim.history import FAIL, OK, PENDING, READ, UNKNOWN, WRITE, History, Operation
 from minkms.sim.network import LinkFaults, SimNetwork
+from minkms.sim.machines import MACHINES
 from minkms.sim.node import SimNode
-from minkms.sim.statemachine import RegisterMachine, StateMachine
 
 MAX_NODES = 7
 MAX_NODE_IDS = 12
@@ -49,12 +48,14 @@ class SimSettings:
     @ivar nodes: the founding voters (1..7).
     @ivar fault_ms: virtual length of the fault phase.
     @ivar liveness_ms: the bound on convergence after faults stop.
+    @ivar machine: the state machine's name in L{MACHINES}.
     """
 
     seed: int
     nodes: int = 3
     fault_ms: int = 3000
     liveness_ms: int = 5000
+    machine: str = "register"
 
     def command(self) -> str:
         """The shell command that replays this run."""
@@ -64,6 +65,8 @@ class SimSettings:
             extra += f" --fault-ms {self.fault_ms}"
         if self.liveness_ms != defaults.liveness_ms:
             extra += f" --liveness-ms {self.liveness_ms}"
+        if self.machine != defaults.machine:
+            extra += f" --machine {self.machine}"
         return f"python -m minkms.sim --seed {self.seed} --nodes {self.nodes}{extra}"
 
 
@@ -103,22 +106,21 @@ class _Client:
 class Simulation:
     """
     Builds the cluster for one seed and runs it; L{run} raises
-    L{SimulationFailure} or returns a L{SimResult}.  C{machine_factory}
-    makes each node's state machine (see L{StateMachine}).
+    L{SimulationFailure} or returns a L{SimResult}.  C{settings.machine}
+    names the state machine every node runs and the workload clients send.
     """
 
-    def __init__(
-        self,
-        settings: SimSettings,
-        machine_factory: Callable[[], StateMachine] = RegisterMachine,
-    ) -> None:
+    def __init__(self, settings: SimSettings) -> None:
         if not 1 <= settings.nodes <= MAX_NODES:
             raise ValueError(f"nodes must be in 1..{MAX_NODES}")
+        if settings.machine not in MACHINES:
+            raise ValueError(f"machine must be one of {', '.join(MACHINES)}")
         self.settings = settings
-        self.machine_factory = machine_factory
+        self.kind = MACHINES[settings.machine]
         self.rng = rng = random.Random(f"minkms-sim:{settings.seed}:{settings.nodes}")
+        self.workload = self.kind.workload(rng)
         self.scheduler = Scheduler()
-        self.checker = Checker()
+        self.checker = Checker(self.workload.write_id)
         self.history = History()
         self.network = SimNetwork(self.scheduler, random.Random(rng.getrandbits(64)), self._deliver)
         self.compact_every = rng.choice((3, 8, 25, 100))
@@ -260,7 +262,9 @@ class Simulation:
         self._audit_logs()
         members = self._leader().core.config.members
         self.checker.check_history(
-            self.history, {n: set(self.nodes[n].machine.applied_ops) for n in sorted(members)}
+            self.history,
+            {n: set(self.nodes[n].machine.applied_ops) for n in sorted(members)},
+            self.kind.model(),
         )
 
     def _describe(self) -> str:
@@ -491,13 +495,13 @@ class Simulation:
         commit = leader.core.log.committed
         if commit < barrier.index:
             return
-        digest = leader.machine.digest()
         for member in sorted(leader.core.config.members):
             node = self.nodes.get(member)
-            if node is None or not node.alive:
+            if node is None or not node.alive or node.machine.applied_index != commit:
                 return
-            if node.machine.applied_index != commit or node.machine.digest() != digest:
-                return
+        self.checker.check_replicas(
+            {n.id: (n.machine.applied_index, n.machine.digest()) for n in self._alive()}
+        )
         self._converged_at = now
 
     def _audit_step(self) -> None:

@@ -298,17 +298,38 @@ class Volume:
 
         @return: as L{compact}.
         """
+        if not isinstance(cluster_id, str) or not cluster_id:
+            return fail(ValueError("cluster ID must be a non-empty string"))
+        if not isinstance(node_id, int) or not 0 <= node_id < 2**64:
+            return fail(ValueError("node ID must be an unsigned 64-bit integer"))
+        return self._replace(DurableState(), cluster_id, node_id)
+
+    def replace(self, records) -> Deferred:
+        """
+        Replace every record by C{records} (a snapshot, entries, a hard
+        state), atomically like a compaction: the operator's forced
+        membership edit (C{minkms edit}) rewrites the log this way.
+
+        @return: as L{compact}.
+        """
+        state = DurableState()
+        records = list(records)
         try:
-            _check_ids(cluster_id, node_id)
-        except ValueError as e:
+            for record in records:
+                check_record(record)
+                state.apply(record)
+        except (TypeError, ValueError) as e:
             return fail(e)
+        return self._replace(state, self._header.cluster_id, self._header.node_id)
+
+    def _replace(self, state: DurableState, cluster_id: str, node_id: int) -> Deferred:
         if self.failed is not None:
             return fail(StorageFailed(self.failed))
         if self._closed:
             return fail(StorageFailed("storage failed: volume is closed"))
-        self._mirror = DurableState()
+        self._mirror = state.copy()
         done = Deferred()
-        self._queue.append(_Rewrite(DurableState(), cluster_id, node_id, done))
+        self._queue.append(_Rewrite(state, cluster_id, node_id, done))
         self._pump()
         return done
 
