@@ -23,6 +23,9 @@ from minkms.apikey import APIKey, identity_of_certificate
 
 ALPN_PEER = b"minkms-raft/1"
 ALPN_HTTP = b"http/1.1"
+PEER_SERVER_NAME = "peer.minkms.invalid"
+"""The SNI a node sends to another node: the listener then answers with
+the peer certificate derived from the HSM key instead of its own."""
 
 _SESSION_ID = b"minkms"
 
@@ -168,15 +171,20 @@ class ServerContextFactory:
     Builds the server's OpenSSL context: the configured certificate (chosen
     by SNI when there are several), a client certificate requested but any
     accepted, sessions resumable with the peer certificate kept, and ALPN
-    choosing between HTTP/1.1 and the peer protocol.
+    choosing between HTTP/1.1 and the peer protocol.  A node connecting to
+    this one sends the SNI L{PEER_SERVER_NAME} and gets the peer
+    credentials, so that both ends of the peer channel show the peer
+    certificate derived from the HSM key.
     """
 
-    def __init__(self, credentials: list[ServerCredentials]) -> None:
+    def __init__(self, credentials: list[ServerCredentials],
+                 peer_credentials: ServerCredentials | None = None) -> None:
         if not credentials:
             raise TLSConfigError("no server certificate provided")
         self._credentials = credentials
         self._contexts = [self._make(c) for c in credentials]
-        if len(self._contexts) > 1:
+        self._peer_context = self._make(peer_credentials) if peer_credentials else None
+        if len(self._contexts) > 1 or self._peer_context is not None:
             self._contexts[0].set_tlsext_servername_callback(self._by_sni)
 
     def _make(self, creds: ServerCredentials) -> SSL.Context:
@@ -192,6 +200,9 @@ class ServerContextFactory:
         if not name:
             return
         name = name.decode("ascii", "replace")
+        if name == PEER_SERVER_NAME and self._peer_context is not None:
+            connection.set_context(self._peer_context)
+            return
         for creds, ctx in zip(self._credentials, self._contexts):
             if creds.matches(name):
                 connection.set_context(ctx)
@@ -243,7 +254,9 @@ class ClientTLS:
     """
     Client-side TLS (an L{IPolicyForHTTPS}): presents an API key's
     certificate, and verifies the server against the system trust store or
-    the given CA certificates, unless C{insecure} (the CLI's C{-k}).
+    the given CA certificates, unless C{insecure} (the CLI's C{-k}, and the
+    peer channel, which checks the server's identity itself).
+    C{server_name} replaces the host as SNI (unverified connections only).
     """
 
     def __init__(
@@ -252,8 +265,10 @@ class ClientTLS:
         insecure: bool = False,
         ca_certificates: list[x509.Certificate] | None = None,
         alpn: tuple[bytes, ...] = (ALPN_HTTP,),
+        server_name: str | None = None,
     ) -> None:
         self._insecure = insecure
+        self._server_name = server_name
         self._alpn = list(alpn)
         self._client_cert = _private_certificate(api_key) if api_key else None
         if ca_certificates:
@@ -278,7 +293,7 @@ class ClientTLS:
         host = hostname.decode("ascii") if isinstance(hostname, bytes) else hostname
         host = host.strip("[]")
         if self._unverified_ctx is not None:
-            return _UnverifiedConnectionCreator(self._unverified_ctx, host, self._alpn)
+            return _UnverifiedConnectionCreator(self._unverified_ctx, self._server_name or host, self._alpn)
         return ssl.optionsForClientTLS(
             host,
             trustRoot=self._trust,

@@ -1,7 +1,8 @@
 """
 The quick seed sweep: 500 seeded simulations of whole clusters of 1 to 7
 nodes under crashes, partitions, pauses, message loss and membership
-changes, each checked for safety and liveness.  The long sweep is
+changes, each checked for safety and liveness.  Even seeds run the
+register store, odd seeds the real KMS state machine.  The long sweep is
 C{bench/sim_sweep.py}; a failure names the command that replays it.
 """
 
@@ -10,6 +11,7 @@ from collections import Counter
 from twisted.trial.unittest import SynchronousTestCase
 
 from minkms.sim.__main__ import nodes_for
+from minkms.sim.machines import machine_for
 from minkms.sim.simulation import Simulation, SimSettings
 
 SEEDS = 500
@@ -20,7 +22,8 @@ FAULT_MS = 2000
 def _sweep(first: int) -> Counter:
     totals: Counter = Counter()
     for seed in range(first, first + CHUNK):
-        result = Simulation(SimSettings(seed, nodes_for(seed), fault_ms=FAULT_MS)).run()
+        settings = SimSettings(seed, nodes_for(seed), fault_ms=FAULT_MS, machine=machine_for(seed))
+        result = Simulation(settings).run()
         totals.update(result.stats)
     return totals
 

@@ -87,7 +87,7 @@ async def add_node(node, host: str) -> None:
     if config.node_at(host) is not None:
         raise KMSError(409, f"node {host} is already part of the cluster")
     new_id = config.next_id
-    link = peer.PeerLink(node.reactor, host, node, node._peer_tls, node._auth_key)
+    link = node.peer_link(host)
     try:
         await link.call(peer.Join, JOIN_TIMEOUT, node.reactor,
                         cluster_id=node.cluster_id, node_id=new_id, host=host)
@@ -95,6 +95,9 @@ async def add_node(node, host: str) -> None:
         raise peer.kms_error_of(e) from None
     except KMSError:
         raise
+    except peer.PeerUnauthenticated:
+        raise KMSError(400, f"cannot add {host}: it holds another HSM key "
+                            "(every node of a cluster needs the same one)") from None
     except Exception as e:
         raise KMSError(503, f"cannot reach {host} on the peer channel: {e.__class__.__name__}"
                             " (is it running, with the same HSM key?)") from None
@@ -130,7 +133,7 @@ async def remove_node(node, host: str, delete_cluster_on_host: bool = False) -> 
     log.info("removed node {id} at {host}", id=node_id, host=host)
     if not delete_cluster_on_host or node_id == node.node_id:
         return
-    link = peer.PeerLink(node.reactor, host, node, node._peer_tls, node._auth_key)
+    link = node.peer_link(host)
     try:
         await link.call(peer.Leave, JOIN_TIMEOUT, node.reactor)
     except peer.RemoteKMSError as e:

@@ -70,19 +70,18 @@ class Node:
         self._inbound: dict = {}
         self._linked_config = None
         self._peer_tls = peer.peer_tls(hsm)
-        self._auth_key = hsm.derive(peer.LABEL_PEER_AUTH)
         self._busy = False
         self._again = False
         self._ticker = None
         self._failed = None
         self._joining = False
+        self._stopped = False
         self._bootstrap_records = None
         self._restore(_as_durable(volume.recovered))
         from minkms.apikey import APIKey
 
-        self.peer_protocol = peer.PeerListener(
-            self, APIKey.parse(hsm.peer_api_key()).identity, self._auth_key
-        )
+        self._peer_identity = APIKey.parse(hsm.peer_api_key()).identity
+        self.peer_protocol = peer.PeerListener(self, self._peer_identity)
 
     # -- start-up ---------------------------------------------------------
 
@@ -244,6 +243,7 @@ class Node:
 
     async def stop(self) -> None:
         """Stop timers and links, let the volume finish, close it."""
+        self._stopped = True
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
         for link in self._links.values():
@@ -274,7 +274,7 @@ class Node:
         if self._busy:
             self._again = True
             return
-        if self._failed is None and not self._joining and self.core.has_ready():
+        if self._failed is None and not self._joining and not self._stopped and self.core.has_ready():
             self._busy = True
             d = defer.ensureDeferred(self._process())
             d.addErrback(self._crash)
@@ -375,6 +375,8 @@ class Node:
     # -- membership and links ---------------------------------------------
 
     def _update_links(self) -> None:
+        if self._stopped:
+            return
         config = self.config
         self._linked_config = config
         wanted = {i: a for i, a in config.addresses.items() if i in config.members and i != self.node_id}
@@ -383,9 +385,11 @@ class Node:
                 self._links.pop(node_id).close()
         for node_id, address in wanted.items():
             if node_id not in self._links:
-                self._links[node_id] = peer.PeerLink(
-                    self.reactor, address, self, self._peer_tls, self._auth_key
-                )
+                self._links[node_id] = self.peer_link(address)
+
+    def peer_link(self, address: str) -> peer.PeerLink:
+        """A link to the node at C{address}, authenticated both ways by the peer certificate."""
+        return peer.PeerLink(self.reactor, address, self, self._peer_tls, self._peer_identity)
 
     # -- writes -----------------------------------------------------------
 
@@ -497,7 +501,7 @@ class Node:
             return
         if via is not None:
             self._inbound[message.src] = via
-        if self._failed is None and not self._joining:
+        if self._failed is None and not self._joining and not self._stopped:
             self.core.step(message)
             self._kick()
 

@@ -2,18 +2,17 @@
 The peer channel: AMP between the nodes of a cluster (DESIGN decisions 1, 2).
 
 A node connects to each other member over the shared TLS listener with
-ALPN C{minkms-raft/1}, presenting the peer certificate derived from the
-HSM key; the listener drops anyone else.  The connecting side checks the
-listener in turn: the first command, L{Hello}, exchanges MACs over a TLS
-exporter value with a key derived from the HSM key, so each side proves it
-holds the cluster's HSM key and the proof is bound to this very session.
+ALPN C{minkms-raft/1} and the SNI L{minkms.tls.PEER_SERVER_NAME}.  Both ends
+present the peer certificate derived from the HSM key (the listener picks
+it by that SNI) and each checks that the other's certificate has the peer
+identity: only holders of the cluster's HSM key can speak Raft.  The
+listener drops anyone else; the connecting side aborts a listener that
+shows another certificate.
 
 Raft messages travel as opaque bytes (L{minkms.raft.codec}); values larger
 than an AMP value (65,535 bytes) are split over several keys by
 L{LongBytes}, so snapshots and large entries need no special case here.
 """
-
-import hmac
 
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -24,12 +23,10 @@ from twisted.protocols import amp
 from zope.interface import implementer
 
 from minkms.errors import KMSError
-from minkms.tls import ALPN_PEER, ClientTLS, peer_identity
+from minkms.tls import ALPN_PEER, PEER_SERVER_NAME, ClientTLS, peer_identity
 
 log = Logger()
 
-LABEL_PEER_AUTH = b"minkms/v1/peer-channel-auth"
-EXPORTER_LABEL = b"EXPORTER-minkms-peer-auth"
 _CHUNK = 60000
 
 
@@ -51,19 +48,11 @@ class LongBytes(amp.Argument):
 
 
 class PeerUnauthenticated(Exception):
-    """The other end did not prove it holds the cluster's HSM key."""
+    """The other end is not (yet) known to hold the cluster's HSM key."""
 
 
 class RemoteKMSError(Exception):
     """A KMSError raised on the other node, carried as C{status message}."""
-
-
-class Hello(amp.Command):
-    """Mutual proof of the HSM key, bound to this TLS session."""
-
-    arguments = [(b"proof", amp.String())]
-    response = [(b"proof", amp.String())]
-    errors = {PeerUnauthenticated: b"UNAUTHENTICATED"}
 
 
 class RaftMessage(amp.Command):
@@ -139,14 +128,6 @@ class Join(amp.Command):
     errors = {RemoteKMSError: b"KMS_ERROR", PeerUnauthenticated: b"UNAUTHENTICATED"}
 
 
-def _exporter(transport) -> bytes:
-    return transport.getHandle().export_keying_material(EXPORTER_LABEL, 32)
-
-
-def _proof(key: bytes, role: bytes, transport) -> bytes:
-    return hmac.new(key, role + _exporter(transport), "sha256").digest()
-
-
 def _to_remote(failure):
     failure.trap(KMSError)
     raise RemoteKMSError(f"{failure.value.status} {failure.value.message}")
@@ -161,21 +142,25 @@ def kms_error_of(error: RemoteKMSError) -> KMSError:
 @implementer(IHandshakeListener)
 class PeerProtocol(amp.AMP):
     """
-    One end of a peer connection.  Responders call into the node; nothing
-    but L{Hello} is served until the other end has proved itself.  The
-    connecting end says L{Hello} once the TLS handshake is complete (the
-    exporter value exists only then).
+    One end of a peer connection; responders call into the node.  The
+    listening end is made only for a client that showed the peer
+    certificate; the connecting end checks the listener's certificate once
+    the TLS handshake is complete, and serves nothing before.
     """
 
     authenticated = False
+    rejected = False
 
-    def __init__(self, node, auth_key: bytes, server_side: bool) -> None:
+    def __init__(self, node, peer_identity_expected: str, server_side: bool) -> None:
         super().__init__()
         self.node = node
-        self._auth_key = auth_key
+        self._expected = peer_identity_expected
         self._server_side = server_side
         self.ready = defer.Deferred()
         self.lost = defer.Deferred()
+        if server_side:
+            self.authenticated = True
+            self.ready.callback(self)
 
     def connectionMade(self):
         super().connectionMade()
@@ -185,42 +170,26 @@ class PeerProtocol(amp.AMP):
             pass
 
     def handshakeCompleted(self):
-        if not self._server_side:
-            d = self.callRemote(Hello, proof=_proof(self._auth_key, b"client", self.transport))
-            d.addCallbacks(self._check_server_proof, self._hello_failed)
-
-    def _check_server_proof(self, answer):
-        expected = _proof(self._auth_key, b"server", self.transport)
-        if not hmac.compare_digest(answer["proof"], expected):
-            self._hello_failed(PeerUnauthenticated("bad server proof"))
+        if self._server_side:
+            return
+        if peer_identity(self.transport) != self._expected:
+            log.warn("peer {peer} is not a node of this cluster (wrong certificate): dropped",
+                     peer=self.transport.getPeer())
+            self.rejected = True
+            self.transport.abortConnection()
             return
         self.authenticated = True
         self.ready.callback(self)
-
-    def _hello_failed(self, reason):
-        log.warn("peer {peer} failed to authenticate: {reason}", peer=self.transport.getPeer(), reason=reason)
-        self.transport.abortConnection()
 
     def connectionLost(self, reason):
         super().connectionLost(reason)
         if not self.ready.called:
             self.ready.errback(reason)
-            if self._server_side:
-                self.ready.addErrback(lambda f: None)
         self.lost.callback(None)
 
     def _require_auth(self):
         if not self.authenticated:
-            raise PeerUnauthenticated("say Hello first")
-
-    @Hello.responder
-    def hello(self, proof):
-        expected = _proof(self._auth_key, b"client", self.transport)
-        if not self._server_side or not hmac.compare_digest(proof, expected):
-            self.transport.loseConnection()
-            raise PeerUnauthenticated("bad client proof")
-        self.authenticated = True
-        return {"proof": _proof(self._auth_key, b"server", self.transport)}
+            raise PeerUnauthenticated("the TLS handshake has not authenticated the peer")
 
     @RaftMessage.responder
     def raft_message(self, data):
@@ -280,37 +249,40 @@ class PeerListener:
     for C{minkms-raft/1} only if its client certificate is the peer one.
     """
 
-    def __init__(self, node, peer_identity_expected: str, auth_key: bytes) -> None:
+    def __init__(self, node, peer_identity_expected: str) -> None:
         self._node = node
         self._expected = peer_identity_expected
-        self._auth_key = auth_key
         self._open: set[PeerProtocol] = set()
 
     def __call__(self, transport, addr):
         if peer_identity(transport) != self._expected:
             log.warn("refused a peer connection from {addr}: not a cluster node", addr=addr)
             return None
-        protocol = PeerProtocol(self._node, self._auth_key, server_side=True)
+        protocol = PeerProtocol(self._node, self._expected, server_side=True)
         self._open.add(protocol)
         protocol.lost.addCallback(lambda _: self._open.discard(protocol))
         return protocol
 
     def close_all(self) -> None:
-        """Drop every accepted peer connection (the node is stopping)."""
+        """
+        Drop every accepted peer connection (the node is stopping).  Raft
+        messages need no graceful close, and two nodes closing the same
+        connection at once could each wait for the other's TLS close.
+        """
         for protocol in list(self._open):
             if protocol.transport is not None:
-                protocol.transport.loseConnection()
+                protocol.transport.abortConnection()
 
 
 class _PeerFactory(Factory):
     noisy = False
 
-    def __init__(self, node, auth_key):
+    def __init__(self, node, peer_identity_expected: str):
         self._node = node
-        self._auth_key = auth_key
+        self._expected = peer_identity_expected
 
     def buildProtocol(self, addr):
-        return PeerProtocol(self._node, self._auth_key, server_side=False)
+        return PeerProtocol(self._node, self._expected, server_side=False)
 
 
 class PeerLink:
@@ -323,7 +295,7 @@ class PeerLink:
     INITIAL_DELAY = 0.05
     MAX_DELAY = 1.0
 
-    def __init__(self, reactor, address: str, node, tls: ClientTLS, auth_key: bytes) -> None:
+    def __init__(self, reactor, address: str, node, tls: ClientTLS, peer_identity_expected: str) -> None:
         from minkms.server.config import split_host_port
 
         host, port = split_host_port(address, "peer address")
@@ -331,13 +303,14 @@ class PeerLink:
             tls.creatorForNetloc(host.encode("idna"), port),
             HostnameEndpoint(reactor, host, port, timeout=5),
         )
-        self._factory = _PeerFactory(node, auth_key)
+        self._factory = _PeerFactory(node, peer_identity_expected)
         self._reactor = reactor
         self.address = address
         self.protocol = None
         self._closed = False
         self._delay = self.INITIAL_DELAY
         self._attempt = None
+        self._pending = None
         self._retry = None
         self._waiting: list[defer.Deferred] = []
         self._connect()
@@ -347,11 +320,15 @@ class PeerLink:
         if self._closed:
             return
         self._attempt = self._endpoint.connect(self._factory)
-        self._attempt.addCallback(lambda p: p.ready)
+        self._attempt.addCallback(self._handshaking)
         self._attempt.addCallbacks(self._connected, self._lost)
 
+    def _handshaking(self, protocol):
+        self._pending = protocol
+        return protocol.ready
+
     def _connected(self, protocol) -> None:
-        self._attempt = None
+        self._attempt = self._pending = None
         if self._closed:
             protocol.transport.loseConnection()
             return
@@ -363,8 +340,12 @@ class PeerLink:
             d.callback(protocol)
 
     def _lost(self, reason) -> None:
-        self._attempt = None
+        rejected = self._pending is not None and self._pending.rejected
+        self._attempt = self._pending = None
         self.protocol = None
+        if rejected:
+            self._fail_waiting(PeerUnauthenticated(
+                f"{self.address} is not a node of this cluster: it holds another HSM key"))
         if self._closed or self._retry is not None:
             return
         self._retry = self._reactor.callLater(self._delay, self._connect)
@@ -396,18 +377,23 @@ class PeerLink:
         return await d
 
     def close(self) -> None:
-        """Stop reconnecting and drop the connection."""
+        """Stop reconnecting and drop the connection (see L{PeerListener.close_all})."""
         self._closed = True
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
+        if self._pending is not None and self._pending.transport is not None:
+            self._pending.transport.abortConnection()
         if self._attempt is not None:
             self._attempt.cancel()
         if self.protocol is not None and self.protocol.transport is not None:
-            self.protocol.transport.loseConnection()
+            self.protocol.transport.abortConnection()
+        self._fail_waiting(PeerUnavailable(f"link to {self.address} closed"))
+
+    def _fail_waiting(self, error: Exception) -> None:
         waiting, self._waiting = self._waiting, []
         for d in waiting:
-            d.errback(PeerUnavailable(f"link to {self.address} closed"))
+            d.errback(error)
 
 
 class PeerUnavailable(Exception):
@@ -415,7 +401,21 @@ class PeerUnavailable(Exception):
 
 
 def peer_tls(hsm) -> ClientTLS:
-    """The TLS settings a node uses to connect to other nodes."""
+    """
+    The TLS settings a node uses to connect to other nodes: the peer
+    certificate, the peer protocol, and the SNI that asks the listener for
+    its peer certificate (checked by L{PeerProtocol}, not by OpenSSL).
+    """
     from minkms.apikey import APIKey
 
-    return ClientTLS(APIKey.parse(hsm.peer_api_key()), insecure=True, alpn=(ALPN_PEER,))
+    return ClientTLS(APIKey.parse(hsm.peer_api_key()), insecure=True, alpn=(ALPN_PEER,),
+                     server_name=PEER_SERVER_NAME)
+
+
+def peer_credentials(hsm):
+    """The listener's half: the peer certificate and key, as server credentials."""
+    from minkms.apikey import APIKey
+    from minkms.tls import ServerCredentials
+
+    key = APIKey.parse(hsm.peer_api_key())
+    return ServerCredentials([key.certificate()], key.private_key)

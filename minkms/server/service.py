@@ -24,6 +24,7 @@ from minkms.server import config as cfg
 from minkms.server.api import build_root
 from minkms.server.banner import banner
 from minkms.server.http import APISite
+from minkms.server import peer
 from minkms.server.listener import SwitchFactory
 from minkms.tls import ServerContextFactory
 
@@ -254,7 +255,7 @@ def build_service(settings: Settings, reactor, out=None) -> NodeService:
             port = reactor.listenSSL(
                 settings.listen_port,
                 factory,
-                ServerContextFactory(settings.credentials),
+                ServerContextFactory(settings.credentials, peer.peer_credentials(settings.hsm)),
                 interface=settings.listen_ip,
             )
         except ierror.CannotListenError as e:

@@ -3,13 +3,16 @@ Run or replay simulations: C{python -m minkms.sim --seed 1234 --nodes 5}.
 
 With C{--seeds N} it runs seeds C{seed .. seed+N-1}, cycling the cluster
 size through 1..7 unless C{--nodes} is given, and stops at the first
-failure, printing the command that replays it.
+failure, printing the command that replays it.  C{--machine kms} runs the
+real KMS state machine instead of the register store; C{both} alternates
+by seed.
 """
 
 import argparse
 import sys
 import time
 
+from minkms.sim.machines import MACHINES, machine_for
 from minkms.sim.simulation import Simulation, SimulationFailure, SimSettings
 
 
@@ -20,6 +23,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=1, help="how many consecutive seeds")
     parser.add_argument("--fault-ms", type=int, default=SimSettings(0).fault_ms)
     parser.add_argument("--liveness-ms", type=int, default=SimSettings(0).liveness_ms)
+    parser.add_argument(
+        "--machine", choices=(*MACHINES, "both"), default="register", help="state machine"
+    )
     parser.add_argument("--verbose", action="store_true", help="print every run's statistics")
     return parser.parse_args(argv)
 
@@ -35,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for seed in range(args.seed, args.seed + args.seeds):
         nodes = args.nodes if args.nodes is not None else nodes_for(seed)
-        settings = SimSettings(seed, nodes, args.fault_ms, args.liveness_ms)
+        machine = machine_for(seed) if args.machine == "both" else args.machine
+        settings = SimSettings(seed, nodes, args.fault_ms, args.liveness_ms, machine)
         try:
             result = Simulation(settings).run()
         except SimulationFailure as failure:
@@ -43,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if args.verbose or args.seeds == 1:
             print(
-                f"seed {seed} nodes {nodes}: ok, converged {result.converged_after_ms} ms after "
+                f"seed {seed} nodes {nodes} {machine}: ok, converged {result.converged_after_ms} ms after "
                 f"faults stopped, {result.messages} messages, {result.stats}"
             )
     elapsed = time.perf_counter() - started

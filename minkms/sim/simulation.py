@@ -28,6 +28,7 @@ from minkms.raft.ready import LEADER
 from minkms.raft.types import DurableState
 from minkms.sim.checker import Checker, SafetyViolation
 from minkms.sim.clock import Scheduler
+from minkms.sim.figure8 import Figure8
 from minkms.sim.history import FAIL, OK, PENDING, READ, UNKNOWN, WRITE, History, Operation
 from minkms.sim.network import LinkFaults, SimNetwork
 from minkms.sim.machines import MACHINES
@@ -38,6 +39,7 @@ MAX_NODE_IDS = 12
 KEYS = ("a", "b", "c")
 CLIENT_TIMEOUT_MS = 400
 LARGE_WRITES = 0.03
+FIGURE8 = 0.4
 
 
 @attrs.frozen
@@ -148,6 +150,9 @@ class Simulation:
             "removed": 0,
             "transfers": 0,
             "strikes": 0,
+            "figure8": 0,
+            "figure8_struck": 0,
+            "figure8_overwrite": 0,
         }
         founders = list(range(settings.nodes))
         config = ClusterConfig(
@@ -163,6 +168,10 @@ class Simulation:
         self.clients = [_Client(i + 1) for i in range(rng.randint(1, 5))]
         self._barrier: Operation | None = None
         self._converged_at: int | None = None
+        self.figure8 = Figure8(self)
+        self._figure8_at = (
+            rng.randint(100, max(100, settings.fault_ms - 1500)) if rng.random() < FIGURE8 else None
+        )
 
     @staticmethod
     def _address(node_id: int) -> str:
@@ -176,12 +185,14 @@ class Simulation:
 
     def observe_leader(self, node: SimNode, term: int) -> None:
         """C{node} leads C{term}: check Election Safety; maybe strike the new leader."""
-        if term in self.checker.leaders:
-            self.checker.observe_leader(node.id, term)
-            return
+        new = term not in self.checker.leaders
         self.checker.observe_leader(node.id, term)
+        if self.figure8.active:
+            self.figure8.on_leader(node, term, new)
+            return
         if (
-            not self.faults_over
+            new
+            and not self.faults_over
             and self._strike_new_leaders
             and self.rng.random() < self._strike_new_leaders
         ):
@@ -193,13 +204,13 @@ class Simulation:
 
     def _crash_node(self, node_id: int) -> None:
         node = self.nodes[node_id]
-        if node.alive:
+        if node.alive and not self.figure8.active:
             node.crash()
             self.stats["crashes"] += 1
             self.scheduler.after(self.rng.randint(10, 600), self._restart, node_id)
 
     def _isolate_for_a_while(self, node_id: int) -> None:
-        if not self.faults_over:
+        if not self.faults_over and not self.figure8.active:
             self.network.isolate(node_id, list(self.nodes))
             self.scheduler.after(self.rng.randint(30, 600), self._heal)
 
@@ -217,7 +228,7 @@ class Simulation:
     def _alive(self) -> list[SimNode]:
         return [n for _, n in sorted(self.nodes.items()) if n.alive]
 
-    def _leader(self) -> SimNode | None:
+    def current_leader(self) -> SimNode | None:
         leaders = [n for n in self._alive() if n.core.role == LEADER]
         return max(leaders, key=lambda n: n.core.term) if leaders else None
 
@@ -250,6 +261,8 @@ class Simulation:
         scheduler.after(self.rng.randint(20, 200), self._nemesis_step)
         scheduler.after(100, self._audit_step)
         scheduler.at(self.fault_end, self._stop_faults)
+        if self._figure8_at is not None:
+            scheduler.at(self._figure8_at, self.figure8.start)
         deadline = self.fault_end + self.settings.liveness_ms
         scheduler.run_until(deadline, lambda: self._converged_at is not None)
         if self._converged_at is None:
@@ -260,7 +273,7 @@ class Simulation:
                 scheduler.now,
             )
         self._audit_logs()
-        members = self._leader().core.config.members
+        members = self.current_leader().core.config.members
         self.checker.check_history(
             self.history,
             {n: set(self.nodes[n].machine.applied_ops) for n in sorted(members)},
@@ -319,6 +332,13 @@ class Simulation:
             leader = node.core.leader
             client.target = leader if leader >= 0 else None
 
+    def write_as_client(self, client_id: int, node: SimNode, key: str) -> Operation:
+        """Send a write of C{key} to C{node} for a client outside the workload."""
+        op = self.history.invoke(client_id, WRITE, key, node.id, self.scheduler.now)
+        self.scheduler.after(CLIENT_TIMEOUT_MS, self._time_out, op)
+        node.propose_write(op)
+        return op
+
     def _time_out(self, op: Operation, client: _Client | None = None) -> None:
         if op.status == PENDING:
             op.finish(UNKNOWN if op.kind == WRITE else FAIL, self.scheduler.now)
@@ -332,6 +352,8 @@ class Simulation:
             return
         rng = self.rng
         self.scheduler.after(int(rng.randint(30, 400) / self._intensity), self._nemesis_step)
+        if self.figure8.active:
+            return
         action = rng.choices(
             (
                 self._crash_one,
@@ -350,7 +372,7 @@ class Simulation:
         alive = self._alive()
         if not alive:
             return
-        leader = self._leader()
+        leader = self.current_leader()
         if leader is not None and self.rng.random() < 0.75:
             voters = leader.core.config.voters
             up = sum(1 for n in alive if n.id in voters)
@@ -371,7 +393,7 @@ class Simulation:
         self.stats["partitions"] += 1
         rng, network = self.rng, self.network
         kind = rng.randrange(5)
-        leader = self._leader()
+        leader = self.current_leader()
         if kind == 0 and leader is not None:
             network.isolate(leader.id, list(self.nodes))
         elif kind <= 1:
@@ -391,13 +413,14 @@ class Simulation:
         self.scheduler.after(rng.randint(50, 1500), self._heal)
 
     def _heal(self) -> None:
-        self.network.heal()
+        if not self.figure8.active:
+            self.network.heal()
 
     def _pause_one(self) -> None:
         alive = self._alive()
         if alive:
             self.stats["pauses"] += 1
-            leader = self._leader()
+            leader = self.current_leader()
             node = (
                 leader if leader is not None and self.rng.random() < 0.5 else self.rng.choice(alive)
             )
@@ -414,7 +437,7 @@ class Simulation:
         )
 
     def _change_membership(self) -> None:
-        leader = self._leader()
+        leader = self.current_leader()
         if leader is None:
             return
         rng, core = self.rng, leader.core
@@ -455,7 +478,7 @@ class Simulation:
         leader.schedule_process()
 
     def _transfer(self) -> None:
-        leader = self._leader()
+        leader = self.current_leader()
         if leader is None:
             return
         others = sorted(leader.core.config.voters - {leader.id})
@@ -471,6 +494,7 @@ class Simulation:
 
     def _stop_faults(self) -> None:
         self.faults_over = True
+        self.figure8.finish()
         self.network.heal()
         self.network.faults = LinkFaults(min_delay=1, max_delay=3)
         for node in self.nodes.values():
@@ -482,13 +506,11 @@ class Simulation:
     def _converge_step(self) -> None:
         now = self.scheduler.now
         self.scheduler.after(20, self._converge_step)
-        leader = self._leader()
+        leader = self.current_leader()
         barrier = self._barrier
         if barrier is None or barrier.status in (FAIL, UNKNOWN):
             if leader is not None:
-                self._barrier = self.history.invoke(0, WRITE, "barrier", leader.id, now)
-                self.scheduler.after(CLIENT_TIMEOUT_MS, self._time_out, self._barrier)
-                leader.propose_write(self._barrier)
+                self._barrier = self.write_as_client(0, leader, "barrier")
             return
         if barrier.status != OK or leader is None:
             return
