@@ -1,9 +1,10 @@
 """
 The long simulation sweep: many seeds of whole-cluster simulations.
 
-    python bench/sim_sweep.py --seeds 20000 --jobs 2
+    python bench/sim_sweep.py --seeds 20000 --jobs 2 [--machine register|kms|both]
 
-Cluster sizes cycle through 1..7 nodes (seed % 7 + 1).  Prints throughput
+Cluster sizes cycle through 1..7 nodes (seed % 7 + 1); the state machine is
+the register store, the real KMS one, or (both) each in turn by seed.  Prints throughput
 (seeds per second and simulated seconds per wall-clock second), what the
 runs exercised, and for every failing seed the command that replays it.
 Exits with status 1 if any seed failed.
@@ -19,13 +20,16 @@ from collections import Counter
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 from minkms.sim.__main__ import nodes_for  # noqa: E402
+from minkms.sim.machines import MACHINES, machine_for  # noqa: E402
 from minkms.sim.simulation import Simulation, SimulationFailure, SimSettings  # noqa: E402
 
 
-def run_seed(job: tuple[int, int]) -> tuple[int, int, dict, int, str | None]:
+def run_seed(job: tuple[int, int, str]) -> tuple[int, int, dict, int, str | None]:
     """Run one seed; return (seed, virtual ms, stats, convergence ms, failure text or None)."""
-    seed, fault_ms = job
-    settings = SimSettings(seed, nodes_for(seed), fault_ms=fault_ms)
+    seed, fault_ms, machine = job
+    if machine == "both":
+        machine = machine_for(seed)
+    settings = SimSettings(seed, nodes_for(seed), fault_ms=fault_ms, machine=machine)
     try:
         result = Simulation(settings).run()
     except SimulationFailure as failure:
@@ -42,9 +46,12 @@ def main() -> int:
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--fault-ms", type=int, default=SimSettings(0).fault_ms)
+    parser.add_argument("--machine", choices=(*MACHINES, "both"), default="register")
     args = parser.parse_args()
 
-    jobs = [(seed, args.fault_ms) for seed in range(args.start, args.start + args.seeds)]
+    jobs = [
+        (seed, args.fault_ms, args.machine) for seed in range(args.start, args.start + args.seeds)
+    ]
     totals: Counter = Counter()
     failures: list[str] = []
     virtual_ms = 0
@@ -80,7 +87,8 @@ def main() -> int:
     elapsed = time.perf_counter() - started
 
     print(
-        f"seeds: {args.seeds} ({args.start}..{args.start + args.seeds - 1}), failed: {len(failures)}"
+        f"seeds: {args.seeds} ({args.start}..{args.start + args.seeds - 1}), "
+        f"machine: {args.machine}, failed: {len(failures)}"
     )
     print(f"wall time: {elapsed:.1f} s with {args.jobs} process(es)")
     print(

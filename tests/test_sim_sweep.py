@@ -2,7 +2,8 @@
 The quick seed sweep: 500 seeded simulations of whole clusters of 1 to 7
 nodes under crashes, partitions, pauses, message loss and membership
 changes, each checked for safety and liveness.  Even seeds run the
-register store, odd seeds the real KMS state machine.  The long sweep is
+register store, odd seeds the real KMS state machine; some runs play the
+figure-8 schedule (L{minkms.sim.figure8}).  The long sweep is
 C{bench/sim_sweep.py}; a failure names the command that replays it.
 """
 
@@ -41,6 +42,7 @@ class QuickSweepTests(SynchronousTestCase):
             "added",
             "removed",
             "transfers",
+            "figure8_overwrite",
         ):
             self.assertGreater(totals[exercised], 0, exercised)
 

@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if args.verbose or args.seeds == 1:
             print(
-                f"seed {seed} nodes {nodes} {machine}: ok, converged {result.converged_after_ms} ms after "
-                f"faults stopped, {result.messages} messages, {result.stats}"
+                f"seed {seed} nodes {nodes} {machine}: ok, converged "
+                f"{result.converged_after_ms} ms after faults stopped, "
+                f"{result.messages} messages, {result.stats}"
             )
     elapsed = time.perf_counter() - started
     print(f"{args.seeds} seeds passed in {elapsed:.1f} s")

@@ -139,7 +139,9 @@ class Checker:
         for index in range(1, max(self.committed, default=0) + 1):
             entry = self.committed.get(index)
             if entry is None:
-                raise SafetyViolation(f"index {index} was never applied, yet later ones were")
+                raise SafetyViolation(
+                    f"index {index} was never seen committed, yet later ones were"
+                )
             answer = model.apply(entry)
             op = acked.get(index)
             if op is not None and op.answer is not UNANSWERED and op.answer != answer:

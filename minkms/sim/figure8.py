@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from minkms.sim.node import SimNode
     from minkms.sim.simulation import Simulation
 
-CLIENT = -8
+SCHEDULE_CLIENT = -1
 KEY = "f8"
 GIVE_UP_MS = 2500
 
@@ -89,7 +89,7 @@ class Figure8:
         minority = len(voters) - quorum.majority(len(voters))
         side_a = [leader.id, *sim.rng.sample(others, minority - 1)]
         self._side_b = set(voters) - set(side_a)
-        op = sim.write_as_client(CLIENT, leader, KEY)
+        op = sim.write_as_client(SCHEDULE_CLIENT, leader, KEY)
         if op.status != PENDING:
             return
         sim.network.heal()
@@ -112,6 +112,8 @@ class Figure8:
             self.step = _WATCH_L3
         elif self.step == _WATCH_L3 and node.id == self._l3:
             self._watch_l3(node, term)
+        elif self.step == _WATCH_L3 and new:
+            self.finish()
         elif self.step == _COMEBACK and new:
             if node.id == self._l2:
                 self.sim.stats["figure8_overwrite"] += 1

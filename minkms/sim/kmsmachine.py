@@ -11,8 +11,8 @@ time is the proposer's virtual clock in nanoseconds, and the nanoseconds
 below the millisecond carry the client's op id: every command is unique
 and the checker can tell which client write an entry is.
 
-Entries reach the state machine exactly as the server's node feeds them:
-the data of normal entries only.  A read is C{KEY:STATUS} of the latest
+Entries reach the state machine as the server's node feeds them: the
+commands in normal entries only, decoded by the same codec.  A read is C{KEY:STATUS} of the latest
 version, answered as version, key type and a digest of the material, or
 as the error a client would get.
 """
@@ -60,9 +60,10 @@ class KMSMachine:
         self.applied_index = entry.index
         if entry.kind != ENTRY_NORMAL:
             return None
-        self.applied_ops.add(write_id(entry.data))
+        command = commands.decode(entry.data)
+        self.applied_ops.add(command.time % OP_IDS)
         self._digest = None
-        return self.kms.apply(entry.data)
+        return self.kms.apply(command)
 
     def read(self, key: str) -> str:
         """KEY:STATUS of C{key}'s latest version, as the checker compares it."""
@@ -111,7 +112,8 @@ class KMSWorkload:
         if op.op_id >= OP_IDS:
             raise AssertionError(f"op id {op.op_id} does not fit below a millisecond")
         rng = self._rng
-        common = {"caller": SYSADMIN, "sysadmin": True, "time": (EPOCH_MS + now) * OP_IDS + op.op_id}
+        time = (EPOCH_MS + now) * OP_IDS + op.op_id
+        common = {"caller": SYSADMIN, "sysadmin": True, "time": time}
         if not self._enclave_asked or rng.random() < 0.02:
             self._enclave_asked = True
             return commands.CreateEnclave(name=ENCLAVE, **common).encode()

@@ -7,12 +7,17 @@ partitions the network (symmetric, one-way, bridges), drops, delays and
 duplicates messages, changes membership (add a learner, promote it,
 remove a learner or a voter, the leader included) and transfers
 leadership; small compaction thresholds force InstallSnapshot on lagging
-followers.  Then faults stop: the network heals, every member restarts,
-and the cluster must elect a leader, commit a barrier write and converge
-on every member within C{liveness_ms} of virtual time.
+followers.  Some runs also play the figure-8 schedule
+(L{minkms.sim.figure8}), which holds the other faults back while it
+runs.  Nodes run the register store or the real KMS state machine
+(C{--machine}).  Then faults stop: the network heals, every member
+restarts, and the cluster must elect a leader, commit a barrier write and
+converge on every member, in byte-identical states, within
+C{liveness_ms} of virtual time.
 
 Everything random comes from one C{random.Random} seeded by (seed, nodes),
-so C{python -m minkms.sim --seed S --nodes N} replays a run exactly.
+so C{python -m minkms.sim --seed S --nodes N [--machine kms]} replays a
+run exactly.
 """
 
 import random
