@@ -1,0 +1,54 @@
+"""
+The simulator's checks can fail: a Raft core with a known safety bug is
+caught by seeds of the normal sweep.  Without this, a sweep that passes
+proves nothing about the checker.
+"""
+
+from unittest import mock
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from minkms.raft import core, quorum
+from minkms.sim.__main__ import nodes_for
+from minkms.sim.machines import machine_for
+from minkms.sim.simulation import SimSettings, Simulation, SimulationFailure
+
+FIRST_SEEDS = range(0, 60)
+"""Seeds 0..59 of the quick sweep; several play the figure-8 schedule."""
+
+_original_maybe_commit = core.RaftCore._maybe_commit
+
+
+def _commits_old_terms(self) -> None:
+    """
+    The figure-8 bug (Raft section 5.4.2): commit an entry of an older term
+    by counting its replicas, as if it were of the leader's own term.
+    """
+    index = quorum.committed_index(self.config.voters, self._match_of)
+    term = self.log.term(index)
+    current = self.term
+    if term is not None:
+        self.term = term
+    try:
+        _original_maybe_commit(self)
+    finally:
+        self.term = current
+
+
+def _failing_seeds() -> list[int]:
+    failed = []
+    for seed in FIRST_SEEDS:
+        settings = SimSettings(seed, nodes_for(seed), fault_ms=2000, machine=machine_for(seed))
+        try:
+            Simulation(settings).run()
+        except SimulationFailure:
+            failed.append(seed)
+    return failed
+
+
+class MutationTests(SynchronousTestCase):
+    def test_commit_rule_break_is_caught(self):
+        """A leader that commits older-term entries by count fails some seeds."""
+        with mock.patch.object(core.RaftCore, "_maybe_commit", _commits_old_terms):
+            failed = _failing_seeds()
+        self.assertNotEqual(failed, [], "the sweep did not notice a broken commit rule")
