@@ -10,6 +10,7 @@ certificate a client presents in the TLS handshake.
 import base64
 import binascii
 import datetime
+import functools
 import hashlib
 import os
 
@@ -107,12 +108,6 @@ class APIKey:
             self.private_key, self.identity, now=now, client=True
         )
 
-    def _signature_hash(self):
-        if isinstance(self.private_key, ed25519.Ed25519PrivateKey):
-            return None
-        size = (self.private_key.curve.key_size + 7) // 8
-        return _HASHES[size]()
-
 
 def self_signed_certificate(
     private_key,
@@ -190,8 +185,9 @@ def identity_of_certificate(certificate: x509.Certificate) -> str:
     return identity_of_public_key(certificate.public_key())
 
 
+@functools.lru_cache(maxsize=4096)
 def is_identity(text: str) -> bool:
-    """Whether C{text} is a well-formed C{h1:} identity."""
+    """Whether C{text} is a well-formed C{h1:} identity (cached: checked on every request)."""
     if not text.startswith(H1) or len(text) != 46:
         return False
     try:

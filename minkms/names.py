@@ -24,6 +24,7 @@ changes between versions), so replicas never judge a logged command
 differently.
 """
 
+import functools
 import re
 import unicodedata
 
@@ -43,8 +44,9 @@ def _refused_category(category: str, strict: bool) -> bool:
     return category[0] in "CZ" if strict else category == "Cc"
 
 
+@functools.lru_cache(maxsize=4096)
 def name_problem(name: str, strict: bool = True) -> str | None:
-    """Why C{name} is not a valid name, or None."""
+    """Why C{name} is not a valid name, or None (cached: every request names its enclave)."""
     if not name:
         return "empty"
     if len(name) > MAX_NAME:
