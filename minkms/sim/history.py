@@ -31,6 +31,9 @@ class Operation:
         read, the applied index of the state it was served from.
     @ivar answer: for a write acknowledged when its node applied it, what
         the state machine answered (L{UNANSWERED} otherwise).
+    @ivar data: for a write, the entry data of its last proposal (None if
+        it was never proposed), so that a checker can tell what a write of
+        unknown outcome would have done.
     """
 
     op_id: int
@@ -44,6 +47,7 @@ class Operation:
     status: str = PENDING
     completed: int | None = None
     answer: object = UNANSWERED
+    data: bytes | None = None
 
     def finish(self, status: str, now: int, value: str | None = None) -> None:
         """Record the outcome, once; later outcomes are ignored."""
@@ -76,6 +80,10 @@ class History:
         self.operations.append(op)
         return op
 
+    def recording(self, workload):
+        """C{workload}, noting on each write the entry data it is proposed as."""
+        return _RecordingWorkload(workload)
+
     def counts(self) -> dict[str, int]:
         """How many operations ended in each way, by kind."""
         result: dict[str, int] = {}
@@ -83,3 +91,17 @@ class History:
             name = f"{op.kind}_{op.status}"
             result[name] = result.get(name, 0) + 1
         return result
+
+
+class _RecordingWorkload:
+    """A workload that remembers, on the operation, what it encoded for it."""
+
+    def __init__(self, workload) -> None:
+        self._workload = workload
+
+    def encode(self, op: Operation, now: int) -> bytes:
+        op.data = self._workload.encode(op, now)
+        return op.data
+
+    def write_id(self, data: bytes) -> int:
+        return self._workload.write_id(data)

@@ -35,6 +35,8 @@ from minkms.sim.checker import Checker, SafetyViolation
 from minkms.sim.clock import Scheduler
 from minkms.sim.figure8 import Figure8
 from minkms.sim.history import FAIL, OK, PENDING, READ, UNKNOWN, WRITE, History, Operation
+from minkms.sim.linearizability import NOT_LINEARIZABLE
+from minkms.sim.linearizability import check_history as check_linearizable
 from minkms.sim.network import LinkFaults, SimNetwork
 from minkms.sim.machines import MACHINES
 from minkms.sim.node import SimNode
@@ -125,10 +127,10 @@ class Simulation:
         self.settings = settings
         self.kind = MACHINES[settings.machine]
         self.rng = rng = random.Random(f"minkms-sim:{settings.seed}:{settings.nodes}")
-        self.workload = self.kind.workload(rng)
+        self.history = History()
+        self.workload = self.history.recording(self.kind.workload(rng))
         self.scheduler = Scheduler()
         self.checker = Checker(self.workload.write_id)
-        self.history = History()
         self.network = SimNetwork(self.scheduler, random.Random(rng.getrandbits(64)), self._deliver)
         self.compact_every = rng.choice((3, 8, 25, 100))
         self._slow_disk = rng.choice((0.0, 0.0, 0.02, 0.1))
@@ -284,6 +286,14 @@ class Simulation:
             {n: set(self.nodes[n].machine.applied_ops) for n in sorted(members)},
             self.kind.model(),
         )
+        self._check_linearizable()
+
+    def _check_linearizable(self) -> None:
+        """The client history alone must be linearizable; an undecided check is counted."""
+        result = check_linearizable(self.history, self.settings.machine)
+        if result.verdict == NOT_LINEARIZABLE:
+            raise SafetyViolation(f"history not linearizable: {result.explanation}")
+        self.stats["linearizability_unknown"] = int(result.unknown)
 
     def _describe(self) -> str:
         parts = []
