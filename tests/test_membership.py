@@ -12,19 +12,25 @@ from minkms.wire import kms_pb2 as pb
 from tests.harness import InProcessServer
 
 
+async def three_node_cluster(testcase):
+    """Three in-process nodes joined with CLUSTER:ADDNODE, and a SysAdmin client of the first."""
+    a = InProcessServer(testcase)
+    b = InProcessServer(testcase, hsm=a.hsm)
+    c = InProcessServer(testcase, hsm=a.hsm)
+    for server in (a, b, c):
+        await server.wait_ready()
+    client = a.client()
+    testcase.addCleanup(client.close)
+    for server in (b, c):
+        await client.call(1, pb.AddClusterNodeRequest(Host=server.host))
+    return a, b, c, client
+
+
 class RemoveNodeTests(unittest.TestCase):
     timeout = 60
 
     async def _remove(self):
-        a = InProcessServer(self)
-        b = InProcessServer(self, hsm=a.hsm)
-        c = InProcessServer(self, hsm=a.hsm)
-        for server in (a, b, c):
-            await server.wait_ready()
-        client = a.client()
-        self.addCleanup(client.close)
-        for server in (b, c):
-            await client.call(1, pb.AddClusterNodeRequest(Host=server.host))
+        a, b, c, client = await three_node_cluster(self)
         old_cluster = a.node.cluster_id
 
         await client.call(2, pb.RemoveClusterNodeRequest(Host=c.host, DeleteClusterOnHost=True))
@@ -67,15 +73,7 @@ class EditClusterTests(unittest.TestCase):
     timeout = 60
 
     async def _edit(self):
-        a = InProcessServer(self)
-        b = InProcessServer(self, hsm=a.hsm)
-        c = InProcessServer(self, hsm=a.hsm)
-        for server in (a, b, c):
-            await server.wait_ready()
-        client = a.client()
-        self.addCleanup(client.close)
-        for server in (b, c):
-            await client.call(1, pb.AddClusterNodeRequest(Host=server.host))
+        a, b, c, client = await three_node_cluster(self)
         await client.call(101, pb.CreateEnclaveRequest(Name="kept"))
         ids = {address: node_id for node_id, address in a.node.members().items()}
         await b.stop()
