@@ -64,6 +64,16 @@ async def _form(reactor, hsm: SoftHSM, ports: list[int], processes) -> None:
         await client.close()
 
 
+def _cli_command() -> str:
+    """How to run this very C{minkms} from the user's shell."""
+    import shutil
+
+    beside = os.path.join(os.path.dirname(sys.executable), "minkms")
+    if shutil.which("minkms") == beside or not os.path.exists(beside):
+        return "minkms"
+    return os.path.relpath(beside) if not os.path.relpath(beside).startswith("..") else beside
+
+
 def _exit_quietly(signum, frame):
     raise KeyboardInterrupt
 
@@ -120,7 +130,7 @@ def run_dev_cluster(argv: list[str]) -> int:
     print()
     print(f"  export MINIO_KMS_SERVER={endpoints}")
     print(f"  export MINIO_KMS_API_KEY={hsm.sysadmin_api_key()}")
-    print("  minkms stat -k")
+    print(f"  {_cli_command()} stat -k")
     print("\nPress Ctrl-C to stop the cluster.", flush=True)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _exit_quietly)
