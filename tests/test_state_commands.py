@@ -13,7 +13,6 @@ from tests.test_state_fixtures import ROOT, Driver, material
 COMMON = {"caller": ROOT, "sysadmin": True, "time": 1_700_000_000_000_000_000}
 
 SAMPLES = [
-    sc.SetCluster(cluster_id="c-1", nodes={0: "a:7373", 10: "b:7373", 2: "c:7373"}),
     sc.CreateEnclave(name="e1", **COMMON),
     sc.DeleteEnclave(name="e1", **COMMON),
     sc.CreateKey(enclave="e1", name="k", key_type="", add_version=True, material=material("k"), **COMMON),
@@ -60,15 +59,13 @@ class EncodingTests(unittest.TestCase):
         self.assertEqual(a.encode(), b.encode())
 
     def test_layout(self):
-        doc = json.loads(SAMPLES[3].encode())
+        doc = json.loads(SAMPLES[2].encode())
         self.assertEqual(doc["op"], "key.create")
         self.assertEqual(doc["v"], 1)
         self.assertEqual(doc["caller"], ROOT)
         self.assertEqual(doc["time"], COMMON["time"])
         self.assertIs(doc["sysadmin"], True)
         self.assertEqual(doc["material"], base64.b64encode(material("k")).decode())
-        nodes = json.loads(SAMPLES[0].encode())["nodes"]
-        self.assertEqual(nodes, {"0": "a:7373", "10": "b:7373", "2": "c:7373"})
 
     def test_material_not_in_repr(self):
         self.assertNotIn("material", repr(SAMPLES[3]))

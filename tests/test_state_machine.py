@@ -486,7 +486,6 @@ class ApplyAuthorizationTests(unittest.TestCase):
 class ReplicationTests(unittest.TestCase):
     def busy(self) -> Driver:
         d = Driver().setup()
-        d.ok(sc.SetCluster, cluster_id="cid", nodes={0: "a:7373", 1: "b:7373"})
         d.ok(sc.CreateKey, enclave="e1", name="k")
         d.ok(sc.CreateKey, enclave="e1", name="k", add_version=True)
         d.ok(sc.ImportKey, enclave="e2", name="imp", key_type="ChaCha20", material=b"\x09" * 32)
@@ -499,12 +498,6 @@ class ReplicationTests(unittest.TestCase):
              service_account=True, tags={"a": "1"})
         d.apply(sc.CreateKey, enclave="e1", name="k")  # fails: exists
         return d
-
-    def test_set_cluster(self):
-        d = self.busy()
-        self.assertEqual(d.state.cluster.cluster_id, "cid")
-        self.assertEqual(d.state.cluster.nodes, {0: "a:7373", 1: "b:7373"})
-        self.assertIs(reads.cluster(d.state), d.state.cluster)
 
     def test_determinism(self):
         d = self.busy()
@@ -533,8 +526,7 @@ class ReplicationTests(unittest.TestCase):
     def test_snapshot_is_canonical_json(self):
         data = self.busy().machine.snapshot()
         self.assertEqual(data, json.dumps(json.loads(data), sort_keys=True, separators=(",", ":")).encode())
-        self.assertEqual(StateMachine().snapshot(),
-                         b'{"cluster":{"id":"","nodes":{}},"enclaves":{},"format":1}')
+        self.assertEqual(StateMachine().snapshot(), b'{"enclaves":{},"format":1}')
 
     def test_digest_differs(self):
         a, b = self.busy(), self.busy()
@@ -554,7 +546,6 @@ class ReplicationTests(unittest.TestCase):
         d = self.busy()
         backup = d.machine.snapshot()
         d.ok(sc.CreateKey, enclave="e1", name="after-backup")
-        d.ok(sc.SetCluster, cluster_id="cid", nodes={0: "a:7373", 1: "b:7373", 2: "c:7373"})
         self.assertEqual(d.apply(sc.RestoreState, caller=ADMIN, state=backup), ErrPermission)
         self.assertEqual(
             d.apply(sc.RestoreState, state=b"junk"), bad("invalid backup: not a state snapshot")
@@ -562,7 +553,6 @@ class ReplicationTests(unittest.TestCase):
         d.ok(sc.RestoreState, state=backup)
         self.assertNotIn("after-backup", d.state.enclaves["e1"].keys)
         self.assertIn("k", d.state.enclaves["e1"].keys)
-        self.assertEqual(sorted(d.state.cluster.nodes), [0, 1, 2])
 
     def test_apply_never_raises(self):
         d = self.busy()

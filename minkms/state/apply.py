@@ -31,7 +31,6 @@ from minkms.state.model import (
     PRIVILEGES,
     SYSADMIN,
     USER,
-    Cluster,
     Enclave,
     Identity,
     Key,
@@ -67,13 +66,6 @@ def _authorize(state: State, command: c.ClientCommand, action: str, argument: st
     return authz.authorize(
         state, command.caller, command.sysadmin, enclave, action, argument
     )
-
-
-def _set_cluster(state: State, command: c.SetCluster) -> Commit:
-    def commit():
-        state.cluster = Cluster(command.cluster_id, dict(sorted(command.nodes.items())))
-
-    return commit
 
 
 def _create_enclave(state: State, command: c.CreateEnclave) -> Commit:
@@ -336,7 +328,6 @@ def _restore_state(state: State, command: c.RestoreState) -> Commit:
 
 
 _HANDLERS = {
-    c.SetCluster: _set_cluster,
     c.RestoreState: _restore_state,
     c.CreateEnclave: _create_enclave,
     c.DeleteEnclave: _delete_enclave,

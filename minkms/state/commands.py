@@ -17,7 +17,7 @@ command::
      "time":1700000000000000000,"v":1}
 
 C{v} is the format version and C{op} the type tag; bytes are standard base64
-with padding, node IDs are decimal strings.  Decoding is strict: unknown
+with padding, Decoding is strict: unknown
 tags, missing or extra fields and wrong types are rejected.
 """
 
@@ -32,7 +32,6 @@ FORMAT_VERSION = 1
 
 Tags = dict[str, str]
 RawRules = dict[str, tuple[str, ...]]
-Nodes = dict[int, str]
 
 
 class CommandError(ValueError):
@@ -69,15 +68,6 @@ class ClientCommand(Command):
     caller: str
     sysadmin: bool
     time: int
-
-
-@attrs.frozen(kw_only=True)
-class SetCluster(Command):
-    """Record the cluster ID and membership (proposed by the node driver)."""
-
-    op: ClassVar[str] = "cluster.set"
-    cluster_id: str
-    nodes: Nodes
 
 
 @attrs.frozen(kw_only=True)
@@ -195,7 +185,6 @@ class RestoreState(ClientCommand):
 COMMAND_TYPES = {
     cls.op: cls
     for cls in (
-        SetCluster,
         RestoreState,
         CreateEnclave,
         DeleteEnclave,
@@ -270,15 +259,6 @@ def _decode_rules(value) -> RawRules:
     }
 
 
-def _decode_nodes(value) -> Nodes:
-    nodes = {}
-    for key, host in _expect(value, dict).items():
-        if not (key.isascii() and key.isdigit()) or str(int(key)) != key:
-            raise ValueError("node ID")
-        nodes[int(key)] = _expect(host, str)
-    return nodes
-
-
 _ENCODERS = {
     str: lambda v: v,
     bool: lambda v: v,
@@ -286,7 +266,6 @@ _ENCODERS = {
     bytes: lambda v: base64.b64encode(v).decode("ascii"),
     Tags: lambda v: dict(v),
     RawRules: lambda v: {action: list(patterns) for action, patterns in v.items()},
-    Nodes: lambda v: {str(node): host for node, host in v.items()},
 }
 
 _DECODERS = {
@@ -296,5 +275,4 @@ _DECODERS = {
     bytes: _decode_bytes,
     Tags: _decode_tags,
     RawRules: _decode_rules,
-    Nodes: _decode_nodes,
 }

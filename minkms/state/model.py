@@ -104,19 +104,7 @@ class Enclave:
 
 
 @attrs.define
-class Cluster:
-    """
-    The cluster definition kept for the node driver: the cluster ID and
-    node ID -> C{host:port}.  The driver, not a client command, sets it.
-    """
-
-    cluster_id: str = ""
-    nodes: dict[int, str] = attrs.Factory(dict)
-
-
-@attrs.define
 class State:
     """Everything the state machine replicates."""
 
     enclaves: dict[str, Enclave] = attrs.Factory(dict)
-    cluster: Cluster = attrs.Factory(Cluster)

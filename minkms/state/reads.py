@@ -265,7 +265,3 @@ def list_identities(
     children = _children(container)
     return Page([_status(container, container.identities[n], children) for n in names], after)
 
-
-def cluster(state: State):
-    """The replicated cluster definition (ID and node map)."""
-    return state.cluster

@@ -12,7 +12,6 @@ import binascii
 import json
 
 from minkms.state.model import (
-    Cluster,
     Enclave,
     Identity,
     Key,
@@ -82,10 +81,6 @@ def dump(state: State) -> bytes:
     """The canonical bytes of a state."""
     doc = {
         "format": FORMAT_VERSION,
-        "cluster": {
-            "id": state.cluster.cluster_id,
-            "nodes": {str(n): host for n, host in state.cluster.nodes.items()},
-        },
         "enclaves": {name: _enclave_doc(e) for name, e in state.enclaves.items()},
     }
     return json.dumps(
@@ -158,13 +153,9 @@ def load(data: bytes) -> State:
         doc = json.loads(bytes(data).decode("utf-8"))
         if doc["format"] != FORMAT_VERSION:
             raise SnapshotError(f"unsupported snapshot format {doc['format']!r}")
-        cluster = Cluster(
-            doc["cluster"]["id"],
-            {int(n): h for n, h in sorted(doc["cluster"]["nodes"].items(), key=lambda i: int(i[0]))},
-        )
         enclaves = {n: _enclave(n, e) for n, e in sorted(doc["enclaves"].items())}
     except SnapshotError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as e:
         raise SnapshotError(f"invalid state snapshot: {e!r}") from None
-    return State(enclaves, cluster)
+    return State(enclaves)
