@@ -1,6 +1,7 @@
 """
 The replicated KMS data: enclaves holding key rings, policies and
-identities, plus the cluster definition.
+identities.  Membership is not here: it lives in the Raft
+configuration entries (L{minkms.raft.config}).
 
 Records that are replaced as a whole (a key version, a policy, an identity)
 are frozen; containers that apply mutates in place (the state, an enclave,
