@@ -28,21 +28,10 @@ rm_enclave = session.deleter(
 )
 
 
-def ls_enclave(argv: list[str]) -> int:
-    """C{minkms ls-enclave [PREFIX]}: list enclaves."""
-    p = session.parser("ls-enclave", ls_enclave.__doc__, json=True)
-    p.add_argument("prefix", nargs="?", default="", metavar="PREFIX")
-    args = p.parse_args(argv)
-
-    async def command(client, args):
-        enclaves = await session.list_all(client, LIST, args.prefix)
-        if args.json:
-            render.print_messages(enclaves)
-        elif enclaves:
-            rows = [(render.timestamp(e.CreatedAt), e.Name) for e in enclaves]
-            render.table(("Created", "Name"), rows)
-
-    return session.run(command, args)
+ls_enclave = session.lister(
+    "ls-enclave", "C{minkms ls-enclave [PREFIX]}: list enclaves.", LIST,
+    ("Created", "Name"), lambda e: (render.timestamp(e.CreatedAt), e.Name), enclave=False,
+)
 
 
 def stat_enclave(argv: list[str]) -> int:

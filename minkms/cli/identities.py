@@ -101,23 +101,11 @@ def get_identity(argv: list[str]) -> int:
     return session.run(command, args)
 
 
-def ls_identity(argv: list[str]) -> int:
-    """C{minkms ls-identity [PREFIX]}: list the identities of an enclave."""
-    p = session.parser("ls-identity", ls_identity.__doc__, enclave=True, json=True)
-    p.add_argument("prefix", nargs="?", default="", metavar="PREFIX")
-    args = p.parse_args(argv)
-    enclave = session.enclave_of(args)
-
-    async def command(client, args):
-        found = await session.list_all(client, LIST, args.prefix, enclave=enclave)
-        if args.json:
-            render.print_messages(found)
-        elif found:
-            rows = [(privilege_name(i.Privilege), i.Policy or "-",
-                     render.timestamp(i.CreatedAt), i.Identity) for i in found]
-            render.table(("Privilege", "Policy", "Created", "Identity"), rows)
-
-    return session.run(command, args)
+ls_identity = session.lister(
+    "ls-identity", "C{minkms ls-identity [PREFIX]}: list the identities of an enclave.", LIST,
+    ("Privilege", "Policy", "Created", "Identity"),
+    lambda i: (privilege_name(i.Privilege), i.Policy or "-", render.timestamp(i.CreatedAt), i.Identity),
+)
 
 
 rm_identity = session.deleter(

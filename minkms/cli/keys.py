@@ -97,22 +97,10 @@ def add_key(argv: list[str]) -> int:
     return session.run(command, args)
 
 
-def ls_key(argv: list[str]) -> int:
-    """C{minkms ls-key [PREFIX]}: list the keys of an enclave."""
-    p = session.parser("ls-key", ls_key.__doc__, enclave=True, json=True)
-    p.add_argument("prefix", nargs="?", default="", metavar="PREFIX")
-    args = p.parse_args(argv)
-    enclave = session.enclave_of(args)
-
-    async def command(client, args):
-        keys = await session.list_all(client, LIST, args.prefix, enclave=enclave)
-        if args.json:
-            render.print_messages(keys)
-        elif keys:
-            render.table(("Type", "Created", "Name"),
-                         [(k.Type, render.timestamp(k.CreatedAt), k.Name) for k in keys])
-
-    return session.run(command, args)
+ls_key = session.lister(
+    "ls-key", "C{minkms ls-key [PREFIX]}: list the keys of an enclave.", LIST,
+    ("Type", "Created", "Name"), lambda k: (k.Type, render.timestamp(k.CreatedAt), k.Name),
+)
 
 
 def stat_key(argv: list[str]) -> int:

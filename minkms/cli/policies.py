@@ -114,22 +114,10 @@ def set_policy(argv: list[str]) -> int:
     return session.run(command, args)
 
 
-def ls_policy(argv: list[str]) -> int:
-    """C{minkms ls-policy [PREFIX]}: list the policies of an enclave."""
-    p = session.parser("ls-policy", ls_policy.__doc__, enclave=True, json=True)
-    p.add_argument("prefix", nargs="?", default="", metavar="PREFIX")
-    args = p.parse_args(argv)
-    enclave = session.enclave_of(args)
-
-    async def command(client, args):
-        found = await session.list_all(client, LIST, args.prefix, enclave=enclave)
-        if args.json:
-            render.print_messages(found)
-        elif found:
-            rows = [(render.timestamp(x.CreatedAt), x.Name) for x in found]
-            render.table(("Created", "Name"), rows)
-
-    return session.run(command, args)
+ls_policy = session.lister(
+    "ls-policy", "C{minkms ls-policy [PREFIX]}: list the policies of an enclave.", LIST,
+    ("Created", "Name"), lambda x: (render.timestamp(x.CreatedAt), x.Name),
+)
 
 
 rm_policy = session.deleter(

@@ -10,6 +10,7 @@ import os
 
 from twisted.internet import defer, task
 
+from minkms.cli import render
 from minkms.cli.output import ArgumentParser, CLIError
 from minkms.client import ClientError, KMSClient
 from minkms.errors import KMSError
@@ -53,6 +54,31 @@ def deleter(prog: str, description: str, code: int, request, noun: str,
             for name in args.names:
                 await client.call(code, request(name), enclave=scope)
                 print(f"Deleted {noun} {name}")
+
+        return run(command, args)
+
+    main.__doc__ = description
+    return main
+
+
+def lister(prog: str, description: str, code: int, columns: tuple, row, enclave: bool = True):
+    """
+    A C{minkms ls-*} command: every item whose name starts with PREFIX, all
+    pages, as a table of C{columns} (C{row(item)} gives a row) or as JSON.
+    """
+
+    def main(argv: list[str]) -> int:
+        p = parser(prog, description, enclave=enclave, json=True)
+        p.add_argument("prefix", nargs="?", default="", metavar="PREFIX")
+        args = p.parse_args(argv)
+        scope = enclave_of(args) if enclave else ""
+
+        async def command(client, args):
+            found = await list_all(client, code, args.prefix, enclave=scope)
+            if args.json:
+                render.print_messages(found)
+            elif found:
+                render.table(columns, [row(item) for item in found])
 
         return run(command, args)
 
