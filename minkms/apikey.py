@@ -195,13 +195,3 @@ def is_identity(text: str) -> bool:
     except (binascii.Error, ValueError):
         return False
 
-
-def parse_identity(text: str) -> str:
-    """
-    Check an C{h1:} identity and return it.
-
-    @raise APIKeyError: when malformed.
-    """
-    if not is_identity(text):
-        raise APIKeyError(f"invalid identity {text!r}: expected 'h1:' and 43 base64url characters")
-    return text

@@ -142,8 +142,8 @@ def _accept_any_certificate(connection, certificate, errno, depth, ok) -> bool:
     return True
 
 
-def _base_context(method=SSL.TLS_METHOD) -> SSL.Context:
-    ctx = SSL.Context(method)
+def _base_context() -> SSL.Context:
+    ctx = SSL.Context(SSL.TLS_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
     return ctx

@@ -62,11 +62,13 @@ def _state(state) -> State:
     return state.state if isinstance(state, StateMachine) else state
 
 
-def _check_scope(state: State, ctx: CallContext, command: Command) -> None:
+def _check_scope(state: State, ctx: CallContext, command: Command, resolve_caller: bool = True) -> None:
     """
     The checks every command of a request passes first: cluster commands
     are the SysAdmin's and name no enclave; enclave commands name one that
-    exists and in which the caller is known.
+    exists and in which the caller is known.  Reads leave the last part
+    (C{resolve_caller=False}) to their handler, which authorizes before
+    anything else, so the caller is resolved once per frame.
     """
     root = ctx.is_sysadmin
     if command.scope == SCOPE_CLUSTER:
@@ -81,7 +83,8 @@ def _check_scope(state: State, ctx: CallContext, command: Command) -> None:
         if not root:
             raise ErrPermission
         raise bad_request(f"{command.name} needs an enclave: send it to /v1/kms/ENCLAVE")
-    authz.subject(state, ctx.caller, root, ctx.enclave)
+    if resolve_caller:
+        authz.subject(state, ctx.caller, root, ctx.enclave)
 
 
 def _authorize(state: State, ctx: CallContext, action: str, argument: str):
@@ -247,6 +250,7 @@ def _identity_status(state, ctx, request):
     SysAdmin, who lives in no enclave, the answer is made up on the spot.
     """
     if request.Identity == "" and ctx.is_sysadmin:
+        authz.subject(state, ctx.caller, True, ctx.enclave)
         return pb.IdentityResponse(
             Identity=ctx.caller, Privilege=PRIVILEGE_NUMBERS[SYSADMIN], CreatedBy=ctx.caller
         )
@@ -301,7 +305,7 @@ def execute_read(state, ctx: CallContext, command: Command, request, *, cluster_
     if command.write:
         raise internal(f"{command.name} is a write command")
     state = _state(state)
-    _check_scope(state, ctx, command)
+    _check_scope(state, ctx, command, resolve_caller=False)
     if command.code == CLUSTER_STATUS:
         if cluster_status is None:
             raise not_implemented(f"{command.name} is answered by the cluster node")

@@ -17,7 +17,6 @@ from twisted.logger import Logger
 
 from minkms.errors import KMSError, StartupError, bad_request, not_implemented, unavailable
 from minkms.raft.config import ConfigChange
-from minkms.raft.errors import NotLeader, RaftError
 from minkms.raft.ready import LEADER
 from minkms.server import peer
 from minkms.server.config import join_host_port, split_host_port
@@ -46,9 +45,9 @@ async def run_cluster_command(node, code: int, request) -> None:
             raise bad_request(f"CLUSTER:EDIT for {request.Host} was sent to {node.host}: send it to that node")
         await node.edit_membership(list(request.RemoveIDs))
         return
-    status = node.core.status()
-    if status.role != LEADER:
-        await _forward(node, status.leader, code, request)
+    if node.core.role != LEADER:
+        await node.call_leader(peer.ClusterCommand, CATCH_UP_TIMEOUT + JOIN_TIMEOUT,
+                               code=code, request=request.SerializeToString())
         return
     if code == 1:
         await add_node(node, normalize_host(request.Host))
@@ -56,29 +55,6 @@ async def run_cluster_command(node, code: int, request) -> None:
         await remove_node(node, normalize_host(request.Host), request.DeleteClusterOnHost)
     else:
         raise bad_request(f"not a membership command: {code}")
-
-
-async def _forward(node, leader: int, code: int, request) -> None:
-    link = node._links.get(leader)
-    if leader < 0 or link is None:
-        raise unavailable("no leader: the cluster has no quorum right now")
-    try:
-        await link.call(peer.ClusterCommand, CATCH_UP_TIMEOUT + JOIN_TIMEOUT, node.reactor,
-                        code=code, request=request.SerializeToString())
-    except peer.RemoteKMSError as e:
-        raise peer.kms_error_of(e) from None
-
-
-async def _committed(node, change: ConfigChange) -> None:
-    try:
-        index = node.core.propose_config(change)
-    except NotLeader:
-        raise unavailable("leadership changed; try again") from None
-    except RaftError as e:
-        raise KMSError(409, f"membership change refused: {e}") from None
-    term = node.core.status().term
-    node._kick()
-    await node._wait_applied(index, term)
 
 
 async def add_node(node, host: str) -> None:
@@ -103,7 +79,7 @@ async def add_node(node, host: str) -> None:
                             " (is it running, with the same HSM key?)") from None
     finally:
         link.close()
-    await _committed(node, ConfigChange.add_learner(new_id, host))
+    await node.propose_membership(ConfigChange.add_learner(new_id, host))
     deadline = time.monotonic() + CATCH_UP_TIMEOUT
     while True:
         status = node.core.status()
@@ -115,7 +91,7 @@ async def add_node(node, host: str) -> None:
         if time.monotonic() > deadline:
             raise unavailable(f"node {host} did not catch up in {CATCH_UP_TIMEOUT:.0f}s")
         await task.deferLater(node.reactor, 0.05, lambda: None)
-    await _committed(node, ConfigChange.promote(new_id))
+    await node.propose_membership(ConfigChange.promote(new_id))
     log.info("added node {id} at {host}", id=new_id, host=host)
 
 
@@ -129,7 +105,7 @@ async def remove_node(node, host: str, delete_cluster_on_host: bool = False) -> 
     node_id = node.config.node_at(host)
     if node_id is None:
         raise KMSError(404, f"node {host} is not part of the cluster")
-    await _committed(node, ConfigChange.remove(node_id))
+    await node.propose_membership(ConfigChange.remove(node_id))
     log.info("removed node {id} at {host}", id=node_id, host=host)
     if not delete_cluster_on_host or node_id == node.node_id:
         return

@@ -466,16 +466,38 @@ class Node:
 
     async def _via_leader(self, command, **arguments):
         """Have the leader propose; wait until the entry is applied here."""
+        placed = await self.call_leader(command, WRITE_TIMEOUT, **arguments)
+        return await self._wait_applied(placed["index"], placed["term"])
+
+    async def call_leader(self, command, timeout: float, **arguments):
+        """
+        Call a peer command on the leader; its KMSError comes back as one,
+        and a leader that cannot be reached is a 503.
+        """
         link = self._links.get(self.core.leader)
-        if link is None:
-            raise unavailable("no connection to the leader")
+        if self.core.leader < 0 or link is None:
+            raise unavailable("no leader: the cluster has no quorum right now")
         try:
-            placed = await link.call(command, WRITE_TIMEOUT, self.reactor, **arguments)
+            return await link.call(command, timeout, self.reactor, **arguments)
         except peer.RemoteKMSError as e:
             raise peer.kms_error_of(e) from None
         except Exception as e:
             raise unavailable(f"cannot reach the leader: {e.__class__.__name__}") from None
-        return await self._wait_applied(placed["index"], placed["term"])
+
+    async def propose_membership(self, change) -> None:
+        """
+        Propose a single-server membership change here (the leader) and
+        wait until it is committed and applied.
+        """
+        try:
+            index = self.core.propose_config(change)
+        except NotLeader:
+            raise unavailable("leadership changed; try again") from None
+        except RaftError as e:
+            raise KMSError(409, f"membership change refused: {e}") from None
+        d = self._wait_applied(index, self.core.term)
+        self._kick()
+        await d
 
     def _wait_applied(self, index: int, term: int):
         d = defer.Deferred()

@@ -15,6 +15,7 @@ import tempfile
 import attrs
 from twisted.application import service
 from twisted.internet import error as ierror
+from twisted.internet import threads
 from twisted.python import usage
 
 from minkms.apikey import APIKey
@@ -233,7 +234,7 @@ class NodeService(service.MultiService):
         await self.port.stopListening()
         await self.node.stop()
         if self.settings.temporary_volume:
-            shutil.rmtree(self.settings.volume, ignore_errors=True)
+            await threads.deferToThread(shutil.rmtree, self.settings.volume, ignore_errors=True)
 
     def stopService(self):
         from twisted.internet import defer
