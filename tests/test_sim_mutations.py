@@ -8,7 +8,7 @@ from unittest import mock
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from minkms.raft import core, quorum
+from minkms.raft import core, lease, quorum
 from minkms.sim.__main__ import nodes_for
 from minkms.sim.machines import machine_for
 from minkms.sim.simulation import SimSettings, Simulation, SimulationFailure
@@ -52,3 +52,44 @@ class MutationTests(SynchronousTestCase):
         with mock.patch.object(core.RaftCore, "_maybe_commit", _commits_old_terms):
             failed = _failing_seeds()
         self.assertNotEqual(failed, [], "the sweep did not notice a broken commit rule")
+
+
+def _acknowledges_when_committed(self, now: float, committed: int) -> int:
+    """Acknowledge (apply) a write once committed, whatever lease holders know."""
+    return committed
+
+
+def _ignores_lease_expiry(self, now: float):
+    """A follower that serves from its lease after it expired, skipping ReadIndex."""
+    return self.index if self.expiry > lease.NEVER else None
+
+
+_original_grant = lease.LeaderLeases.grant
+
+
+def _drops_holders_early(self, node: int, now: float):
+    """The leader forgets a holder as soon as it granted, long before the lease ends."""
+    grant = _original_grant(self, node, now)
+    holder = self._members.get(node)
+    if holder is not None:
+        holder.until = now
+    return grant
+
+
+class LeaseMutationTests(SynchronousTestCase):
+    """
+    Each half of the read-lease rule is needed: break one and the quick
+    sweep's freshness and linearizability checks fail some seeds.
+    """
+
+    def test_ack_before_holders_know_is_caught(self):
+        with mock.patch.object(lease.LeaderLeases, "acknowledgeable", _acknowledges_when_committed):
+            self.assertNotEqual(_failing_seeds(), [], "acknowledging before lease holders knew")
+
+    def test_serving_after_expiry_is_caught(self):
+        with mock.patch.object(lease.FollowerLease, "read_index", _ignores_lease_expiry):
+            self.assertNotEqual(_failing_seeds(), [], "a follower serving past its lease")
+
+    def test_dropping_holders_early_is_caught(self):
+        with mock.patch.object(lease.LeaderLeases, "grant", _drops_holders_early):
+            self.assertNotEqual(_failing_seeds(), [], "a leader dropping holders before expiry")

@@ -40,7 +40,7 @@ MAX_MESSAGE_BYTES = 60_000
 
 HEADER_BYTES = 1 + 8 + 8 + 8
 ENTRY_OVERHEAD = 8 + 8 + 1 + 4
-APPEND_OVERHEAD = HEADER_BYTES + 8 + 8 + 8 + 4
+APPEND_OVERHEAD = HEADER_BYTES + 8 + 8 + 8 + 4 + 8
 SNAPSHOT_OVERHEAD = HEADER_BYTES + (8 + 8 + 4) + 8 + 4 + 1
 
 
@@ -62,14 +62,36 @@ _SCHEMAS: dict[type, tuple[int, tuple[tuple[str, str], ...]]] = {
     VoteResponse: (2, (("pre", _BOOL), ("granted", _BOOL))),
     Append: (
         3,
-        (("prev_index", _UINT), ("prev_term", _UINT), ("commit", _UINT), ("entries", _ENTRIES)),
+        (
+            ("prev_index", _UINT),
+            ("prev_term", _UINT),
+            ("commit", _UINT),
+            ("entries", _ENTRIES),
+            ("acked", _UINT),
+        ),
     ),
     AppendResponse: (
         4,
-        (("index", _UINT), ("reject", _BOOL), ("hint_index", _UINT), ("hint_term", _UINT)),
+        (
+            ("index", _UINT),
+            ("reject", _BOOL),
+            ("hint_index", _UINT),
+            ("hint_term", _UINT),
+            ("commit", _UINT),
+        ),
     ),
-    Heartbeat: (5, (("commit", _UINT), ("context", _UINT))),
-    HeartbeatResponse: (6, (("context", _UINT),)),
+    Heartbeat: (
+        5,
+        (
+            ("commit", _UINT),
+            ("context", _UINT),
+            ("lease_grant", _UINT),
+            ("lease_index", _UINT),
+            ("lease_us", _UINT),
+            ("acked", _UINT),
+        ),
+    ),
+    HeartbeatResponse: (6, (("context", _UINT), ("commit", _UINT), ("lease_request", _UINT))),
     InstallSnapshot: (
         7,
         (("meta", _META), ("offset", _UINT), ("data", _BYTES), ("done", _BOOL)),

@@ -53,6 +53,7 @@ import attrs
 
 from minkms.raft import codec, quorum
 from minkms.raft.config import ClusterConfig, ConfigChange, encode_config
+from minkms.raft.lease import Clock, FollowerLease, LeaderLeases, no_clock
 from minkms.raft.errors import (
     ConfigChangeRejected,
     InvariantViolation,
@@ -137,6 +138,11 @@ class RaftOptions:
         unanswered, while heartbeats are answered, before they are resent.
     @ivar auto_promote_lag: if set, the leader promotes a learner whose
         match index is within this many entries of its last index.
+    @ivar read_lease: seconds of a read lease (L{minkms.raft.lease}); 0
+        turns leases off (every write is acknowledgeable once committed,
+        and no node serves reads without ReadIndex).
+    @ivar clock_drift: how far apart two nodes' clock rates may be, as a
+        fraction; leases are held that much longer than granted.
     """
 
     election_ticks: int = 10
@@ -151,6 +157,8 @@ class RaftOptions:
     snapshot_chunk_bytes: int = attrs.field(default=MAX_SNAPSHOT_CHUNK, validator=_check_chunk)
     retransmit_ticks: int = 5
     auto_promote_lag: int | None = None
+    read_lease: float = 0.0
+    clock_drift: float = 0.01
 
     def __attrs_post_init__(self) -> None:
         if not 0 < self.heartbeat_ticks < self.election_ticks:
@@ -191,10 +199,15 @@ class RaftCore:
         durable: DurableState,
         rng: random.Random,
         options: RaftOptions = RaftOptions(),
+        clock: Clock = no_clock,
     ) -> None:
         self.id = node_id
         self._rng = rng
         self.options = options
+        self._clock = clock
+        self._leader_leases: LeaderLeases | None = None
+        self._follower_lease = FollowerLease(options.read_lease) if options.read_lease else None
+        self._acked = durable.hard_state.commit
         hard = durable.hard_state
         self.term = hard.term
         self.vote = hard.vote
@@ -336,6 +349,55 @@ class RaftCore:
         else:
             raise NotLeader(NO_NODE)
 
+    def lease_read_index(self) -> int | None:
+        """
+        The index this node must have applied to answer a read from its own
+        state now, seeing every acknowledged write and every write another
+        node may have shown; None when it holds no read lease (then use
+        L{read_index}, or without a leader the driver's policy).  See
+        L{minkms.raft.lease}.
+        """
+        if not self.options.read_lease:
+            return None
+        now = self._clock()
+        if self.role == LEADER:
+            leases = self._leader_leases
+            if leases is None or not leases.serves_reads(now):
+                return None
+            if self.log.term(self.log.committed) != self.term:
+                return None
+            return max(self._term_start_index, self.exposable())
+        if self._follower_lease is None:
+            return None
+        index = self._follower_lease.read_index(now)
+        if index is None:
+            return None
+        return max(index, self.log.committed)
+
+    def exposable(self) -> int:
+        """
+        How far the state machine may apply now: committed entries that
+        every lease holder knows to be committed (L{minkms.raft.lease}), so
+        that no node shows a write another lease holder could miss.  A
+        leader acknowledges a write once it applied it.
+        """
+        committed = self.log.committed
+        if not self.options.read_lease:
+            return committed
+        leases = self._leader_leases
+        if self.role == LEADER and leases is not None:
+            acked = leases.acknowledgeable(self._clock(), committed)
+            if acked > self._acked:
+                self._acked = acked
+                self._commit_to_broadcast = True
+        return min(committed, self._acked)
+
+    def lease_holders(self) -> list[int]:
+        """The members whose read lease from this leader may still hold."""
+        if self.role != LEADER or self._leader_leases is None:
+            return []
+        return self._leader_leases.holders(self._clock())
+
     def compact(self, index: int, data: bytes) -> Snapshot:
         """
         Take the state machine's snapshot C{data}, made after applying
@@ -367,7 +429,7 @@ class RaftCore:
             or self._send_pending
             or self._commit_to_broadcast
             or self.log.has_unhanded()
-            or self.log.committed > self.log.applied
+            or self.exposable() > self.log.applied
             or self._hard_state() != self._handed_hard_state
             or self._soft_state() != self._handed_soft_state
         )
@@ -387,7 +449,7 @@ class RaftCore:
             hard_state=hard if hard != previous else None,
             entries=entries,
             snapshot=snapshot,
-            committed_entries=tuple(self.log.to_apply()),
+            committed_entries=tuple(self.log.to_apply(self.exposable())),
             messages=tuple(self._messages),
             read_states=tuple(self._read_states),
             must_sync=bool(
@@ -449,7 +511,12 @@ class RaftCore:
         )
 
     def _hard_state(self) -> HardState:
-        return HardState(self.term, self.vote, self.log.committed)
+        # With leases the stored commit is what may be applied (a restarted
+        # node applies that much before it hears from a leader again).
+        commit = self.log.committed
+        if self.options.read_lease:
+            commit = min(commit, self._acked)
+        return HardState(self.term, self.vote, commit)
 
     def _soft_state(self) -> SoftState:
         return SoftState(self.role, self.leader, self.term)
@@ -483,6 +550,7 @@ class RaftCore:
         self._send_pending = False
         self._commit_to_broadcast = False
         self._partial_snapshot = None
+        self._leader_leases = None
 
     def _become_follower(self, term: int, leader: int) -> None:
         self._reset(term)
@@ -498,6 +566,12 @@ class RaftCore:
             self._progress[node] = Progress(last + 1, self._ticks)
         if self.id in self._progress:
             self._progress[self.id].become_replicate()
+        if self.options.read_lease:
+            alone = self.config.members == {self.id}
+            self._leader_leases = LeaderLeases(
+                self.id, self.options.read_lease, self.options.clock_drift, self._clock(),
+                inherits_leases=not alone,
+            )
         self._term_start_index = self._append_as_leader([(ENTRY_NOOP, b"")])
 
     def _campaign(self, transfer: bool = False, pre_vote_won: bool = False) -> None:
@@ -643,6 +717,8 @@ class RaftCore:
     def _step_follower(self, m: Message) -> None:
         if not isinstance(m, LEADER_MESSAGES):
             return
+        if isinstance(m, (Append, Heartbeat)) and m.acked > self._acked:
+            self._acked = m.acked
         self.leader = m.src
         self._leader_heard_tick = self._ticks
         self._election_elapsed = 0
@@ -650,18 +726,40 @@ class RaftCore:
             self._handle_append(m)
         elif isinstance(m, Heartbeat):
             self.log.commit_to(min(m.commit, self.log.last_index()))
-            self._send(HeartbeatResponse(self.id, m.src, self.term, context=m.context))
+            request = 0
+            lease = self._follower_lease
+            if lease is not None:
+                if m.lease_grant:
+                    lease.granted(m.lease_grant, m.lease_index, m.lease_us)
+                request = lease.ask(self._clock())
+            self._send(
+                HeartbeatResponse(
+                    self.id,
+                    m.src,
+                    self.term,
+                    context=m.context,
+                    commit=self.log.committed,
+                    lease_request=request,
+                )
+            )
         else:
             self._handle_snapshot_chunk(m)
 
     def _handle_append(self, m: Append) -> None:
-        if m.prev_index < self.log.committed:
-            self._send(AppendResponse(self.id, m.src, self.term, index=self.log.committed))
+        committed = self.log.committed
+        if m.prev_index < committed:
+            self._send(
+                AppendResponse(self.id, m.src, self.term, index=committed, commit=committed)
+            )
             return
         last_new = self.log.maybe_append(m.prev_index, m.prev_term, m.commit, m.entries)
         if last_new is not None:
             self.config = self.log.config()
-            self._send(AppendResponse(self.id, m.src, self.term, index=last_new))
+            self._send(
+                AppendResponse(
+                    self.id, m.src, self.term, index=last_new, commit=self.log.committed
+                )
+            )
             return
         hint_index, hint_term = self.log.find_conflict_by_term(
             min(m.prev_index, self.log.last_index()), m.prev_term
@@ -675,6 +773,7 @@ class RaftCore:
                 reject=True,
                 hint_index=hint_index,
                 hint_term=hint_term,
+                commit=self.log.committed,
             )
         )
 
@@ -682,7 +781,7 @@ class RaftCore:
         meta = m.meta
         if meta.index <= self.log.committed:
             self._partial_snapshot = None
-            self._send(AppendResponse(self.id, m.src, self.term, index=self.log.committed))
+            self._send_caught_up(m.src)
             return
         partial = self._partial_snapshot
         if m.offset == 0:
@@ -702,7 +801,11 @@ class RaftCore:
         else:
             self.log.restore(Snapshot(meta, b"".join(partial.chunks)))
             self.config = self.log.config()
-        self._send(AppendResponse(self.id, m.src, self.term, index=self.log.committed))
+        self._send_caught_up(m.src)
+
+    def _send_caught_up(self, leader: int) -> None:
+        committed = self.log.committed
+        self._send(AppendResponse(self.id, leader, self.term, index=committed, commit=committed))
 
     # -- leader ---------------------------------------------------------
 
@@ -792,6 +895,8 @@ class RaftCore:
 
     def _handle_append_response(self, m: AppendResponse, pr: Progress) -> None:
         pr.last_ack = self._ticks
+        if self._leader_leases is not None:
+            self._leader_leases.knows_commit(m.src, m.commit)
         if m.reject:
             hint = m.hint_index
             if m.hint_term > 0:
@@ -827,15 +932,43 @@ class RaftCore:
             pr.probe_sent = False
         if pr.match < self.log.last_index() or pr.state == PROBE:
             self._send_pending = True
+        leases = self._leader_leases
+        if leases is not None:
+            leases.knows_commit(m.src, m.commit)
+            leases.round_answered(m.src, m.context, self.config.voters)
+            if m.lease_request:
+                leases.requested(m.src, m.lease_request)
         for read in self._reads.confirm(m.src, m.context, self.config.voters):
             self._deliver_read(read.request_id, read.index, read.origin)
 
     def _broadcast_heartbeat(self) -> None:
-        context = self._reads.last_seq
+        leases = self._leader_leases
+        # A lease covers what the leader committed; before it committed an
+        # entry of its own term that may not include every acknowledged write.
+        grants = leases is not None and self.log.term(self.log.committed) == self.term
+        if leases is None:
+            context = self._reads.last_seq
+        else:
+            now = self._clock()
+            context = self._reads.new_round()
+            leases.round_sent(context, now, self.config.voters)
         for node, pr in sorted(self._progress.items()):
             if node != self.id:
                 commit = min(pr.match, self.log.committed)
-                self._send(Heartbeat(self.id, node, self.term, commit=commit, context=context))
+                grant, micros = leases.grant(node, now) if grants else (0, 0)
+                self._send(
+                    Heartbeat(
+                        self.id,
+                        node,
+                        self.term,
+                        commit=commit,
+                        context=context,
+                        lease_grant=grant,
+                        lease_index=self.log.committed if grant else 0,
+                        lease_us=micros,
+                        acked=self._acked,
+                    )
+                )
 
     def _flush_appends(self) -> None:
         if self.role != LEADER or not (self._send_pending or self._commit_to_broadcast):
@@ -873,6 +1006,7 @@ class RaftCore:
                 prev_term=prev_term,
                 commit=self.log.committed,
                 entries=tuple(entries),
+                acked=self._acked,
             )
         )
         pr.sent(entries[-1].index if entries else 0, self._ticks)
@@ -908,10 +1042,16 @@ class RaftCore:
             self._deliver_read(request_id, self.log.committed, origin)
             return
         context = self._reads.add(request_id, self.log.committed, origin, self.id)
+        if self._leader_leases is not None:
+            self._leader_leases.round_sent(context, self._clock(), self.config.voters)
         for node in sorted(self._progress):
             if node != self.id:
                 commit = min(self._progress[node].match, self.log.committed)
-                self._send(Heartbeat(self.id, node, self.term, commit=commit, context=context))
+                self._send(
+                    Heartbeat(
+                        self.id, node, self.term, commit=commit, context=context, acked=self._acked
+                    )
+                )
 
     def _release_reads_waiting_for_commit(self) -> None:
         if self._reads_before_commit and self.log.term(self.log.committed) == self.term:

@@ -191,9 +191,9 @@ class RaftLog:
         """Whether some entries wait to be given to the driver."""
         return self.handed < self.last_index() or self.unpersisted_snapshot is not None
 
-    def to_apply(self) -> list[Entry]:
-        """The committed entries the state machine has not applied yet."""
-        return self.entries_between(self.applied + 1, self.committed)
+    def to_apply(self, upto: int) -> list[Entry]:
+        """The committed entries up to C{upto} the state machine has not applied yet."""
+        return self.entries_between(self.applied + 1, min(upto, self.committed))
 
     def restore(self, snapshot: Snapshot) -> None:
         """Replace this log by C{snapshot} (whose last entry it does not hold)."""

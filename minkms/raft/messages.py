@@ -52,13 +52,15 @@ class VoteResponse(Message):
 class Append(Message):
     """
     AppendEntries: C{entries} follow (C{prev_index}, C{prev_term}) in the
-    leader's log; C{commit} is the leader's commit index.
+    leader's log; C{commit} is the leader's commit index; C{acked} is how
+    far the state machine may apply (see L{minkms.raft.lease}).
     """
 
     prev_index: int = 0
     prev_term: int = 0
     commit: int = 0
     entries: tuple[Entry, ...] = attrs.field(default=(), converter=tuple)
+    acked: int = 0
 
 
 @attrs.frozen
@@ -71,12 +73,16 @@ class AppendResponse(Message):
     (C{hint_index}, C{hint_term}) is the follower's last entry that may
     match: the largest index <= C{prev_index} whose term is <= the rejected
     C{prev_term}, so the leader can skip a whole conflicting term at once.
+    C{commit} is the follower's commit index after handling the Append: the
+    leader acknowledges a write only once every lease holder knows it is
+    committed (see L{minkms.raft.lease}).
     """
 
     index: int = 0
     reject: bool = False
     hint_index: int = 0
     hint_term: int = 0
+    commit: int = 0
 
 
 @attrs.frozen
@@ -85,18 +91,38 @@ class Heartbeat(Message):
     The leader's periodic "I am still here".
 
     @ivar commit: min(the follower's match index, leader commit).
-    @ivar context: the newest ReadIndex round this heartbeat confirms.
+    @ivar context: the heartbeat round: ReadIndex requests and the leader's
+        own read lease count the answers to it.
+    @ivar lease_grant: the follower's lease request this heartbeat grants
+        (0: none); see L{minkms.raft.lease}.
+    @ivar lease_index: with a grant, the follower may serve reads under it
+        once it has applied this index.
+    @ivar lease_us: with a grant, how long the lease lasts from the moment
+        the follower asked for it, in microseconds.
+    @ivar acked: how far the state machine may apply (L{minkms.raft.lease}).
     """
 
     commit: int = 0
     context: int = 0
+    lease_grant: int = 0
+    lease_index: int = 0
+    lease_us: int = 0
+    acked: int = 0
 
 
 @attrs.frozen
 class HeartbeatResponse(Message):
-    """The answer to L{Heartbeat}, echoing its C{context}."""
+    """
+    The answer to L{Heartbeat}, echoing its C{context}.
+
+    @ivar commit: the follower's commit index.
+    @ivar lease_request: a new read-lease request (0: none), granted by a
+        later heartbeat's C{lease_grant}.
+    """
 
     context: int = 0
+    commit: int = 0
+    lease_request: int = 0
 
 
 @attrs.frozen

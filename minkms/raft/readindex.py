@@ -47,6 +47,11 @@ class ReadIndexQueue:
         self._pending.append(PendingRead(request_id, index, origin, self.last_seq, {self_id}))
         return self.last_seq
 
+    def new_round(self) -> int:
+        """A heartbeat round that carries no read (it renews read leases)."""
+        self.last_seq += 1
+        return self.last_seq
+
     def confirm(self, node: int, context: int, voters: Collection[int]) -> list[PendingRead]:
         """
         Record that C{node} answered the heartbeat with C{context}; return the

@@ -104,7 +104,9 @@ class LiveResource(APIResource):
 class ReadyResource(APIResource):
     """
     C{GET /v1/health/ready[?write]}: 200 if this node can serve reads, or
-    with C{?write}, if the cluster can commit writes; 503 otherwise.
+    with C{?write}, if the cluster can commit writes; 503 otherwise.  The
+    C{Minkms-Reads} header says how it serves reads now: C{lease},
+    C{read-index}, C{without-leader} or C{refused}.
     """
 
     isLeaf = True
@@ -116,6 +118,7 @@ class ReadyResource(APIResource):
 
     def render_GET(self, request):
         write = b"write" in query_flags(request)
+        request.setHeader(b"minkms-reads", self._node.read_mode().encode("ascii"))
         if self._node.ready(write):
             return send_ok(request, b"", b"application/json")
         what = "writes" if write else "reads"
@@ -170,18 +173,24 @@ class KMSResource(APIResource):
             if command.code in CLUSTER_NODE_COMMANDS:
                 return self._cluster(request, ctx, command, decoded[0][1])
             if not command.write:
-                state = self._node.state
-                replies = [
-                    dispatch.execute_read(state, ctx, command, message)
-                    for _, message in decoded
-                ]
-                return send_ok(request, frames.encode_response(command.code, replies), OCTET_STREAM)
+                barrier = self._node.read_barrier()
+                if barrier is None:
+                    return send_ok(request, self._read(ctx, command, decoded), OCTET_STREAM)
         except KMSError as e:
             return send_error(request, e)
+        if not command.write:
+            barrier.addCallback(lambda _: self._read(ctx, command, decoded))
+            return _finish_later(request, barrier)
         d = self._node.submit_write(ctx, command, decoded[0][1])
         d.addCallback(_raise_result_error)
         d.addCallback(lambda _: frames.encode_response(command.code, [None]))
         return _finish_later(request, d)
+
+    def _read(self, ctx, command, decoded) -> bytes:
+        """Answer read frames from the node's applied state."""
+        state = self._node.state
+        replies = [dispatch.execute_read(state, ctx, command, message) for _, message in decoded]
+        return frames.encode_response(command.code, replies)
 
     def _cluster(self, request, ctx, command, message):
         if ctx.enclave:

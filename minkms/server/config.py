@@ -13,8 +13,10 @@ The file is the guide's::
 C{ca} is also accepted inside a C{certs} item, since the guide's flattened
 text reads either way.  Optional sections: C{admin.identity} (replaces the
 SysAdmin identity derived from the HSM key), C{cluster.heartbeat} /
-C{cluster.election_timeout} (durations such as C{250ms}, C{1.5s}) and
-C{cluster.snapshot_entries} (entries applied between log compactions).
+C{cluster.election_timeout} (durations such as C{250ms}, C{1.5s}),
+C{cluster.snapshot_entries} (entries applied between log compactions),
+C{cluster.read_lease} (how long a follower's read lease lasts) and
+C{cluster.reads_without_leader} (C{serve} or C{refuse}).
 Every problem is reported as one L{StartupError} line.
 """
 
@@ -35,6 +37,8 @@ DEFAULT_ADDRESS = "0.0.0.0:7373"
 DEFAULT_HEARTBEAT = 0.1
 DEFAULT_ELECTION_TIMEOUT = 0.5
 DEFAULT_SNAPSHOT_ENTRIES = 1000
+DEFAULT_READ_LEASE = 1.0
+DEFAULT_READS_WITHOUT_LEADER = "serve"
 
 
 @attrs.frozen
@@ -47,6 +51,8 @@ class FileConfig:
     heartbeat: float
     election_timeout: float
     snapshot_entries: int
+    read_lease: float = DEFAULT_READ_LEASE
+    reads_without_leader: str = DEFAULT_READS_WITHOUT_LEADER
 
 
 def hsm_from_environment(environ=os.environ) -> SoftHSM:
@@ -141,7 +147,19 @@ def load_config(path: str) -> FileConfig:
     snapshot_entries = cluster.get("snapshot_entries", DEFAULT_SNAPSHOT_ENTRIES)
     if not isinstance(snapshot_entries, int) or isinstance(snapshot_entries, bool) or snapshot_entries < 1:
         raise StartupError(f"invalid config {path}: cluster.snapshot_entries must be a positive integer")
-    return FileConfig(credentials, cas, admin, heartbeat, election, snapshot_entries)
+    read_lease = parse_duration(cluster.get("read_lease", DEFAULT_READ_LEASE), "cluster.read_lease")
+    if read_lease < 2 * heartbeat:
+        raise StartupError(
+            f"invalid config {path}: cluster.read_lease must be at least twice cluster.heartbeat"
+        )
+    reads = cluster.get("reads_without_leader", DEFAULT_READS_WITHOUT_LEADER)
+    if reads not in ("serve", "refuse"):
+        raise StartupError(
+            f"invalid config {path}: cluster.reads_without_leader must be serve or refuse"
+        )
+    return FileConfig(
+        credentials, cas, admin, heartbeat, election, snapshot_entries, read_lease, reads
+    )
 
 
 def split_host_port(text: str, what: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:

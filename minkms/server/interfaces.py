@@ -35,6 +35,16 @@ class INode(Interface):
     def ready(write):
         """Whether this node can serve reads (or, with C{write}, writes)."""
 
+    def read_barrier():
+        """
+        None if a read may be answered from C{state} now; else a Deferred
+        firing once it may (every acknowledged write applied here), or
+        failing with a 503 L{minkms.errors.KMSError}.
+        """
+
+    def read_mode():
+        """How reads are served now: C{lease}, C{read-index}, C{without-leader}, C{refused}."""
+
     def cluster_status():
         """A Deferred firing with a C{ClusterStatusResponse} for the cluster."""
 

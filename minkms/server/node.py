@@ -2,47 +2,55 @@
 The node driver: the Twisted shell around the pure Raft core and the pure
 state machine (DESIGN decisions 5, 6, 7, 9).
 
-It owns the timers, the volume and the peer links, and runs the core's
-loop: take a L{Ready}, persist it (fsync) through the volume, then send its
-messages, then apply its committed entries, then advance.  Proposals that
-arrive while a Ready is being persisted wait in the core and go out with
-the next one, so the volume's group commit and Raft's batching add up.
+It owns the ticker, the volume and the peer links, and hands the core to
+the one Raft driver (L{minkms.driver.RaftDriver}) over the server's ports
+(L{minkms.server.ports}); the simulator runs the same driver.  Proposals
+that arrive while a Ready is being persisted wait in the core and go out
+with the next one, so the volume's group commit and Raft's batching add
+up.
 
-A client write is answered once its entry is committed on a quorum and
-applied on the node that received it (a follower forwards the write to the
-leader and waits for its own apply), so a client reads its own writes.
+A client write is answered once its entry is applied on the node that
+received it (a follower forwards the write to the leader and waits for its
+own apply); the core lets a node apply an entry only once every read-lease
+holder knows it is committed, and a read is answered only under the read
+rule of L{minkms.driver.reads}: so every node's reads include every
+acknowledged write.
 """
 
-import collections
 import os
-import platform
 import random
 import time
 import uuid
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from minkms import version
 from minkms.errors import KMSError, StartupError, bad_request, unavailable
 from minkms.raft import codec
 from minkms.raft.config import ConfigChange, encode_config, single_node_config
 from minkms.raft.core import RaftCore, RaftOptions, bootstrap_state
+from minkms.driver import RaftDriver
 from minkms.raft.errors import ConfigChangeRejected, NotLeader, RaftError
 from minkms.raft.ready import LEADER
-from minkms.raft.types import ENTRY_NORMAL, DurableState, HardState, Snapshot, SnapshotMeta
-from minkms.server import dispatch, peer
+from minkms.raft.types import DurableState, HardState, Snapshot, SnapshotMeta
+from minkms.server import dispatch, peer, status
+from minkms.server.ports import KMSMachine, PeerLinks, VolumeStorage
 from minkms.state.machine import StateMachine
 from minkms.storage.errors import StorageFailed
 from minkms.storage.volume import open_volume_now
-from minkms.wire import kms_pb2 as pb
 
 log = Logger()
 
 TICKS_PER_HEARTBEAT = 1
 WRITE_TIMEOUT = 15.0
 """Seconds a client write may wait for commit before an ambiguous 503."""
-RECENT_RESULTS = 4096
+READ_TIMEOUT = 5.0
+"""Seconds a read may wait to prove the local state fresh before a 503."""
+READS_LEASED = "lease"
+READS_CONFIRMED = "read-index"
+READS_UNLEASED = "without-leader"
+READS_REFUSED = "refused"
 
 
 class Node:
@@ -52,8 +60,9 @@ class Node:
     Implements L{minkms.server.interfaces.INode}.
     """
 
-    def __init__(self, reactor, settings, volume, hsm, rng=None) -> None:
+    def __init__(self, reactor, settings, volume, hsm, rng=None, clock=time.monotonic) -> None:
         self.reactor = reactor
+        self.clock = clock
         self.settings = settings
         self.volume = volume
         self.hsm = hsm
@@ -61,17 +70,11 @@ class Node:
         self.exit_status = 0
         self.fatal_hook = None
         self._rng = rng or random.Random(int.from_bytes(os.urandom(8), "big"))
-        self._started = time.monotonic()
+        self._started = clock()
         self._tick_seconds = settings.heartbeat / TICKS_PER_HEARTBEAT
         self._election_ticks = max(2, round(settings.election_timeout / self._tick_seconds))
-        self._waiters: dict[int, list] = {}
-        self._recent = collections.OrderedDict()
-        self._links: dict[int, peer.PeerLink] = {}
-        self._inbound: dict = {}
-        self._linked_config = None
+        self._links = PeerLinks(self.peer_link)
         self._peer_tls = peer.peer_tls(hsm)
-        self._busy = False
-        self._again = False
         self._ticker = None
         self._failed = None
         self._joining = False
@@ -86,17 +89,32 @@ class Node:
     # -- start-up ---------------------------------------------------------
 
     def _restore(self, durable: DurableState) -> None:
-        """Rebuild the state machine and the core from durable state."""
+        """Rebuild the state machine, the core and the driver from durable state."""
         self.state = StateMachine()
         snapshot = durable.snapshot
+        applied = 0
         if snapshot is not None:
             self.state.restore(snapshot.data)
-            self._applied = snapshot.meta.index
-        else:
-            self._applied = 0
-        self._snapshot_index = self._applied
-        options = RaftOptions(election_ticks=self._election_ticks, heartbeat_ticks=TICKS_PER_HEARTBEAT)
-        self.core = RaftCore(self.volume.node_id, durable, self._rng, options)
+            applied = snapshot.meta.index
+        options = RaftOptions(
+            election_ticks=self._election_ticks,
+            heartbeat_ticks=TICKS_PER_HEARTBEAT,
+            read_lease=getattr(self.settings, "read_lease", 1.0),
+        )
+        self.core = RaftCore(self.volume.node_id, durable, self._rng, options, clock=self.clock)
+        self.driver = RaftDriver(
+            self.core,
+            VolumeStorage(self.volume),
+            self._links,
+            KMSMachine(self.state),
+            self.clock,
+            applied,
+            reads_without_leader=getattr(self.settings, "reads_without_leader", "serve"),
+            compact_every=self.settings.snapshot_entries,
+            on_ready=self._after_ready,
+            on_failure=self._crash,
+            warn=lambda text: log.warn("{text}", text=text),
+        )
 
     def bootstrap(self) -> None:
         """
@@ -144,15 +162,15 @@ class Node:
             raise bad_request(f"cannot edit the membership: {e}") from None
         await self._pause_loop()
         try:
-            while self.core.has_ready():
-                self._busy = True
-                await self._process()
-            index = self._applied
+            self.driver.paused = False
+            await self.driver.when_idle()
+            self.driver.paused = True
+            index = self.driver.applied
             term = self.core.log.term(index)
             snapshot = Snapshot(SnapshotMeta(index, term, encode_config(edited)), self.state.snapshot())
             hard = HardState(term=self.core.term, vote=self.core.vote, commit=index)
             await self.volume.replace([snapshot, hard])
-            self._recent.clear()
+            self.driver.stop("the membership was edited")
             self._restore(DurableState(hard, snapshot, ()))
             self._update_links()
             log.warn("membership edited without consensus: removed node(s) {ids}", ids=sorted(set(remove_ids)))
@@ -162,25 +180,23 @@ class Node:
     async def _pause_loop(self) -> None:
         """Stop ticking and wait until no Ready is in flight."""
         self._joining = True
+        self.driver.paused = True
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
-        while self._busy:
-            await task.deferLater(self.reactor, 0.01, lambda: None)
+        await self.driver.when_idle()
 
     def _resume_loop(self) -> None:
         self._joining = False
+        self.driver.paused = False
         if self._ticker is not None and not self._ticker.running:
             self._ticker.start(self._tick_seconds, now=False)
 
     async def _reset(self, cluster_id: str, node_id: int, found: bool) -> None:
         await self._pause_loop()
         try:
-            for link in self._links.values():
-                link.close()
-            self._links.clear()
-            self._fail_waiters("the node left its cluster to join another")
+            self._links.close_all()
+            self.driver.stop("the node left its cluster to join another")
             await self.volume.reset(cluster_id, node_id)
-            self._recent.clear()
             if found:
                 durable = bootstrap_state(single_node_config(node_id, self.host, cluster_id))
                 await self.volume.append(list(durable.entries) + [durable.hard_state])
@@ -226,31 +242,30 @@ class Node:
     def start(self) -> None:
         """Start ticking and connecting to the other members."""
         if self._bootstrap_records:
-            self._busy = True
+            self.driver.paused = True
             d = self.volume.append(self._bootstrap_records)
             self._bootstrap_records = None
 
             def written(_):
-                self._busy = False
-                self._kick()
+                self.driver.paused = False
+                self.driver.kick()
 
             d.addCallbacks(written, self._crash)
         self._update_links()
-        self._ticker = task.LoopingCall(self._tick)
+        self._ticker = task.LoopingCall(lambda: self.driver.tick())
         self._ticker.clock = self.reactor
         self._ticker.start(self._tick_seconds, now=False)
-        self._kick()
+        self.driver.kick()
 
     async def stop(self) -> None:
         """Stop timers and links, let the volume finish, close it."""
         self._stopped = True
+        self._links.stopped = True
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
-        for link in self._links.values():
-            link.close()
-        self._links.clear()
+        self._links.close_all()
         self.peer_protocol.close_all()
-        self._fail_waiters("node is shutting down")
+        self.driver.stop("node is shutting down")
         await self.volume.close()
 
     def close(self) -> None:
@@ -263,51 +278,13 @@ class Node:
 
         return {b"db": DBResource(self, self.settings.sysadmin)}
 
-    # -- the core loop ----------------------------------------------------
+    # -- the driver's hooks ------------------------------------------------
 
-    def _tick(self) -> None:
-        self.core.tick()
-        self._kick()
+    def _after_ready(self, ready) -> None:
+        if self.core.config is not self._links.config:
+            self._update_links()
 
-    def _kick(self) -> None:
-        """Process the core's pending work soon (once per turn)."""
-        if self._busy:
-            self._again = True
-            return
-        if self._failed is None and not self._joining and not self._stopped and self.core.has_ready():
-            self._busy = True
-            d = defer.ensureDeferred(self._process())
-            d.addErrback(self._crash)
-
-    async def _process(self) -> None:
-        try:
-            while self.core.has_ready():
-                self._again = False
-                rd = self.core.ready()
-                records = []
-                if rd.snapshot is not None:
-                    records.append(rd.snapshot)
-                records.extend(rd.entries)
-                if rd.hard_state is not None:
-                    records.append(rd.hard_state)
-                if records:
-                    await self.volume.append(records)
-                for message in rd.messages:
-                    self._send(message)
-                if rd.snapshot is not None:
-                    self._install(rd.snapshot)
-                for entry in rd.committed_entries:
-                    self._apply(entry)
-                self.core.advance(rd)
-                if self.core.config is not self._linked_config:
-                    self._update_links()
-                self._maybe_snapshot()
-        finally:
-            self._busy = False
-        if self._again:
-            self._kick()
-
-    def _crash(self, failure) -> None:
+    def _crash(self, failure) -> str:
         """
         Storage failed (or an invariant broke): stop acknowledging writes,
         say why, and stop the process, since a node that cannot persist
@@ -320,72 +297,17 @@ class Node:
             reason = f"node failed: {failure.getErrorMessage()}"
         self._failed = reason
         log.critical("{reason}; stopping", reason=reason)
-        self._fail_waiters(reason)
+        self.driver.stop(reason)
         self.exit_status = 1
         if self.fatal_hook is not None:
             self.fatal_hook(reason)
-
-    def _fail_waiters(self, reason: str) -> None:
-        """Answer every write still waiting for its entry with 503."""
-        waiters, self._waiters = self._waiters, {}
-        for pending in waiters.values():
-            for _, d in pending:
-                if not d.called:
-                    d.errback(unavailable(reason))
-
-    def _send(self, message) -> None:
-        """
-        Send over our link to the destination, or else back over the
-        connection its last message came on (a joining node has no
-        membership, hence no links, until the log reaches it).
-        """
-        data = codec.encode(message)
-        link = self._links.get(message.dst)
-        if link is not None and link.send(data):
-            return
-        inbound = self._inbound.get(message.dst)
-        if inbound is not None and inbound.transport is not None and inbound.transport.connected:
-            inbound.callRemote(peer.RaftMessage, data=data)
-
-    def _install(self, snapshot) -> None:
-        self.state.restore(snapshot.data)
-        self._applied = self._snapshot_index = snapshot.meta.index
-        log.info("installed a snapshot from the leader at index {index} ({size} bytes)",
-                 index=snapshot.meta.index, size=len(snapshot.data))
-
-    def _apply(self, entry) -> None:
-        result = None
-        if entry.kind == ENTRY_NORMAL:
-            result = self.state.apply(entry.data)
-        self._applied = entry.index
-        self._recent[entry.index] = (entry.term, result)
-        if len(self._recent) > RECENT_RESULTS:
-            self._recent.popitem(last=False)
-        for term, d in self._waiters.pop(entry.index, ()):
-            _settle(d, term, entry.term, result)
-
-    def _maybe_snapshot(self) -> None:
-        """Compact the log every C{snapshot_entries} applied entries."""
-        if self._applied - self._snapshot_index < self.settings.snapshot_entries:
-            return
-        snapshot = self.core.compact(self._applied, self.state.snapshot())
-        self._snapshot_index = snapshot.meta.index
-        self.volume.append([snapshot]).addErrback(self._crash)
+        return reason
 
     # -- membership and links ---------------------------------------------
 
     def _update_links(self) -> None:
-        if self._stopped:
-            return
-        config = self.config
-        self._linked_config = config
-        wanted = {i: a for i, a in config.addresses.items() if i in config.members and i != self.node_id}
-        for node_id in list(self._links):
-            if wanted.get(node_id) != self._links[node_id].address:
-                self._links.pop(node_id).close()
-        for node_id, address in wanted.items():
-            if node_id not in self._links:
-                self._links[node_id] = self.peer_link(address)
+        if not self._stopped:
+            self._links.update(self.config, self.node_id)
 
     def peer_link(self, address: str) -> peer.PeerLink:
         """A link to the node at C{address}, authenticated both ways by the peer certificate."""
@@ -445,44 +367,76 @@ class Node:
                 return self._wait_applied(index, term)
         except KMSError as e:
             return defer.fail(e)
-        if self.core.leader < 0:
-            return defer.fail(unavailable("no leader: the cluster has no quorum right now"))
         return defer.ensureDeferred(self._via_leader(forward, **arguments))
 
     def _propose_as_leader(self, prepare) -> tuple[int, int]:
         """Propose C{prepare()} here; say where the entry went (index, term)."""
         self._check_usable()
         if self.core.role != LEADER:
-            raise unavailable("not the leader any more; try again")
+            raise unavailable("not the leader any more; the write was not applied: try again")
         data = prepare()
         try:
-            index = self.core.propose(data)
+            return self.driver.propose(data)
         except NotLeader:
-            raise unavailable("no leader: the cluster has no quorum right now") from None
+            raise unavailable("no leader: the cluster has no quorum right now; "
+                              "the write was not applied") from None
         except RaftError as e:
-            raise unavailable(f"write not accepted: {e}") from None
-        self._kick()
-        return index, self.core.term
+            raise unavailable(f"write not accepted: {e}; it was not applied") from None
 
     async def _via_leader(self, command, **arguments):
         """Have the leader propose; wait until the entry is applied here."""
         placed = await self.call_leader(command, WRITE_TIMEOUT, **arguments)
         return await self._wait_applied(placed["index"], placed["term"])
 
+    def _leader_link(self):
+        """The link to the leader, or a 503 saying why there is none (nothing was sent)."""
+        leader = self.core.leader
+        if leader < 0:
+            seconds = self.leader_contact_age()
+            if seconds is not None:
+                raise unavailable(
+                    f"cannot reach the leader: this node last heard from one {seconds:.1f}s ago "
+                    "and cannot reach it now; the write was not applied"
+                )
+            raise unavailable("no leader: the cluster has no quorum right now; the write was not applied")
+        link = self._links.links.get(leader)
+        if link is None:
+            raise unavailable(f"cannot reach the leader (node {leader}); the write was not applied")
+        return leader, link
+
     async def call_leader(self, command, timeout: float, **arguments):
         """
-        Call a peer command on the leader; its KMSError comes back as one,
-        and a leader that cannot be reached is a 503.
+        Call a peer command on the leader; its KMSError comes back as one.
+        A leader that cannot be reached is a 503 that says whether the
+        request left this node (then its outcome is unknown).
         """
-        link = self._links.get(self.core.leader)
-        if self.core.leader < 0 or link is None:
-            raise unavailable("no leader: the cluster has no quorum right now")
+        leader, link = self._leader_link()
         try:
-            return await link.call(command, timeout, self.reactor, **arguments)
+            protocol = await link.when_connected(min(timeout, 2.0), self.reactor)
+        except Exception:
+            raise unavailable(
+                f"cannot reach the leader (node {leader} at {link.address}); "
+                "the write was not applied"
+            ) from None
+        d = protocol.callRemote(command, **arguments)
+        d.addTimeout(timeout, self.reactor)
+        try:
+            return await d
         except peer.RemoteKMSError as e:
             raise peer.kms_error_of(e) from None
+        except (defer.TimeoutError, defer.CancelledError, ConnectionError) as e:
+            raise unavailable(
+                f"lost the leader (node {leader}) after sending it the write "
+                f"({e.__class__.__name__}): it may or may not have been applied"
+            ) from None
         except Exception as e:
-            raise unavailable(f"cannot reach the leader: {e.__class__.__name__}") from None
+            if isinstance(e, (TypeError, AttributeError, KeyError, ValueError)):
+                log.failure("calling the leader failed", Failure(e))
+                raise
+            raise unavailable(
+                f"lost the leader (node {leader}) after sending it the write "
+                f"({e.__class__.__name__}): it may or may not have been applied"
+            ) from None
 
     async def propose_membership(self, change) -> None:
         """
@@ -496,23 +450,27 @@ class Node:
         except RaftError as e:
             raise KMSError(409, f"membership change refused: {e}") from None
         d = self._wait_applied(index, self.core.term)
-        self._kick()
+        self.driver.kick()
         await d
 
     def _wait_applied(self, index: int, term: int):
-        d = defer.Deferred()
-        if index <= self._applied:
-            recent = self._recent.get(index)
-            if recent is None:
-                d.errback(unavailable("write outcome unknown: try again"))
-            else:
-                _settle(d, term, recent[0], recent[1])
-            return d
-        self._waiters.setdefault(index, []).append((term, d))
+        d = self.driver.wait_applied(index, term)
         d.addTimeout(WRITE_TIMEOUT, self.reactor, onTimeoutCancel=_timed_out)
         return d
 
     # -- reads and status -------------------------------------------------
+
+    def read_barrier(self):
+        """
+        None if a read may be answered from this node's state now (the hot
+        path), else a Deferred that fires once it may, or fails with 503
+        (L{minkms.driver.reads}).
+        """
+        self._check_usable()
+        d = self.driver.read_barrier()
+        if d is not None:
+            d.addTimeout(READ_TIMEOUT, self.reactor, onTimeoutCancel=_read_timed_out)
+        return d
 
     def receive_raft(self, data: bytes, via=None) -> None:
         """A Raft message from a peer, which came over connection C{via}."""
@@ -522,73 +480,55 @@ class Node:
             log.warn("dropped an undecodable raft message: {e}", e=e)
             return
         if via is not None:
-            self._inbound[message.src] = via
+            self._links.heard_from(message.src, via)
         if self._failed is None and not self._joining and not self._stopped:
-            self.core.step(message)
-            self._kick()
+            self.driver.step(message)
 
     def ready(self, write: bool) -> bool:
-        """Readiness for reads (state loaded) or writes (a leader is known)."""
+        """
+        Readiness for reads (served under some rule of L{read_mode}) or
+        writes (a leader is known).
+        """
         if self._failed is not None or self._joining:
             return False
         if not write:
-            return True
+            return self.read_mode() != READS_REFUSED
         return self.core.leader >= 0
+
+    def read_mode(self) -> str:
+        """
+        How this node answers reads now: under a read lease, after a
+        ReadIndex round with the leader, from its own state without a
+        leader (C{reads_without_leader: serve}), or not at all.
+        """
+        if self.core.lease_read_index() is not None:
+            return READS_LEASED
+        if self.core.leader >= 0:
+            return READS_CONFIRMED
+        if self.driver.reads_without_leader == "serve":
+            return READS_UNLEASED
+        return READS_REFUSED
 
     def local_status(self):
         """This node's C{ServerStatusResponse}."""
-        status = self.core.status()
-        message = pb.ServerStatusResponse(
-            Version=version.VERSION,
-            APIVersion=version.API_VERSION,
-            Host=self.host,
-            Role=_role_name(status.role),
-            Commit=self._applied,
-            ID=self.node_id,
-            LeaderID=status.leader,
-            OS=platform.system().lower(),
-            Arch=_go_arch(),
-            CPUs=os.cpu_count() or 1,
-            UsableCPUs=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
-            HeapMemInUse=_rss_bytes(),
-            HSMs=[self.hsm.name],
-            ConfiguredHSMs=[self.hsm.name],
-        )
-        for node_id, address in self.config.addresses.items():
-            if node_id in self.config.members:
-                message.Nodes[node_id] = address
-        message.UpTime.FromNanoseconds(int((time.monotonic() - self._started) * 1e9))
-        if status.leader_contact_age is not None:
-            age = status.leader_contact_age * self._tick_seconds
-            message.LastHeartbeat.FromNanoseconds(int(age * 1e9))
-        message.HeartbeatInterval.FromNanoseconds(int(self.settings.heartbeat * 1e9))
-        message.ElectionTimeout.FromNanoseconds(int(self.settings.election_timeout * 1e9))
-        return message
-
-    async def _cluster_status(self):
-        response = pb.ClusterStatusResponse()
-        response.NodesUp[self.node_id].CopyFrom(self.local_status())
-        config = self.config
-        others = [(i, a) for i, a in config.addresses.items() if i in config.members and i != self.node_id]
-        calls = [defer.ensureDeferred(self._remote_status(i, a)) for i, a in others]
-        results = await defer.DeferredList(calls, consumeErrors=True)
-        for (node_id, address), (ok, value) in zip(others, results):
-            if ok and value is not None:
-                response.NodesUp[node_id].CopyFrom(value)
-            else:
-                response.NodesDown[node_id] = address
-        return response
-
-    async def _remote_status(self, node_id, address):
-        link = self._links.get(node_id)
-        if link is None:
-            return None
-        answer = await link.call(peer.NodeStatus, 2.0, self.reactor)
-        return pb.ServerStatusResponse.FromString(answer["status"])
+        return status.local_status(self)
 
     def cluster_status(self):
         """A Deferred ClusterStatusResponse gathered from every member."""
-        return defer.ensureDeferred(self._cluster_status())
+        return defer.ensureDeferred(status.cluster_status(self))
+
+    def uptime(self) -> float:
+        """Seconds since this node started."""
+        return self.clock() - self._started
+
+    def leader_contact_age(self) -> float | None:
+        """Seconds since this node last heard from its leader (0 on the leader), or None."""
+        age = self.core.status().leader_contact_age
+        return None if age is None else age * self._tick_seconds
+
+    def peer_links(self) -> dict:
+        """Node ID -> the kept-up link to that member."""
+        return self._links.links
 
     # -- cluster membership -----------------------------------------------
 
@@ -619,38 +559,23 @@ class Node:
         return defer.ensureDeferred(join(self, cluster_id, node_id, host))
 
 
-def _settle(d, expected_term, applied_term, result) -> None:
-    if d.called:
-        return
-    if applied_term != expected_term:
-        d.errback(unavailable("leadership changed before the write committed; it was not applied"))
-    else:
-        d.callback(result)
+def _timed_out(result, timeout):
+    """C{addTimeout}'s replacement result for a write that waited too long."""
+    return Failure(unavailable(
+        f"write timed out after {timeout:g}s waiting for a quorum; it may or may not have been applied"
+    ))
 
 
-def _timed_out(d, timeout):
-    d.errback(unavailable("write timed out waiting for a quorum; it may or may not have been applied"))
+def _read_timed_out(result, timeout):
+    """C{addTimeout}'s replacement result for a read that could not be proven fresh."""
+    return Failure(unavailable(
+        f"cannot serve the read: this node could not confirm within {timeout:g}s "
+        "that its state is fresh (no lease, leader unreachable)"
+    ))
 
 
 def _as_durable(recovered) -> DurableState:
     return DurableState(recovered.hard_state, recovered.snapshot, tuple(recovered.entries))
-
-
-def _role_name(role: str) -> str:
-    return {"PreCandidate": "Candidate"}.get(role, role)
-
-
-def _go_arch() -> str:
-    machine = platform.machine().lower()
-    return {"x86_64": "amd64", "aarch64": "arm64", "i686": "386", "armv7l": "arm"}.get(machine, machine)
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def open_node(settings, reactor) -> Node:

@@ -364,14 +364,19 @@ class PeerLink:
         p.callRemote(RaftMessage, data=data)
         return True
 
+    def when_connected(self, timeout: float, reactor) -> defer.Deferred:
+        """The authenticated protocol, once connected (within C{timeout})."""
+        protocol = self.usable()
+        if protocol is not None:
+            return defer.succeed(protocol)
+        waiter = defer.Deferred()
+        self._waiting.append(waiter)
+        waiter.addTimeout(timeout, reactor)
+        return waiter
+
     async def call(self, command, timeout: float, reactor, **kwargs):
         """Call C{command} on the node once connected, within C{timeout}."""
-        protocol = self.usable()
-        if protocol is None:
-            waiter = defer.Deferred()
-            self._waiting.append(waiter)
-            waiter.addTimeout(timeout, reactor)
-            protocol = await waiter
+        protocol = await self.when_connected(timeout, reactor)
         d = protocol.callRemote(command, **kwargs)
         d.addTimeout(timeout, reactor)
         return await d

@@ -100,6 +100,8 @@ class Settings:
     election_timeout: float
     snapshot_entries: int
     dev: bool
+    read_lease: float = cfg.DEFAULT_READ_LEASE
+    reads_without_leader: str = cfg.DEFAULT_READS_WITHOUT_LEADER
 
 
 def _default_host_ip() -> str:
@@ -129,12 +131,14 @@ def resolve(options, environ=os.environ) -> Settings:
         hsm = cfg.hsm_from_environment(environ)
     heartbeat, election = cfg.DEFAULT_HEARTBEAT, cfg.DEFAULT_ELECTION_TIMEOUT
     snapshot_entries = cfg.DEFAULT_SNAPSHOT_ENTRIES
+    read_lease, reads = cfg.DEFAULT_READ_LEASE, cfg.DEFAULT_READS_WITHOUT_LEADER
     admin = None
     if options["config"]:
         file_config = cfg.load_config(options["config"])
         credentials, cas = file_config.credentials, file_config.ca_certificates
         heartbeat, election = file_config.heartbeat, file_config.election_timeout
         snapshot_entries = file_config.snapshot_entries
+        read_lease, reads = file_config.read_lease, file_config.reads_without_leader
         admin = file_config.admin_identity
     elif options["dev"]:
         credentials, cas = [dev_credentials(host_name)], []
@@ -161,6 +165,8 @@ def resolve(options, environ=os.environ) -> Settings:
         heartbeat=heartbeat,
         election_timeout=election,
         snapshot_entries=snapshot_entries,
+        read_lease=read_lease,
+        reads_without_leader=reads,
         dev=options["dev"],
     )
 

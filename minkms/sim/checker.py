@@ -114,7 +114,7 @@ class Checker:
                         f"acknowledged write {op.op_id} is missing on node {node}"
                     )
         reads = [op for op in history.operations if op.kind == READ and op.status == OK]
-        self._check_read_floors(writes, reads)
+        self._check_read_floors(writes, [op for op in reads if not op.unleased])
         self._replay(model, {op.index: op for op in writes}, reads)
 
     @staticmethod
@@ -136,7 +136,12 @@ class Checker:
     def _replay(self, model: Model, acked: dict[int, Operation], reads: list[Operation]) -> None:
         reads = sorted(reads, key=lambda op: op.index)
         waiting = 0
-        for index in range(1, max(self.committed, default=0) + 1):
+        for index in range(0, max(self.committed, default=0) + 1):
+            if index == 0:
+                while waiting < len(reads) and reads[waiting].index == 0:
+                    self._check_read(model, reads[waiting], 0)
+                    waiting += 1
+                continue
             entry = self.committed.get(index)
             if entry is None:
                 raise SafetyViolation(
@@ -150,14 +155,17 @@ class Checker:
                     f"the model answers {answer!r}"
                 )
             while waiting < len(reads) and reads[waiting].index == index:
-                read = reads[waiting]
-                expected = model.read(read.key)
-                if read.value != expected:
-                    raise SafetyViolation(
-                        f"read {read.op_id} of {read.key!r} at node {read.node}, served at index "
-                        f"{index}, returned {read.value!r}; the model says {expected!r}"
-                    )
+                self._check_read(model, reads[waiting], index)
                 waiting += 1
         if waiting < len(reads):
             read = reads[waiting]
             raise SafetyViolation(f"read {read.op_id} was served at unapplied index {read.index}")
+
+    @staticmethod
+    def _check_read(model: Model, read: Operation, index: int) -> None:
+        expected = model.read(read.key)
+        if read.value != expected:
+            raise SafetyViolation(
+                f"read {read.op_id} of {read.key!r} at node {read.node}, served at index "
+                f"{index}, returned {read.value!r}; the model says {expected!r}"
+            )

@@ -46,8 +46,10 @@ class MemoryCluster:
         options: RaftOptions = RaftOptions(),
         seed: int = 0,
         learners: Iterable[int] = (),
+        clock=None,
     ) -> None:
         self.options = options
+        self.clock = clock
         self.config = cluster_config(voters, learners)
         self._seed = seed
         self.disks: dict[int, SimDisk] = {}
@@ -72,6 +74,7 @@ class MemoryCluster:
             self.disks[node].durable_state(),
             random.Random(self._seed * 1000 + node),
             self.options,
+            **({} if self.clock is None else {"clock": self.clock}),
         )
         self.cores[node] = core
         self.applied.setdefault(node, [])

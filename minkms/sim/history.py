@@ -34,6 +34,9 @@ class Operation:
     @ivar data: for a write, the entry data of its last proposal (None if
         it was never proposed), so that a checker can tell what a write of
         unknown outcome would have done.
+    @ivar unleased: for a read, it was served without a lease or a leader
+        (C{reads_without_leader: serve}): it must show a state the log went
+        through, but it may be stale.
     """
 
     op_id: int
@@ -48,6 +51,7 @@ class Operation:
     completed: int | None = None
     answer: object = UNANSWERED
     data: bytes | None = None
+    unleased: bool = False
 
     def finish(self, status: str, now: int, value: str | None = None) -> None:
         """Record the outcome, once; later outcomes are ignored."""

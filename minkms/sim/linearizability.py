@@ -329,6 +329,8 @@ class KeyModel:
 def _outcome(op: Operation) -> tuple[bool, int | None] | None:
     """Whether C{op} belongs in the check, and its return (None: unknown)."""
     if op.status == OK:
+        if op.unleased:
+            return None
         return True, op.completed
     if op.kind == WRITE and op.status in (UNKNOWN_OUTCOME, PENDING):
         return True, None

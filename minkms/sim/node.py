@@ -1,28 +1,96 @@
 """
-One simulated server: the real Raft core driven the way the Twisted node
-will drive it, over a simulated disk, network and clock.
+One simulated server: the real Raft core driven by the production driver
+(L{minkms.driver.RaftDriver}), with the same read rule and the same write
+acknowledgement rule as the Twisted node, over a simulated disk, network
+and clock.
 
-The driver loop is split into three events so that crashes can fall
-between them: C{_process} takes a Ready and writes it to the disk (not yet
-durable); C{_synced} fsyncs it after a disk latency; C{_emit} then sends
-the messages, applies committed entries, answers clients and advances the
-core.  Ticks and incoming messages keep flowing into the core meanwhile.
+The simulator supplies the ports: a disk whose fsync takes a while (a
+crash between write and fsync loses data), the simulated network, the
+state machine with the checker watching every apply, and a per-node clock
+that runs at its own rate within the allowed drift.
 """
 
 import random
 from typing import TYPE_CHECKING
 
+from twisted.internet import defer
+
+from minkms.driver import REFUSE, SERVE, RaftDriver
+from minkms.driver.waiters import NOT_APPLIED
+from minkms.errors import KMSError
 from minkms.raft.core import RaftCore, RaftOptions
 from minkms.raft.errors import RaftError
 from minkms.raft.messages import Message
 from minkms.raft.ready import LEADER, Ready
-from minkms.raft.types import DurableState
+from minkms.raft.types import DurableState, Snapshot
 from minkms.sim.disk import SimDisk
-from minkms.sim.history import FAIL, OK, UNKNOWN, WRITE, Operation
-from minkms.sim.statemachine import StateMachine
+from minkms.sim.history import FAIL, OK, PENDING, UNKNOWN, WRITE, Operation
 
 if TYPE_CHECKING:
     from minkms.sim.simulation import Simulation
+
+
+class _Disk:
+    """The storage port: writes now, fsync after a simulated latency."""
+
+    def __init__(self, node: "SimNode", incarnation: int) -> None:
+        self._node = node
+        self._incarnation = incarnation
+
+    def persist(self, ready: Ready) -> defer.Deferred:
+        node = self._node
+        node.disk.write_ready(ready)
+        d = defer.Deferred()
+        delay = node.sim.disk_delay() if ready.must_sync else 0
+        node.sim.scheduler.after(delay, self._synced, ready, d)
+        return d
+
+    def _synced(self, ready: Ready, d: defer.Deferred) -> None:
+        node = self._node
+        if self._incarnation != node.incarnation or node.frozen(self._synced, ready, d):
+            return
+        if ready.must_sync:
+            node.disk.sync()
+        node.sim.scheduler.after(node.sim.rng.randint(0, 1), self._done, d)
+
+    def _done(self, d: defer.Deferred) -> None:
+        if self._incarnation == self._node.incarnation and not self._node.frozen(self._done, d):
+            d.callback(None)
+
+    def save_snapshot(self, snapshot: Snapshot) -> defer.Deferred:
+        self._node.disk.compact(snapshot)
+        return defer.succeed(None)
+
+
+class _Machine:
+    """The state-machine port, reporting every apply and restore to the checker."""
+
+    def __init__(self, node: "SimNode", machine) -> None:
+        self._node = node
+        self.machine = machine
+
+    def apply(self, entry):
+        answer = self.machine.apply(entry)
+        self._node.sim.checker.on_apply(self._node.id, entry, self.machine.digest())
+        return answer
+
+    def restore(self, snapshot: Snapshot) -> None:
+        self.machine.restore(snapshot.data)
+        self._node.snapshots_installed += 1
+        self._node.sim.checker.on_restore(self._node.id, snapshot.meta.index, self.machine.digest())
+
+    def snapshot(self) -> bytes:
+        return self.machine.snapshot()
+
+
+class _Network:
+    """The transport port."""
+
+    def __init__(self, sim: "Simulation") -> None:
+        self._sim = sim
+
+    def send(self, message: Message) -> None:
+        self._sim.network.send(message)
 
 
 class SimNode:
@@ -33,29 +101,39 @@ class SimNode:
         earlier incarnation are ignored.
     @ivar alive: the process is running.
     @ivar retired: removed for good by the simulation (never restarted).
+    @ivar clock_rate: how fast this node's clock runs against virtual time.
     """
 
     def __init__(
-        self, sim: "Simulation", node_id: int, durable: DurableState, options: RaftOptions
+        self,
+        sim: "Simulation",
+        node_id: int,
+        durable: DurableState,
+        options: RaftOptions,
+        reads_without_leader: str = SERVE,
     ) -> None:
         self.sim = sim
         self.id = node_id
         self.options = options
+        self.reads_without_leader = reads_without_leader
         self.disk = SimDisk(durable)
         self.core: RaftCore | None = None
-        self.machine: StateMachine | None = None
+        self.machine = None
+        self.driver: RaftDriver | None = None
         self.alive = False
         self.retired = False
         self.incarnation = 0
-        self.busy = False
-        self.process_scheduled = False
         self.paused_until = 0
         self.tick_ms = 10
         self.crashes = 0
         self.snapshots_installed = 0
-        self._proposals: dict[int, tuple[int, Operation]] = {}
-        self._reads: dict[bytes, Operation] = {}
-        self._reads_waiting: list[tuple[int, Operation]] = []
+        self.clock_rate = 1 + sim.rng.random() * options.clock_drift
+        self._clock_offset = sim.rng.randint(0, 10**6)
+        self._pending: dict[int, Operation] = {}
+
+    def clock(self) -> float:
+        """This node's monotonic clock, in seconds."""
+        return (self._clock_offset + self.sim.scheduler.now * self.clock_rate) / 1000.0
 
     # -- life cycle -----------------------------------------------------
 
@@ -63,19 +141,27 @@ class SimNode:
         """Boot from the disk: restore the core and the state machine."""
         durable = self.disk.durable_state()
         rng = random.Random(self.sim.rng.getrandbits(64))
-        self.core = RaftCore(self.id, durable, rng, self.options)
+        self.incarnation += 1
+        self.core = RaftCore(self.id, durable, rng, self.options, clock=self.clock)
         self.machine = self.sim.kind.machine()
+        applied = 0
         if durable.snapshot is not None:
             self.machine.restore(durable.snapshot.data)
-            self.sim.checker.on_restore(self.id, durable.snapshot.meta.index, self.machine.digest())
-        self.alive = True
-        self.busy = False
-        self.process_scheduled = False
-        self.incarnation += 1
-        self.tick_ms = self.sim.rng.randint(9, 11)
-        self.sim.scheduler.after(
-            self.sim.rng.randint(0, self.tick_ms), self._tick, self.incarnation
+            applied = durable.snapshot.meta.index
+            self.sim.checker.on_restore(self.id, applied, self.machine.digest())
+        self.driver = RaftDriver(
+            self.core,
+            _Disk(self, self.incarnation),
+            _Network(self.sim),
+            _Machine(self, self.machine),
+            self.clock,
+            applied,
+            reads_without_leader=self.reads_without_leader,
+            compact_every=self.sim.compact_every,
         )
+        self.alive = True
+        self.tick_ms = self.sim.rng.randint(9, 11)
+        self.sim.scheduler.after(self.sim.rng.randint(0, self.tick_ms), self._tick, self.incarnation)
         self.schedule_process()
 
     def crash(self) -> None:
@@ -86,24 +172,21 @@ class SimNode:
         self.crashes += 1
         self.incarnation += 1
         self.disk.crash(self.sim.rng)
+        now = self.sim.scheduler.now
+        for op in self._pending.values():
+            op.finish(UNKNOWN if op.kind == WRITE else FAIL, now)
+        self._pending.clear()
+        self.driver.stop("crashed")
+        self.driver = None
         self.core = None
         self.machine = None
-        now = self.sim.scheduler.now
-        for _, op in self._proposals.values():
-            op.finish(UNKNOWN, now)
-        for op in self._reads.values():
-            op.finish(FAIL, now)
-        for _, op in self._reads_waiting:
-            op.finish(FAIL, now)
-        self._proposals.clear()
-        self._reads.clear()
-        self._reads_waiting.clear()
 
     def pause(self, until: int) -> None:
         """Freeze the process (a long GC or SIGSTOP) until C{until}."""
         self.paused_until = max(self.paused_until, until)
 
-    def _frozen(self, callback, *args) -> bool:
+    def frozen(self, callback, *args) -> bool:
+        """If paused, run C{callback(*args)} when the pause ends and say so."""
         if self.sim.scheduler.now < self.paused_until:
             self.sim.scheduler.at(self.paused_until, callback, *args)
             return True
@@ -117,16 +200,16 @@ class SimNode:
         self.sim.scheduler.after(self.tick_ms, self._tick, incarnation)
         if self.sim.scheduler.now < self.paused_until:
             return
-        self.core.tick()
+        self.driver.tick()
         self._after_input()
 
     def receive(self, message: Message) -> None:
         """A message arrived from the network."""
         if not self.alive:
             return
-        if self._frozen(self._receive_later, self.incarnation, message):
+        if self.frozen(self._receive_later, self.incarnation, message):
             return
-        self.core.step(message)
+        self.driver.step(message)
         self._after_input()
 
     def _receive_later(self, incarnation: int, message: Message) -> None:
@@ -141,121 +224,76 @@ class SimNode:
 
     def propose_write(self, op: Operation) -> None:
         """A client write arrives; it fails at once unless this node leads."""
-        if self._frozen(self._later, self.incarnation, self.propose_write, op):
+        if self.frozen(self._later, self.incarnation, self.propose_write, op):
             return
         try:
-            index = self.core.propose(self.sim.workload.encode(op, self.sim.scheduler.now))
+            index, term = self.driver.propose(self.sim.workload.encode(op, self.sim.scheduler.now))
         except RaftError:
             op.finish(FAIL, self.sim.scheduler.now)
             return
         op.index = index
-        replaced = self._proposals.get(index)
-        if replaced is not None:
-            replaced[1].finish(UNKNOWN, self.sim.scheduler.now)
-        self._proposals[index] = (self.core.term, op)
+        self._pending[op.op_id] = op
+        d = self.driver.wait_applied(index, term)
+        d.addCallbacks(self._written, self._not_written, callbackArgs=(op,), errbackArgs=(op,))
         self._after_input()
 
+    def _written(self, answer, op: Operation) -> None:
+        self._pending.pop(op.op_id, None)
+        if op.status == PENDING:
+            op.answer = answer
+        op.finish(OK, self.sim.scheduler.now)
+
+    def _not_written(self, failure, op: Operation) -> None:
+        self._pending.pop(op.op_id, None)
+        failure.trap(KMSError)
+        definite = failure.value.message == NOT_APPLIED
+        op.finish(FAIL if definite else UNKNOWN, self.sim.scheduler.now)
+
     def read(self, op: Operation) -> None:
-        """A client read arrives: ask for a ReadIndex, serve after applying it."""
-        if self._frozen(self._later, self.incarnation, self.read, op):
+        """A client read arrives: served by the production read rule."""
+        if self.frozen(self._later, self.incarnation, self.read, op):
             return
-        request_id = b"%d" % op.op_id
         try:
-            self.core.read_index(request_id)
-        except RaftError:
+            barrier = self.driver.read_barrier()
+        except KMSError:
             op.finish(FAIL, self.sim.scheduler.now)
             return
-        self._reads[request_id] = op
+        if barrier is None:
+            self._serve(False, op)
+        else:
+            self._pending[op.op_id] = op
+            barrier.addCallbacks(self._serve, self._read_failed, callbackArgs=(op,), errbackArgs=(op,))
         self._after_input()
+
+    def _serve(self, unleased: bool, op: Operation) -> None:
+        self._pending.pop(op.op_id, None)
+        if op.status != PENDING:
+            return
+        op.index = self.machine.applied_index
+        op.unleased = bool(unleased)
+        op.finish(OK, self.sim.scheduler.now, self.machine.read(op.key))
+
+    def _read_failed(self, failure, op: Operation) -> None:
+        self._pending.pop(op.op_id, None)
+        failure.trap(KMSError)
+        op.finish(FAIL, self.sim.scheduler.now)
 
     def _after_input(self) -> None:
         core = self.core
-        if core.role == LEADER:
+        if core is not None and core.role == LEADER:
             self.sim.observe_leader(self, core.term)
-        self.schedule_process()
 
     # -- the driver loop ------------------------------------------------
 
     def schedule_process(self) -> None:
-        """Run the driver loop soon (the core may have something ready)."""
-        if not self.process_scheduled and not self.busy:
-            self.process_scheduled = True
-            self.sim.scheduler.after(0, self._process, self.incarnation)
+        """Let the driver process what the core has ready (after a direct core call)."""
+        self.sim.scheduler.after(0, self._kick, self.incarnation)
 
-    def _process(self, incarnation: int) -> None:
-        if incarnation != self.incarnation:
+    def _kick(self, incarnation: int) -> None:
+        if incarnation != self.incarnation or self.frozen(self._kick, incarnation):
             return
-        if self._frozen(self._process, incarnation):
-            return
-        self.process_scheduled = False
-        if self.busy or not self.core.has_ready():
-            return
-        ready = self.core.ready()
-        self.disk.write_ready(ready)
-        self.busy = True
-        delay = self.sim.disk_delay() if ready.must_sync else 0
-        self.sim.scheduler.after(delay, self._synced, incarnation, ready)
+        self.driver.kick()
+        self._after_input()
 
-    def _synced(self, incarnation: int, ready: Ready) -> None:
-        if incarnation != self.incarnation or self._frozen(self._synced, incarnation, ready):
-            return
-        if ready.must_sync:
-            self.disk.sync()
-        self.sim.scheduler.after(self.sim.rng.randint(0, 1), self._emit, incarnation, ready)
 
-    def _emit(self, incarnation: int, ready: Ready) -> None:
-        if incarnation != self.incarnation or self._frozen(self._emit, incarnation, ready):
-            return
-        for message in ready.messages:
-            self.sim.network.send(message)
-        if ready.snapshot is not None:
-            self._install(ready)
-        now = self.sim.scheduler.now
-        for entry in ready.committed_entries:
-            answer = self.machine.apply(entry)
-            self.sim.checker.on_apply(self.id, entry, self.machine.digest())
-            proposal = self._proposals.pop(entry.index, None)
-            if proposal is not None:
-                term, op = proposal
-                if term == entry.term:
-                    op.answer = answer
-                op.finish(OK if term == entry.term else FAIL, now)
-        for state in ready.read_states:
-            op = self._reads.pop(state.request_id, None)
-            if op is not None:
-                self._reads_waiting.append((state.index, op))
-        self._serve_reads()
-        self.core.advance(ready)
-        self.busy = False
-        self._maybe_compact()
-        self.schedule_process()
-
-    def _install(self, ready: Ready) -> None:
-        snapshot = ready.snapshot
-        self.machine.restore(snapshot.data)
-        self.snapshots_installed += 1
-        self.sim.checker.on_restore(self.id, snapshot.meta.index, self.machine.digest())
-        now = self.sim.scheduler.now
-        for index in [i for i in self._proposals if i <= snapshot.meta.index]:
-            _, op = self._proposals.pop(index)
-            op.finish(OK if op.op_id in self.machine.applied_ops else FAIL, now)
-
-    def _serve_reads(self) -> None:
-        if not self._reads_waiting:
-            return
-        applied = self.machine.applied_index
-        still_waiting = []
-        now = self.sim.scheduler.now
-        for index, op in self._reads_waiting:
-            if index <= applied:
-                op.index = applied
-                op.finish(OK, now, self.machine.read(op.key))
-            else:
-                still_waiting.append((index, op))
-        self._reads_waiting = still_waiting
-
-    def _maybe_compact(self) -> None:
-        applied = self.machine.applied_index
-        if applied - self.core.log.offset >= self.sim.compact_every:
-            snapshot = self.core.compact(applied, self.machine.snapshot())
-            self.disk.compact(snapshot)
+__all__ = ["SimNode", "REFUSE", "SERVE"]

@@ -39,7 +39,7 @@ from minkms.sim.linearizability import NOT_LINEARIZABLE
 from minkms.sim.linearizability import check_history as check_linearizable
 from minkms.sim.network import LinkFaults, SimNetwork
 from minkms.sim.machines import MACHINES
-from minkms.sim.node import SimNode
+from minkms.sim.node import REFUSE, SERVE, SimNode
 
 MAX_NODES = 7
 MAX_NODE_IDS = 12
@@ -136,16 +136,23 @@ class Simulation:
         self._slow_disk = rng.choice((0.0, 0.0, 0.02, 0.1))
         self._intensity = rng.choice((0.5, 1.0, 2.0))
         self._strike_new_leaders = rng.choice((0.0, 0.0, 0.3, 0.6))
+        pre_vote = rng.random() < 0.8
+        check_quorum = rng.random() < 0.8
+        # Production runs PreVote and CheckQuorum; without them a removed
+        # node's elections come faster than a long lease's wait ends.
+        leases = (0.03, 0.1, 0.3) if pre_vote and check_quorum else (0.0, 0.03)
         self.options = RaftOptions(
             election_ticks=10,
             heartbeat_ticks=rng.choice((1, 1, 2, 3)),
-            pre_vote=rng.random() < 0.8,
-            check_quorum=rng.random() < 0.8,
+            pre_vote=pre_vote,
+            check_quorum=check_quorum,
             max_append_entries=rng.choice((1, 2, 16, 256)),
             max_inflight=rng.choice((1, 4, 16)),
             snapshot_chunk_bytes=rng.choice((1024, 4096, 32 * 1024)),
             auto_promote_lag=rng.choice((None, None, 3)),
+            read_lease=rng.choice(leases),
         )
+        self.reads_without_leader = rng.choice((SERVE, REFUSE))
         self.fault_end = settings.fault_ms
         self.faults_over = False
         self.stats = {
@@ -185,7 +192,7 @@ class Simulation:
         return f"node{node_id}.sim:7373"
 
     def _spawn(self, node_id: int, durable: DurableState) -> SimNode:
-        node = SimNode(self, node_id, durable, self.options)
+        node = SimNode(self, node_id, durable, self.options, self.reads_without_leader)
         self.nodes[node_id] = node
         node.start()
         return node

@@ -105,6 +105,7 @@ class StepRunner:
 class _Append:
     records: list
     done: Deferred
+    sync: bool = True
 
 
 @attrs.define
@@ -227,14 +228,17 @@ class Volume:
         """Bytes of C{kms.db} that are written and fsynced."""
         return self._end
 
-    def append(self, records) -> Deferred:
+    def append(self, records, sync: bool = True) -> Deferred:
         """
         Make C{records} (L{Entry}, L{HardState}, L{Snapshot}) durable, in
-        order after everything appended before.
+        order after everything appended before.  With C{sync=False} they
+        are written but the fsync is left to the next append that needs
+        one (a commit index, which Raft may lose in a crash).
 
         @return: a Deferred that fires with C{None} once the records are
-            written and fsynced, or fails with L{StorageFailed} (or, at
-            once, C{TypeError}/C{ValueError} for a malformed record).
+            written (and fsynced, with C{sync}), or fails with
+            L{StorageFailed} (or, at once, C{TypeError}/C{ValueError} for a
+            malformed record).
         """
         if self.failed is not None:
             return fail(StorageFailed(self.failed))
@@ -249,7 +253,7 @@ class Volume:
         for record in records:
             self._mirror.apply(record)
         done = Deferred()
-        self._queue.append(_Append(records, done))
+        self._queue.append(_Append(records, done, sync))
         self._pump()
         return done
 
@@ -378,8 +382,9 @@ class Volume:
             while self._queue and isinstance(self._queue[0], _Append):
                 batch.append(self._queue.popleft())
             records = [record for item in batch for record in item.records]
+            sync = any(item.sync for item in batch)
             self._busy = True
-            d = self._runner.run(self._write_batch, records, self._end)
+            d = self._runner.run(self._write_batch, records, self._end, sync)
             d.addCallbacks(
                 self._written, self._write_failed, callbackArgs=(batch,), errbackArgs=(batch,)
             )
@@ -390,7 +395,7 @@ class Volume:
                 self._rewritten, self._rewrite_failed, callbackArgs=(job,), errbackArgs=(job,)
             )
 
-    def _write_batch(self, records: list, start: int) -> int:
+    def _write_batch(self, records: list, start: int, sync: bool = True) -> int:
         data = self._sealer.encode_batch(start, records)
         if not data:
             return start
@@ -398,6 +403,8 @@ class Volume:
             self._files.pwrite(self._fd, data, start)
         except Exception as e:
             raise StorageFailed(f"storage failed: cannot write {self.db_path}: {_why(e)}") from e
+        if not sync:
+            return start + len(data)
         try:
             self._files.sync(self._fd)
         except Exception as e:

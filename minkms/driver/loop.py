@@ -1,0 +1,249 @@
+"""
+The Ready loop over injected ports.
+
+Ports (duck-typed; the node's are in L{minkms.server.ports}, the
+simulator's in L{minkms.sim.node}):
+
+ - C{storage.persist(ready) -> Deferred}: write what a L{Ready} asks
+   (snapshot, entries, hard state), fsynced if C{ready.must_sync}; fires
+   once durable.  C{storage.save_snapshot(snapshot) -> Deferred}: a
+   compaction snapshot.
+ - C{transport.send(message)}.
+ - C{machine.apply(entry) -> result}, C{machine.restore(snapshot)},
+   C{machine.snapshot() -> bytes}.
+ - C{clock() -> float}: monotonic seconds (the one the core's leases use).
+
+Per Ready: persist, then send, install a snapshot, apply committed
+entries, settle writes and reads, advance; then the hooks run
+(C{on_ready(ready)}: links and the like) and compaction is considered.
+"""
+
+from typing import Callable
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from minkms.driver.reads import NO_LEADER_REFUSED, REFUSE, SERVE, PendingReads
+from minkms.driver.waiters import WriteWaiters
+from minkms.errors import unavailable
+from minkms.raft.errors import NotLeader
+from minkms.raft.ready import Ready
+from minkms.raft.types import NO_NODE
+
+
+class RaftDriver:
+    """
+    Drives one L{RaftCore}: the only place where its Readys are persisted,
+    sent and applied, on the node and in the simulator alike.
+
+    @ivar applied: the index the state machine has applied.
+    @ivar failed: why the driver stopped for good (storage failed), or None.
+    """
+
+    def __init__(
+        self,
+        core,
+        storage,
+        transport,
+        machine,
+        clock: Callable[[], float],
+        applied: int,
+        reads_without_leader: str = SERVE,
+        compact_every: int = 1000,
+        on_ready: Callable[[Ready], None] | None = None,
+        on_failure: Callable[[object], None] | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        if reads_without_leader not in (SERVE, REFUSE):
+            raise ValueError(f"reads_without_leader must be {SERVE} or {REFUSE}")
+        self.core = core
+        self.storage = storage
+        self.transport = transport
+        self.machine = machine
+        self.clock = clock
+        self.applied = applied
+        self.reads_without_leader = reads_without_leader
+        self.compact_every = compact_every
+        self.writes = WriteWaiters()
+        self.reads = PendingReads()
+        self.failed: str | None = None
+        self.paused = False
+        self._on_ready = on_ready or (lambda ready: None)
+        self._on_failure = on_failure or (lambda failure: None)
+        self._warn = warn or (lambda text: None)
+        self._busy = False
+        self._stopped = False
+        self._serving_unleased = False
+        self._idle: list[defer.Deferred] = []
+
+    # -- inputs ---------------------------------------------------------
+
+    def tick(self) -> None:
+        """One tick of logical time."""
+        if self._accepts_input():
+            self.core.tick()
+        self.kick()
+
+    def step(self, message) -> None:
+        """A message from a peer."""
+        if self._accepts_input():
+            self.core.step(message)
+        self.kick()
+
+    def propose(self, data: bytes) -> tuple[int, int]:
+        """
+        Propose a command here (the leader); returns (index, term).
+        Raises L{NotLeader} or another L{RaftError}.
+        """
+        index = self.core.propose(data)
+        self.kick()
+        return index, self.core.term
+
+    def wait_applied(self, index: int, term: int) -> defer.Deferred:
+        """
+        Fires with the apply result of the write placed at (C{index},
+        C{term}) once this node applied it (and so may acknowledge it), or
+        fails with 503 saying whether it was applied.
+        """
+        return self.writes.wait(index, term, self.applied)
+
+    def read_barrier(self) -> defer.Deferred | None:
+        """
+        None if a read may be answered from the local state now; else a
+        Deferred that fires (with True when served without a lease or a
+        leader) once it may, or fails with 503.
+        """
+        self._check_usable()
+        core = self.core
+        index = core.lease_read_index()
+        if index is not None:
+            self._serving_unleased = False
+            if self.applied >= index:
+                return None
+            return self.reads.wait_index(index)
+        if core.leader != NO_NODE:
+            request_id = self.reads.request_id()
+            try:
+                core.read_index(request_id)
+            except NotLeader:
+                pass
+            else:
+                d = self.reads.wait_confirmation(request_id)
+                self.kick()
+                return d
+        return self._read_without_leader()
+
+    def _read_without_leader(self) -> defer.Deferred:
+        if self.reads_without_leader == REFUSE:
+            raise unavailable(NO_LEADER_REFUSED)
+        if self.core.id not in self.core.config.members:
+            raise unavailable("no leader: this node is not a member of a cluster yet")
+        if not self._serving_unleased:
+            self._serving_unleased = True
+            self._warn("serving reads without a leader or a read lease: they may miss recent writes")
+        return self.reads.wait_index(self.core.exposable(), unleased=True)
+
+    def _check_usable(self) -> None:
+        if self.failed is not None:
+            raise unavailable(self.failed)
+        if self._stopped:
+            raise unavailable("node is shutting down")
+        if self.paused:
+            raise unavailable("node is joining a cluster")
+
+    # -- the loop -------------------------------------------------------
+
+    def _accepts_input(self) -> bool:
+        return self.failed is None and not self._stopped and not self.paused
+
+    def kick(self) -> None:
+        """Process whatever the core has ready, then settle waiters."""
+        while not self._busy and self._accepts_input() and self.core.has_ready():
+            self._busy = True
+            ready = self.core.ready()
+            d = self.storage.persist(ready)
+            if not d.called:
+                d.addCallbacks(self._resume, self._fail, callbackArgs=(ready,))
+                return
+            outcome: list = []
+            d.addBoth(outcome.append)
+            if isinstance(outcome[0], Failure):
+                self._fail(outcome[0])
+                return
+            self._complete(ready)
+        self._settle()
+        if not self._busy:
+            self._fire_idle()
+
+    def when_idle(self) -> defer.Deferred:
+        """Fires once no Ready is being persisted and the core has none ready (or the loop stopped)."""
+        d = defer.Deferred()
+        self._idle.append(d)
+        self.kick()
+        return d
+
+    def _fire_idle(self) -> None:
+        if self.core.has_ready() and self._accepts_input():
+            return
+        idle, self._idle = self._idle, []
+        for d in idle:
+            d.callback(None)
+
+    def _resume(self, _, ready: Ready) -> None:
+        if self._stopped or self.failed is not None:
+            return
+        self._complete(ready)
+        self.kick()
+
+    def _complete(self, ready: Ready) -> None:
+        for message in ready.messages:
+            self.transport.send(message)
+        if ready.snapshot is not None:
+            meta = ready.snapshot.meta
+            self.machine.restore(ready.snapshot)
+            self.applied = meta.index
+            self.writes.on_snapshot(meta.index, meta.term)
+        for entry in ready.committed_entries:
+            result = self.machine.apply(entry)
+            self.applied = entry.index
+            self.writes.on_apply(entry.index, entry.term, result)
+        for state in ready.read_states:
+            self.reads.confirmed(state.request_id, state.index)
+        self.core.advance(ready)
+        self._busy = False
+        self._on_ready(ready)
+        self._maybe_compact()
+
+    def _settle(self) -> None:
+        core = self.core
+        if core.leader == NO_NODE and len(self.reads):
+            self.reads.without_leader(self.reads_without_leader, core.exposable())
+        self.reads.release(self.applied)
+
+    def _maybe_compact(self) -> None:
+        if self.applied - self.core.log.offset < self.compact_every:
+            return
+        snapshot = self.core.compact(self.applied, self.machine.snapshot())
+        self.storage.save_snapshot(snapshot).addErrback(self._fail)
+
+    def _fail(self, failure) -> None:
+        if self.failed is not None:
+            return
+        self.failed = self._on_failure(failure) or failure.getErrorMessage()
+        self._busy = False
+        self.writes.fail_all(self.failed)
+        self.reads.fail_all(self.failed)
+        self._fire_idle()
+
+    # -- lifecycle ------------------------------------------------------
+
+    def stop(self, reason: str = "node is shutting down") -> None:
+        """Stop for good; answer every waiting write and read with 503."""
+        self._stopped = True
+        self.writes.fail_all(reason)
+        self.reads.fail_all(reason)
+
+    @property
+    def busy(self) -> bool:
+        """A Ready is being persisted."""
+        return self._busy

@@ -1,0 +1,182 @@
+"""
+The one Raft driver (L{minkms.driver.RaftDriver}) over fake ports: the
+order of its work, how it settles writes and reads, and the write-timeout
+answer of the node.
+"""
+
+import random
+
+from twisted.internet import defer, task
+from twisted.trial.unittest import SynchronousTestCase
+
+from minkms.driver import REFUSE, SERVE, RaftDriver
+from minkms.driver.waiters import NOT_APPLIED, UNKNOWN_OUTCOME, WriteWaiters
+from minkms.errors import KMSError
+from minkms.raft.core import RaftCore, RaftOptions, bootstrap_state
+from minkms.raft.types import DurableState
+from minkms.server.node import WRITE_TIMEOUT, _timed_out
+from minkms.sim.harness import cluster_config
+
+
+class FakeStorage:
+    """Persists when the test says so."""
+
+    def __init__(self):
+        self.pending: list = []
+        self.synced = 0
+
+    def persist(self, ready):
+        d = defer.Deferred()
+        self.pending.append((ready, d))
+        return d
+
+    def flush(self):
+        while self.pending:
+            ready, d = self.pending.pop(0)
+            self.synced += ready.must_sync
+            d.callback(None)
+
+    def save_snapshot(self, snapshot):
+        return defer.succeed(None)
+
+
+class FakeTransport:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, message):
+        self.sent.append(message)
+
+
+class FakeMachine:
+    def __init__(self):
+        self.applied = []
+
+    def apply(self, entry):
+        self.applied.append(entry.index)
+        return f"applied {entry.index}"
+
+    def restore(self, snapshot):
+        self.applied = [snapshot.meta.index]
+
+    def snapshot(self):
+        return b"state"
+
+
+def driver_for(voters=(1,), policy=SERVE, now=lambda: 0.0, durable=None):
+    if durable is None:
+        durable = bootstrap_state(cluster_config(voters))
+    core = RaftCore(1, durable, random.Random(1), RaftOptions(read_lease=1.0), clock=now)
+    storage, transport, machine = FakeStorage(), FakeTransport(), FakeMachine()
+    driver = RaftDriver(core, storage, transport, machine, now, 0, reads_without_leader=policy)
+    return driver, storage, transport, machine
+
+
+def elect_single(driver, storage):
+    driver.core.campaign()
+    driver.kick()
+    storage.flush()
+
+
+class LoopTests(SynchronousTestCase):
+    def test_sends_only_after_persisting(self):
+        """Messages of a Ready leave only once its records are durable."""
+        driver, storage, transport, _ = driver_for(voters=(1, 2, 3))
+        driver.core.campaign()
+        driver.kick()
+        self.assertEqual(transport.sent, [])
+        storage.flush()
+        self.assertEqual(sorted(m.dst for m in transport.sent), [2, 3])
+
+    def test_write_answered_once_applied(self):
+        """A proposal's Deferred fires with its apply result after the fsync and the apply."""
+        driver, storage, _, machine = driver_for()
+        elect_single(driver, storage)
+        index, term = driver.propose(b"x")
+        d = driver.wait_applied(index, term)
+        self.assertNoResult(d)
+        storage.flush()
+        self.assertEqual(self.successResultOf(d), f"applied {index}")
+        self.assertIn(index, machine.applied)
+
+    def test_failed_storage_fails_waiters(self):
+        """A storage failure answers every waiting write with 503 and stops the loop."""
+        driver, storage, _, _ = driver_for()
+        elect_single(driver, storage)
+        index, term = driver.propose(b"x")
+        d = driver.wait_applied(index, term)
+        _, pending = storage.pending.pop()
+        pending.errback(OSError("disk full"))
+        self.assertEqual(self.failureResultOf(d, KMSError).value.status, 503)
+        self.assertIsNotNone(driver.failed)
+
+
+class ReadRuleTests(SynchronousTestCase):
+    def test_single_leader_reads_locally(self):
+        """A lone leader holds its own lease: reads need no round trip."""
+        now = [10.0]
+        driver, storage, _, _ = driver_for(now=lambda: now[0])
+        elect_single(driver, storage)
+        driver.tick()
+        storage.flush()
+        self.assertIsNone(driver.read_barrier())
+
+    def test_no_leader_serve(self):
+        """Without a leader, C{serve} answers from the local state, flagged as unleased."""
+        driver, storage, _, _ = driver_for(voters=(1, 2, 3), policy=SERVE)
+        d = driver.read_barrier()
+        driver.kick()
+        storage.flush()
+        self.assertIs(self.successResultOf(d), True)
+
+    def test_no_leader_refuse(self):
+        """Without a leader, C{refuse} answers 503 at once."""
+        driver, _, _, _ = driver_for(voters=(1, 2, 3), policy=REFUSE)
+        with self.assertRaises(KMSError) as e:
+            driver.read_barrier()
+        self.assertEqual(e.exception.status, 503)
+        self.assertIn("reads_without_leader is refuse", e.exception.message)
+
+    def test_not_a_member_refuses(self):
+        """A node that never joined a cluster does not pass off its empty state."""
+        driver, _, _, _ = driver_for(durable=DurableState())
+        with self.assertRaises(KMSError):
+            driver.read_barrier()
+
+
+class WaiterTests(SynchronousTestCase):
+    def test_snapshot_settles_covered_writes(self):
+        """
+        A snapshot at (index, term) answers the writes it covers: of its
+        term, applied; of a later term, not applied; of an earlier term,
+        unknown.
+        """
+        waiters = WriteWaiters()
+        same = waiters.wait(5, 3, applied=0)
+        later = waiters.wait(6, 4, applied=0)
+        earlier = waiters.wait(7, 2, applied=0)
+        beyond = waiters.wait(20, 3, applied=0)
+        waiters.on_snapshot(10, 3)
+        self.assertIsNone(self.successResultOf(same))
+        self.assertEqual(self.failureResultOf(later, KMSError).value.message, NOT_APPLIED)
+        self.assertEqual(self.failureResultOf(earlier, KMSError).value.message, UNKNOWN_OUTCOME)
+        self.assertNoResult(beyond)
+
+    def test_overwritten_entry_not_applied(self):
+        """An entry replaced by another term's at the same index was not applied."""
+        waiters = WriteWaiters()
+        d = waiters.wait(4, 2, applied=0)
+        waiters.on_apply(4, 3, None)
+        self.assertEqual(self.failureResultOf(d, KMSError).value.message, NOT_APPLIED)
+
+    def test_write_timeout_is_a_503(self):
+        """A write that waits too long answers 503 "may or may not have been applied", not 500."""
+        clock = task.Clock()
+        waiters = WriteWaiters()
+        d = waiters.wait(4, 2, applied=0)
+        d.addTimeout(WRITE_TIMEOUT, clock, onTimeoutCancel=_timed_out)
+        clock.advance(WRITE_TIMEOUT)
+        error = self.failureResultOf(d, KMSError).value
+        self.assertEqual(error.status, 503)
+        self.assertIn("may or may not have been applied", error.message)
+        self.assertEqual(len(waiters), 0)

@@ -1,0 +1,181 @@
+"""
+Read leases (L{minkms.raft.lease}): the pure bookkeeping on each side, and
+the rule as the core applies it in a small in-memory cluster whose clock
+the test moves.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from minkms.raft.core import RaftOptions
+from minkms.raft.lease import FollowerLease, LeaderLeases
+from minkms.raft.types import ENTRY_NORMAL
+from minkms.sim.harness import MemoryCluster
+
+LEASE = 1.0
+
+
+class Clock:
+    """A monotonic clock a test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FollowerLeaseTests(SynchronousTestCase):
+    def test_lease_counts_from_the_request(self):
+        """A granted lease ends C{duration} after the follower asked, not after the grant arrived."""
+        lease = FollowerLease(LEASE)
+        seq = lease.ask(10.0)
+        lease.granted(seq, index=7, micros=5_000_000)
+        self.assertEqual(lease.read_index(10.5), 7)
+        self.assertEqual(lease.read_index(10.99), 7)
+        self.assertIsNone(lease.read_index(11.0))
+
+    def test_shorter_grant_wins(self):
+        """The leader may grant less than C{duration} (what is left of its own lease)."""
+        lease = FollowerLease(LEASE)
+        lease.granted(lease.ask(10.0), index=1, micros=200_000)
+        self.assertEqual(lease.read_index(10.1), 1)
+        self.assertIsNone(lease.read_index(10.2))
+
+    def test_unknown_request_grants_nothing(self):
+        """A grant for a request this follower never made (or forgot) is ignored."""
+        lease = FollowerLease(LEASE)
+        lease.granted(42, index=1, micros=1_000_000)
+        self.assertIsNone(lease.read_index(0.0))
+
+
+class LeaderLeasesTests(SynchronousTestCase):
+    def leases(self, inherits=False):
+        return LeaderLeases(1, LEASE, 0.01, now=50.0, inherits_leases=inherits)
+
+    def test_own_lease_needs_a_majority_round(self):
+        """The leader's lease starts when a round a majority answered was sent."""
+        leases = self.leases()
+        leases.round_sent(1, 50.0, {1, 2, 3})
+        self.assertFalse(leases.serves_reads(50.1))
+        leases.round_answered(2, 1, {1, 2, 3})
+        self.assertTrue(leases.serves_reads(50.9))
+        self.assertFalse(leases.serves_reads(51.0))
+
+    def test_no_grant_without_own_lease(self):
+        """A leader whose own lease lapsed grants nothing."""
+        leases = self.leases()
+        leases.requested(2, 5)
+        self.assertEqual(leases.grant(2, 50.0), (0, 0))
+
+    def test_holder_is_kept_past_its_lease(self):
+        """The leader counts a holder until after the lease it granted can have ended."""
+        leases = self.leases()
+        leases.round_sent(1, 50.0, {1, 2, 3})
+        leases.round_answered(2, 1, {1, 2, 3})
+        leases.requested(3, 9)
+        seq, micros = leases.grant(3, 50.2)
+        self.assertEqual(seq, 9)
+        self.assertIn(micros, (799_999, 800_000))
+        self.assertEqual(leases.holders(51.0), [3])
+        self.assertEqual(leases.holders(51.02), [])
+
+    def test_acknowledge_only_what_holders_know(self):
+        """Writes are acknowledgeable up to the smallest commit index a holder reported."""
+        leases = self.leases()
+        leases.round_sent(1, 50.0, {1, 2, 3})
+        leases.round_answered(2, 1, {1, 2, 3})
+        leases.requested(3, 1)
+        leases.grant(3, 50.1)
+        leases.knows_commit(3, 4)
+        self.assertEqual(leases.acknowledgeable(50.2, committed=9), 4)
+        self.assertEqual(leases.acknowledgeable(52.0, committed=9), 9)
+
+    def test_new_leader_waits_out_old_leases(self):
+        """A leader that may inherit leases acknowledges nothing for a lease period."""
+        leases = self.leases(inherits=True)
+        self.assertEqual(leases.acknowledgeable(50.9, committed=9), 0)
+        self.assertEqual(leases.acknowledgeable(51.1, committed=9), 9)
+
+
+def leased_cluster(clock):
+    options = RaftOptions(election_ticks=10, read_lease=LEASE)
+    cluster = MemoryCluster([1, 2, 3], options, clock=clock)
+    cluster.elect(1)
+    return cluster
+
+
+def heartbeat_rounds(cluster, clock, rounds=3, step=0.1):
+    for _ in range(rounds):
+        clock.now += step
+        cluster.tick(1)
+        cluster.stabilize()
+
+
+def normal_applied(cluster, node):
+    return [e.index for e in cluster.applied[node] if e.kind == ENTRY_NORMAL]
+
+
+class CoreLeaseTests(SynchronousTestCase):
+    """The rule end to end in the core."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.cluster = leased_cluster(self.clock)
+        self.clock.now += 2 * LEASE
+        heartbeat_rounds(self.cluster, self.clock)
+
+    def test_followers_hold_leases(self):
+        """After a few heartbeats every follower may read from its own state."""
+        for node in (2, 3):
+            self.assertIsNotNone(self.cluster.cores[node].lease_read_index())
+        self.assertEqual(self.cluster.cores[1].lease_holders(), [2, 3])
+        self.assertIsNotNone(self.cluster.cores[1].lease_read_index())
+
+    def test_lease_lapses_without_heartbeats(self):
+        """A follower that stops hearing from the leader loses its lease within C{read_lease}."""
+        self.cluster.isolate(2)
+        heartbeat_rounds(self.cluster, self.clock, rounds=11)
+        self.assertIsNone(self.cluster.cores[2].lease_read_index())
+        self.assertIsNotNone(self.cluster.cores[3].lease_read_index())
+
+    def test_write_waits_for_a_cut_off_holder(self):
+        """
+        A committed write is not applied (so not acknowledged) on the leader
+        while a cut-off follower may still read under its lease; it is once
+        that lease has surely expired.
+        """
+        cluster, leader = self.cluster, self.cluster.cores[1]
+        cluster.isolate(3)
+        index = leader.propose(b"w")
+        cluster.stabilize()
+        self.assertGreaterEqual(leader.log.committed, index)
+        self.assertNotIn(index, normal_applied(cluster, 1))
+        self.assertNotIn(index, normal_applied(cluster, 2))
+        heartbeat_rounds(cluster, self.clock, rounds=11)
+        self.assertIn(index, normal_applied(cluster, 1))
+        self.assertIn(index, normal_applied(cluster, 2))
+        self.assertEqual(leader.lease_holders(), [2])
+
+    def test_write_applied_once_holders_know(self):
+        """With every holder reachable a write is applied after one more round."""
+        cluster, leader = self.cluster, self.cluster.cores[1]
+        index = leader.propose(b"w")
+        cluster.stabilize()
+        for node in (1, 2, 3):
+            self.assertIn(index, normal_applied(cluster, node))
+
+    def test_new_leader_waits_for_old_leases(self):
+        """A new leader (here by transfer) applies nothing of its term until the old leases ran out."""
+        cluster = self.cluster
+        cluster.cores[1].transfer_leadership(2)
+        cluster.stabilize()
+        new = cluster.cores[2]
+        self.assertEqual(cluster.leaders(), [2])
+        index = new.propose(b"w")
+        cluster.stabilize()
+        self.assertGreaterEqual(new.log.committed, index)
+        self.assertNotIn(index, normal_applied(cluster, 2))
+        self.clock.now += LEASE * 1.05
+        new.tick()
+        cluster.stabilize()
+        self.assertIn(index, normal_applied(cluster, 2))
