@@ -27,6 +27,7 @@ import random
 
 import attrs
 from twisted.internet import defer, reactor, task
+from twisted.python import reflect
 from twisted.trial import unittest
 
 from minkms import crypto
@@ -52,7 +53,8 @@ READ_LEASE = 1.0
 PAUSE = 3 * READ_LEASE
 SHOWN = 12
 SHARED_KEYS = ("shared-a", "shared-b")
-TODO = (unittest.FailTest, "stale reads until follower read leases land (issue 8)")
+# Only a failed assertion is expected: a broken run or a hang still fails the suite.
+TODO = ((reflect.qual(unittest.FailTest),), "stale reads until follower read leases land (issue 8)")
 
 KEY_CREATE, KEY_DELETE, KEY_STATUS, KEY_ENCRYPT, KEY_DECRYPT, KEY_GENERATE = 201, 202, 204, 205, 206, 207
 POLICY_CREATE, POLICY_ASSIGN = 301, 303
