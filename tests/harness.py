@@ -4,6 +4,7 @@ temporary volume), and real server processes for cluster tests.
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,9 +13,11 @@ import time
 from twisted.internet import reactor, task
 
 from minkms.apikey import APIKey
-from minkms.client import KMSClient
+from minkms.client import ClientError, KMSClient
+from minkms.errors import KMSError
 from minkms.hsm import SoftHSM
 from minkms.server import service
+from minkms.wire import kms_pb2 as pb
 from tests.support import REPO, cli_env, stop_process
 
 
@@ -125,6 +128,7 @@ class ProcessNode:
         self.volume = volume or os.path.join(base, "volume")
         self.log_path = os.path.join(base, "server.log")
         self.process = None
+        self.paused = False
         testcase.addCleanup(self.stop)
 
     def start(self):
@@ -163,6 +167,45 @@ class ProcessNode:
         self.process.kill()
         self.process.wait()
 
+    def pause(self):
+        """SIGSTOP: the process keeps its sockets but answers nothing until L{resume}."""
+        self.process.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        """SIGCONT after L{pause}."""
+        self.process.send_signal(signal.SIGCONT)
+        self.paused = False
+
     def stop(self):
         if self.process is not None:
+            if self.paused and self.process.poll() is None:
+                self.resume()
             stop_process(self.process)
+
+
+async def form_cluster(testcase, size=3, extra_args=()):
+    """Start C{size} process nodes and join them as C{minkms add} does."""
+    hsm = SoftHSM.generate()
+    nodes = [ProcessNode(testcase, hsm, extra_args=extra_args).start() for _ in range(size)]
+    client = KMSClient(reactor, [n.host for n in nodes], APIKey.parse(hsm.sysadmin_api_key()),
+                       insecure=True, timeout=10)
+    testcase.addCleanup(client.close)
+    for node in nodes:
+        await node.wait_up(client, write=True)
+    for node in nodes[1:]:
+        await client.call(1, pb.AddClusterNodeRequest(Host=node.host), host=nodes[0].host)
+    return nodes, client
+
+
+async def leader_of(client: KMSClient, nodes: list[ProcessNode]) -> ProcessNode | None:
+    """The node that some answering node reports as Leader, if any."""
+    for node in nodes:
+        try:
+            status = await client.call(3, pb.ClusterStatusRequest(), host=node.host)
+        except (KMSError, ClientError):
+            continue
+        for server in status.NodesUp.values():
+            if server.Role == "Leader":
+                return next(n for n in nodes if n.host == server.Host)
+    return None

@@ -10,12 +10,10 @@ import random
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from minkms.apikey import APIKey
 from minkms.client import ClientError, KMSClient
 from minkms.errors import KMSError
-from minkms.hsm import SoftHSM
 from minkms.wire import kms_pb2 as pb
-from tests.harness import ProcessNode, write_config
+from tests.harness import ProcessNode, form_cluster, leader_of, write_config
 
 ENCLAVE = "e"
 
@@ -31,33 +29,8 @@ async def list_keys(client: KMSClient, host: str) -> set[str]:
         cont = page.ContinueAt
 
 
-async def form_cluster(testcase, size=3, extra_args=()):
-    """Start C{size} process nodes and join them as C{minkms add} does."""
-    hsm = SoftHSM.generate()
-    nodes = [ProcessNode(testcase, hsm, extra_args=extra_args).start() for _ in range(size)]
-    client = KMSClient(reactor, [n.host for n in nodes], APIKey.parse(hsm.sysadmin_api_key()),
-                       insecure=True, timeout=10)
-    testcase.addCleanup(client.close)
-    for node in nodes:
-        await node.wait_up(client, write=True)
-    for node in nodes[1:]:
-        await client.call(1, pb.AddClusterNodeRequest(Host=node.host), host=nodes[0].host)
-    return nodes, client
-
-
 class ClusterFailoverTests(unittest.TestCase):
     timeout = 180
-
-    async def leader_of(self, client, nodes):
-        for node in nodes:
-            try:
-                status = await client.call(3, pb.ClusterStatusRequest(), host=node.host)
-            except (KMSError, ClientError):
-                continue
-            for node_id, server in status.NodesUp.items():
-                if server.Role == "Leader":
-                    return next(n for n in nodes if n.host == server.Host)
-        return None
 
     async def writer(self, client, nodes, name_prefix, stop, acknowledged, rng):
         i = 0
@@ -84,7 +57,7 @@ class ClusterFailoverTests(unittest.TestCase):
         writers = [defer.ensureDeferred(self.writer(client, nodes, f"w{i}", stop, acknowledged, rng))
                    for i in range(8)]
         await task.deferLater(reactor, 1.5, lambda: None)
-        leader = await self.leader_of(client, nodes)
+        leader = await leader_of(client, nodes)
         self.assertIsNotNone(leader)
         before_kill = len(acknowledged)
         leader.kill()
