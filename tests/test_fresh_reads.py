@@ -27,7 +27,6 @@ import random
 
 import attrs
 from twisted.internet import defer, reactor, task
-from twisted.python import reflect
 from twisted.trial import unittest
 
 from minkms import crypto
@@ -54,7 +53,6 @@ PAUSE = 3 * READ_LEASE
 SHOWN = 12
 SHARED_KEYS = ("shared-a", "shared-b")
 # Only a failed assertion is expected: a broken run or a hang still fails the suite.
-TODO = ((reflect.qual(unittest.FailTest),), "stale reads until follower read leases land (issue 8)")
 
 KEY_CREATE, KEY_DELETE, KEY_STATUS, KEY_ENCRYPT, KEY_DECRYPT, KEY_GENERATE = 201, 202, 204, 205, 206, 207
 POLICY_CREATE, POLICY_ASSIGN = 301, 303
@@ -504,7 +502,6 @@ class FreshReadTests(unittest.TestCase):
         await run.start()
         self.finish(run, run.hosts)
 
-    test_all_nodes_up.todo = TODO
 
     async def test_one_node_killed(self):
         """The leader is killed before the sequences; the client still tries every node."""
@@ -519,7 +516,6 @@ class FreshReadTests(unittest.TestCase):
             raise BrokenRun("no request went to the killed node\n" + run.summary())
         self.finish(run, [n.host for n in nodes if n is not leader])
 
-    test_one_node_killed.todo = TODO
 
     async def test_one_node_paused(self):
         """
@@ -544,4 +540,3 @@ class FreshReadTests(unittest.TestCase):
             raise BrokenRun("the paused node answered nothing after it was resumed\n" + run.summary())
         self.finish(run, run.hosts)
 
-    test_one_node_paused.todo = TODO

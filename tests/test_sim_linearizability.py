@@ -245,7 +245,7 @@ FIRST_SEEDS = range(0, 60)
 
 def _reads_without_read_index(self: SimNode, op) -> None:
     """The bug: serve a read from whatever this node has applied, leader or not."""
-    if self._frozen(self._later, self.incarnation, self.read, op):
+    if self.frozen(self._later, self.incarnation, self.read, op):
         return
     op.index = self.machine.applied_index
     op.finish(OK, self.sim.scheduler.now, self.machine.read(op.key))

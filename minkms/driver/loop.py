@@ -75,6 +75,7 @@ class RaftDriver:
         self._stopped = False
         self._serving_unleased = False
         self._idle: list[defer.Deferred] = []
+        self._leader = core.leader
 
     # -- inputs ---------------------------------------------------------
 
@@ -216,9 +217,22 @@ class RaftDriver:
 
     def _settle(self) -> None:
         core = self.core
+        if core.leader != self._leader:
+            self._leader = core.leader
+            self._ask_again()
         if core.leader == NO_NODE and len(self.reads):
             self.reads.without_leader(self.reads_without_leader, core.exposable())
         self.reads.release(self.applied)
+
+    def _ask_again(self) -> None:
+        """The leader changed: ReadIndex requests sent to the old one go to the new one."""
+        if self.core.leader == NO_NODE:
+            return
+        for request_id in self.reads.unconfirmed():
+            try:
+                self.core.read_index(request_id)
+            except NotLeader:
+                return
 
     def _maybe_compact(self) -> None:
         if self.applied - self.core.log.offset < self.compact_every:

@@ -69,6 +69,10 @@ class PendingReads:
             read.index = index
             self._by_index.append(read)
 
+    def unconfirmed(self) -> list[bytes]:
+        """The request ids still waiting for a ReadIndex answer."""
+        return list(self._by_request)
+
     def without_leader(self, policy: str, committed: int) -> None:
         """The leader is gone: unconfirmed reads follow C{policy}."""
         reads = list(self._by_request.values())

@@ -148,9 +148,10 @@ def load_config(path: str) -> FileConfig:
     if not isinstance(snapshot_entries, int) or isinstance(snapshot_entries, bool) or snapshot_entries < 1:
         raise StartupError(f"invalid config {path}: cluster.snapshot_entries must be a positive integer")
     read_lease = parse_duration(cluster.get("read_lease", DEFAULT_READ_LEASE), "cluster.read_lease")
-    if read_lease < 2 * heartbeat:
+    if read_lease and read_lease < 2 * heartbeat:
         raise StartupError(
-            f"invalid config {path}: cluster.read_lease must be at least twice cluster.heartbeat"
+            f"invalid config {path}: cluster.read_lease must be 0 (off) or at least twice "
+            "cluster.heartbeat"
         )
     reads = cluster.get("reads_without_leader", DEFAULT_READS_WITHOUT_LEADER)
     if reads not in ("serve", "refuse"):
