@@ -101,6 +101,8 @@ def load_config(path: str) -> FileConfig:
         where = getattr(e, "problem_mark", None)
         line = f" (line {where.line + 1})" if where else ""
         raise StartupError(f"invalid config {path}: not valid YAML{line}") from None
+    except RecursionError:
+        raise StartupError(f"invalid config {path}: not valid YAML (nested too deeply)") from None
     if not isinstance(doc, dict):
         raise StartupError(f"invalid config {path}: expected a YAML mapping")
     if doc.get("version") != "v1":

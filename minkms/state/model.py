@@ -11,6 +11,8 @@ the proposer of the write, never read from a local clock.
 
 import attrs
 
+from minkms.state.patterns import PolicyMatcher
+
 SYSADMIN = "SysAdmin"
 ADMIN = "Admin"
 USER = "User"
@@ -50,13 +52,23 @@ class Key:
 
 @attrs.frozen
 class Policy:
-    """A named set of allow and deny rules, assigned to User identities."""
+    """
+    A named set of allow and deny rules, assigned to User identities.
+
+    C{matcher} is the rules compiled when the record is made: each version
+    of a policy is compiled once, and the compiled form goes with it.
+    """
 
     name: str
     allow: Rules
     deny: Rules
     created_at: int
     created_by: str
+    matcher: PolicyMatcher = attrs.field(init=False, eq=False, repr=False)
+
+    @matcher.default
+    def _compile(self) -> PolicyMatcher:
+        return PolicyMatcher(self.allow, self.deny)
 
 
 @attrs.frozen
