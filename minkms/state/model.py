@@ -11,6 +11,7 @@ the proposer of the write, never read from a local clock.
 
 import attrs
 
+from minkms.crypto import VersionCipher
 from minkms.state.patterns import PolicyMatcher
 
 SYSADMIN = "SysAdmin"
@@ -25,13 +26,24 @@ Rules = dict[str, tuple[str, ...]]
 
 @attrs.frozen
 class KeyVersion:
-    """One version of a key ring: its secret material and provenance."""
+    """
+    One version of a key ring: its secret material and provenance, and the
+    cipher derived from it, made on first use and gone with the record.
+    """
 
     material: bytes = attrs.field(repr=False)
     key_type: str
     created_at: int
     created_by: str
     imported: bool = False
+    _ciphers: dict = attrs.field(init=False, factory=dict, eq=False, repr=False)
+
+    def cipher(self, version: int) -> VersionCipher:
+        """The derived cipher of this record as key version C{version}."""
+        found = self._ciphers.get(version)
+        if found is None:
+            found = self._ciphers[version] = VersionCipher(self.material, self.key_type, version)
+        return found
 
 
 @attrs.define
