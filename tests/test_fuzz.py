@@ -5,7 +5,8 @@ documented error, never another exception and never a hang, and a damaged
 C{kms.db} never yields a record that was not written.
 
 The suite runs the short profile C{minkms-suite} (derandomized, so a run is
-repeatable); C{bench/fuzz.py} runs the long one (C{HYPOTHESIS_PROFILE=minkms-long}).
+repeatable); C{bench/fuzz.py} runs the long one (C{HYPOTHESIS_PROFILE=minkms-long},
+C{MINKMS_FUZZ_EXAMPLES} examples per test, random seeds).
 """
 
 import json
@@ -47,7 +48,7 @@ settings.register_profile(
 )
 settings.register_profile(
     "minkms-long",
-    max_examples=20_000,
+    max_examples=int(os.environ.get("MINKMS_FUZZ_EXAMPLES", "20000")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
