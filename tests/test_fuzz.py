@@ -237,6 +237,11 @@ class ConfigFuzzTests(unittest.TestCase):
         paths = st.sampled_from([self.key, self.cert, "/nonexistent", "", "a\x00b"])
         return st.one_of(JSON_VALUES, paths, st.lists(paths, max_size=2))
 
+    def test_nul_in_file_name(self):
+        """Found by this module: a NUL in a certificate path raised ValueError."""
+        for certs in ({"key": "a\0b", "cert": "a\0b"}, {"key": self.key, "cert": self.cert, "ca": "c\0"}):
+            self.load(yaml.safe_dump({"version": "v1", "tls": {"certs": [certs]}}).encode())
+
     @given(st.data())
     def test_structured(self, data):
         value = self.values()
