@@ -171,18 +171,62 @@ def self_signed_certificate(
     return builder.sign(private_key, algorithm)
 
 
-def identity_of_public_key(public_key) -> str:
+def identity_of_spki(spki: bytes) -> str:
     """C{h1:} + base64url-raw(SHA-256(DER SubjectPublicKeyInfo))."""
-    spki = public_key.public_bytes(
-        serialization.Encoding.DER,
-        serialization.PublicFormat.SubjectPublicKeyInfo,
-    )
     return H1 + _b64url(hashlib.sha256(spki).digest())
 
 
+def identity_of_public_key(public_key) -> str:
+    """The identity of a public key in its canonical SubjectPublicKeyInfo form."""
+    return identity_of_spki(
+        public_key.public_bytes(
+            serialization.Encoding.DER,
+            serialization.PublicFormat.SubjectPublicKeyInfo,
+        )
+    )
+
+
+def _der_element(data: bytes, pos: int) -> tuple[int, int]:
+    """Where the content of the DER element at C{pos} starts, and where the element ends."""
+    if pos + 2 > len(data):
+        raise ValueError("truncated DER element")
+    first = data[pos + 1]
+    if first < 0x80:
+        start, length = pos + 2, first
+    else:
+        size = first & 0x7F
+        start = pos + 2 + size
+        length = int.from_bytes(data[pos + 2:start], "big")
+    if start + length > len(data):
+        raise ValueError("DER element runs past its container")
+    return start, start + length
+
+
+def raw_subject_public_key_info(certificate: x509.Certificate) -> bytes:
+    """
+    The SubjectPublicKeyInfo element exactly as it appears in the
+    certificate (Go's C{RawSubjectPublicKeyInfo}, spec section 1.5), not
+    re-encoded: re-encoding changes RSA-PSS and compressed-point EC keys.
+    """
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    tbs, _ = _der_element(der, 0)
+    pos, tbs_end = _der_element(der, tbs)
+    if der[pos] == 0xA0:
+        pos = _der_element(der, pos)[1]
+    for _ in range(5):
+        pos = _der_element(der, pos)[1]
+    end = _der_element(der, pos)[1]
+    if end > tbs_end:
+        raise ValueError("SubjectPublicKeyInfo runs past the TBSCertificate")
+    return der[pos:end]
+
+
 def identity_of_certificate(certificate: x509.Certificate) -> str:
-    """The identity of a (leaf) certificate, computed from its public key."""
-    return identity_of_public_key(certificate.public_key())
+    """
+    The identity of a (leaf) certificate: the hash of its
+    SubjectPublicKeyInfo as sent.
+    """
+    return identity_of_spki(raw_subject_public_key_info(certificate))
 
 
 @functools.lru_cache(maxsize=4096)

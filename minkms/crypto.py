@@ -18,7 +18,6 @@ derives one subkey for encryption and another for MACs, both bound to the
 version number.  These labels are part of the on-disk contract.
 """
 
-import functools
 import hashlib
 import hmac
 import os
@@ -89,10 +88,6 @@ def check_key_material(material: bytes, type_name: str) -> None:
         )
 
 
-_CACHED_KEYS = 4096
-"""Key versions whose derived ciphers stay cached (least recently used go)."""
-
-
 def _subkey(material: bytes, label: bytes, version: int, extra: bytes = b"") -> bytes:
     info = label + struct.pack(">I", version) + extra
     return HKDF(
@@ -100,24 +95,61 @@ def _subkey(material: bytes, label: bytes, version: int, extra: bytes = b"") -> 
     ).derive(material)
 
 
-@functools.lru_cache(maxsize=_CACHED_KEYS)
-def _aead(material: bytes, type_name: str, version: int):
-    """
-    The AEAD of a key version.  Cached: deriving the subkey and building
-    the cipher cost more than encrypting a data key, and decrypt/generate
-    are the calls MinIO makes for every object.
-    """
-    algorithm = struct.pack(">B", _ALGORITHM_IDS[type_name])
-    return _AEADS[type_name](_subkey(material, LABEL_ENCRYPT, version, algorithm))
-
-
-@functools.lru_cache(maxsize=_CACHED_KEYS)
-def _mac_key(material: bytes, version: int) -> bytes:
-    return _subkey(material, LABEL_MAC, version)
-
-
 def _associated_data(header: bytes, aad: bytes) -> bytes:
     return header + hashlib.sha256(aad).digest()
+
+
+class VersionCipher:
+    """
+    The derived AEAD and MAC key of one key version.
+
+    Deriving them costs more than encrypting a data key, so the holder of
+    a key version keeps its cipher (L{minkms.state.model.KeyVersion.cipher})
+    and drops it with the version: no cache keyed by key material outlives
+    a deleted key.
+    """
+
+    __slots__ = ("type_name", "version", "_aead", "_mac_key")
+
+    def __init__(self, material: bytes, type_name: str, version: int) -> None:
+        if not 0 < version <= MAX_VERSION:
+            raise ValueError(f"key version out of range: {version}")
+        algorithm = struct.pack(">B", _ALGORITHM_IDS[type_name])
+        self.type_name = type_name
+        self.version = version
+        self._aead = _AEADS[type_name](_subkey(material, LABEL_ENCRYPT, version, algorithm))
+        self._mac_key = _subkey(material, LABEL_MAC, version)
+
+    def encrypt(self, plaintext: bytes, aad: bytes) -> bytes:
+        """Encrypt under this version with a fresh nonce, binding C{aad}."""
+        header = _HEADER.pack(FORMAT_V1, self.version, _ALGORITHM_IDS[self.type_name])
+        nonce = os.urandom(NONCE_SIZE)
+        sealed = self._aead.encrypt(nonce, plaintext, _associated_data(header, aad))
+        return header + nonce + sealed
+
+    def decrypt(self, ciphertext: bytes, aad: bytes) -> bytes:
+        """
+        Reverse L{encrypt}.
+
+        @raise KMSError: L{ErrDecrypt} for a malformed or tampered
+            ciphertext, wrong associated data, or a ciphertext of another
+            version or algorithm.
+        """
+        if parse_ciphertext_version(ciphertext) != self.version:
+            raise ErrDecrypt
+        header = ciphertext[: _HEADER.size]
+        if header[-1] != _ALGORITHM_IDS[self.type_name]:
+            raise ErrDecrypt
+        nonce = ciphertext[_HEADER.size : _HEADER.size + NONCE_SIZE]
+        sealed = ciphertext[_HEADER.size + NONCE_SIZE :]
+        try:
+            return self._aead.decrypt(nonce, sealed, _associated_data(header, aad))
+        except InvalidTag:
+            raise ErrDecrypt from None
+
+    def mac(self, message: bytes) -> bytes:
+        """HMAC-SHA-256 of C{message} under the version's MAC subkey; deterministic."""
+        return hmac.new(self._mac_key, message, hashlib.sha256).digest()
 
 
 def encrypt(
@@ -128,14 +160,7 @@ def encrypt(
 
     Uses a fresh random nonce, so the result differs on every call.
     """
-    if not 0 < version <= MAX_VERSION:
-        raise ValueError(f"key version out of range: {version}")
-    header = _HEADER.pack(FORMAT_V1, version, _ALGORITHM_IDS[type_name])
-    nonce = os.urandom(NONCE_SIZE)
-    sealed = _aead(material, type_name, version).encrypt(
-        nonce, plaintext, _associated_data(header, aad)
-    )
-    return header + nonce + sealed
+    return VersionCipher(material, type_name, version).encrypt(plaintext, aad)
 
 
 def parse_ciphertext_version(ciphertext: bytes) -> int:
@@ -159,23 +184,9 @@ def decrypt(
     """
     Reverse L{encrypt} for the key version whose material is given.
 
-    @raise KMSError: L{ErrDecrypt} for a malformed or tampered ciphertext,
-        wrong associated data, or a ciphertext of another version or
-        algorithm.
+    @raise KMSError: L{ErrDecrypt}, as L{VersionCipher.decrypt}.
     """
-    if parse_ciphertext_version(ciphertext) != version:
-        raise ErrDecrypt
-    header = ciphertext[: _HEADER.size]
-    if header[-1] != _ALGORITHM_IDS[type_name]:
-        raise ErrDecrypt
-    nonce = ciphertext[_HEADER.size : _HEADER.size + NONCE_SIZE]
-    sealed = ciphertext[_HEADER.size + NONCE_SIZE :]
-    try:
-        return _aead(material, type_name, version).decrypt(
-            nonce, sealed, _associated_data(header, aad)
-        )
-    except InvalidTag:
-        raise ErrDecrypt from None
+    return VersionCipher(material, type_name, version).decrypt(ciphertext, aad)
 
 
 def generate_data_key(length: int) -> bytes:
@@ -196,4 +207,4 @@ def generate_data_key(length: int) -> bytes:
 
 def mac(material: bytes, version: int, message: bytes) -> bytes:
     """HMAC-SHA-256 of C{message} under the version's MAC subkey; deterministic."""
-    return hmac.new(_mac_key(material, version), message, hashlib.sha256).digest()
+    return hmac.new(_subkey(material, LABEL_MAC, version), message, hashlib.sha256).digest()

@@ -43,6 +43,10 @@ ErrPolicyNotFound = KMSError(404, "policy does not exist")
 ErrIdentityNotFound = KMSError(404, "identity does not exist")
 ErrDecrypt = KMSError(400, "invalid ciphertext")
 
+# Ours, in the style of the canonical "... already exists" errors: an
+# identity lives in one enclave only (spec section 1.6).
+ErrIdentityInOtherEnclave = KMSError(409, "identity already exists in another enclave")
+
 
 def bad_request(message: str) -> KMSError:
     """An invalid argument or malformed request (400)."""

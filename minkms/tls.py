@@ -216,7 +216,9 @@ class ServerContextFactory:
 def peer_identity(transport) -> str:
     """
     The C{h1:} identity of the client certificate on a TLS transport, or
-    C{""} when the client sent none.
+    C{""} when the client sent none: the hash of its SubjectPublicKeyInfo
+    as the client sent it (OpenSSL keeps a received certificate's encoding,
+    and L{identity_of_certificate} reads the key info from that DER).
     """
     cert = transport.getPeerCertificate()
     if cert is None:

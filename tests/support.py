@@ -40,7 +40,10 @@ def cli_env(**extra) -> dict:
 
 
 def run_cli(*args, env=None, timeout=60, input=None) -> subprocess.CompletedProcess:
-    """Run C{minkms ARGS} in a subprocess and capture its output."""
+    """
+    Run C{minkms ARGS} in a subprocess and capture its output; standard
+    input is C{input}, or empty (never the test runner's own).
+    """
     return subprocess.run(
         [sys.executable, "-m", "minkms.cli.main", *args],
         capture_output=True,
@@ -48,6 +51,7 @@ def run_cli(*args, env=None, timeout=60, input=None) -> subprocess.CompletedProc
         env=env or cli_env(),
         timeout=timeout,
         input=input,
+        stdin=subprocess.DEVNULL if input is None else None,
     )
 
 

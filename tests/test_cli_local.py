@@ -42,6 +42,26 @@ class IdentityCommandTests(unittest.TestCase):
         human = run_cli("identity", hsm.to_text())
         self.assertIn(hsm.sysadmin_api_key(), human.stdout)
 
+    def test_hsm_key_not_in_argv(self):
+        """
+        The HSM key may come on standard input (C{-} or piped) or from
+        $MINIO_KMS_HSM_KEY, so it never has to sit in the process list.
+        """
+        hsm = SoftHSM.generate()
+        expected = {"api_key": hsm.sysadmin_api_key(),
+                    "identity": APIKey.parse(hsm.sysadmin_api_key()).identity}
+        for args, kw in (
+            (("identity", "-", "--json"), {"input": hsm.to_text() + "\n"}),
+            (("identity", "--json"), {"input": hsm.to_text() + "\n"}),
+            (("identity", "--json"), {"env": cli_env(MINIO_KMS_HSM_KEY=hsm.to_text())}),
+        ):
+            result = run_cli(*args, **kw)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertEqual(json.loads(result.stdout), expected, args)
+        result = run_cli("identity", "-", input="")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.strip().splitlines(), ["minkms: error: no key on standard input"])
+
     def test_new_key_pair(self):
         """identity with no argument mints a key pair whose identity matches."""
         result = run_cli("identity")

@@ -26,6 +26,8 @@ from minkms.state.snapshot import SnapshotError
 
 from tests.test_state_fixtures import ADMIN, OTHER, ROOT, T0, USER, Driver, ident, material
 
+SECOND_ADMIN = ident("second-admin-e1")
+
 
 def bad(message):
     return KMSError(400, message)
@@ -420,7 +422,7 @@ class IdentityTests(unittest.TestCase):
         self.assertEqual(
             self.d.apply(sc.CreateIdentity, caller=service, enclave="e1", identity=ident("svc2"),
                          service_account=True),
-            bad("a service account cannot own service accounts"),
+            ErrPermission,
         )
         self.assertEqual(
             self.d.apply(sc.CreateIdentity, caller=USER, enclave="e1", identity=ADMIN,
@@ -428,12 +430,51 @@ class IdentityTests(unittest.TestCase):
             ErrPermission,
         )
 
+    def test_service_account_creates_no_identity(self):
+        """
+        Nothing a service account makes could outlive it: it may not
+        create, overwrite or mint identities of any privilege.
+        """
+        service = ident("svc")
+        self.d.ok(sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=service, service_account=True)
+        for target, privilege in ((ident("minted"), "Admin"), (ident("minted"), "User"), (USER, "Admin")):
+            self.assertEqual(
+                self.d.apply(sc.CreateIdentity, caller=service, enclave="e1", identity=target,
+                             privilege=privilege, sysadmin=False),
+                ErrPermission,
+            )
+        self.assertIsNone(self.record(ident("minted")))
+        self.assertEqual(self.record(USER).privilege, "User")
+        self.d.ok(sc.DeleteIdentity, enclave="e1", identity=ADMIN)
+        self.assertEqual(
+            [r.identity for r in self.d.state.enclaves["e1"].identities.values()], [USER]
+        )
+
+    def test_identity_in_one_enclave_only(self):
+        """Spec 1.6: e1's Admin cannot register e2's Admin, nor can the SysAdmin."""
+        for caller in (ADMIN, ROOT):
+            self.assertEqual(
+                self.d.apply(sc.CreateIdentity, caller=caller, enclave="e1", identity=OTHER,
+                             privilege="Admin"),
+                KMSError(409, "identity already exists in another enclave"),
+            )
+        self.assertEqual(
+            self.d.apply(sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=OTHER,
+                         service_account=True),
+            KMSError(409, "identity already exists in another enclave"),
+        )
+        self.assertIsNone(self.record(OTHER))
+        self.d.ok(sc.CreateIdentity, enclave="e1", identity=USER, privilege="Admin")
+        self.d.ok(sc.DeleteEnclave, name="e2")
+        self.d.ok(sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=OTHER)
+        self.assertEqual(self.record(OTHER).privilege, "User")
+
     def test_parent_cannot_become_service_account(self):
         service = ident("svc")
         self.d.ok(sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=service, service_account=True)
-        self.d.ok(sc.CreateIdentity, enclave="e1", identity=OTHER, privilege="Admin")
+        self.d.ok(sc.CreateIdentity, enclave="e1", identity=SECOND_ADMIN, privilege="Admin")
         self.assertEqual(
-            self.d.apply(sc.CreateIdentity, caller=OTHER, enclave="e1", identity=ADMIN,
+            self.d.apply(sc.CreateIdentity, caller=SECOND_ADMIN, enclave="e1", identity=ADMIN,
                          service_account=True),
             bad(f"identity '{ADMIN}' owns service accounts and cannot become one"),
         )
@@ -445,9 +486,9 @@ class IdentityTests(unittest.TestCase):
 
     def test_delete_takes_service_accounts(self):
         mine, theirs = ident("svc-admin"), ident("svc-other")
-        self.d.ok(sc.CreateIdentity, enclave="e1", identity=OTHER, privilege="Admin")
+        self.d.ok(sc.CreateIdentity, enclave="e1", identity=SECOND_ADMIN, privilege="Admin")
         self.d.ok(sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=mine, service_account=True)
-        self.d.ok(sc.CreateIdentity, caller=OTHER, enclave="e1", identity=theirs, service_account=True)
+        self.d.ok(sc.CreateIdentity, caller=SECOND_ADMIN, enclave="e1", identity=theirs, service_account=True)
         self.d.ok(sc.DeleteIdentity, enclave="e1", identity=ADMIN)
         self.assertIsNone(self.record(mine))
         self.assertIsNotNone(self.record(theirs))

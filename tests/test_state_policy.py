@@ -5,6 +5,7 @@ import json
 from twisted.trial import unittest
 
 from minkms.errors import KMSError
+from minkms.names import MAX_NAME
 from minkms.state import policy as p
 from minkms.state.model import Policy
 from minkms.wire import kms_pb2 as pb
@@ -82,6 +83,62 @@ class PatternTests(unittest.TestCase):
         self.assertFalse(p.allows_listing(policy, "KEY:LIST", "db"))
         self.assertFalse(p.allows_listing(policy, "KEY:LIST", "app-secret"))
         self.assertFalse(p.allows_listing(None, "KEY:LIST", ""))
+
+
+class PatternCostTests(unittest.TestCase):
+    """Issue 11 item 1: no pattern makes a decision expensive (figures: bench/policy_match.py)."""
+
+    def test_worst_pattern_against_longest_name(self):
+        """
+        The report's pattern with the most stars a policy may hold: a
+        backtracking matcher never finished on these names.
+        """
+        worst = "*a" * p.MAX_STARS + "b"
+        for name, expected in (
+            ("a" * MAX_NAME, False),
+            ("a" * (MAX_NAME - 1) + "b", True),
+            ("a" * p.MAX_MATCHED_NAME, False),
+            ("a" * (p.MAX_MATCHED_NAME - 1) + "b", True),
+            ("a" * (p.MAX_STARS - 1) + "b", False),
+        ):
+            self.assertEqual(p.matches(worst, name), expected, len(name))
+        policy = make(allow={"KEY:ENCRYPT": ("*",)}, deny={"KEY:ENCRYPT": (worst,)})
+        self.assertTrue(p.allows(policy, "KEY:ENCRYPT", "a" * MAX_NAME))
+        self.assertFalse(p.allows(policy, "KEY:ENCRYPT", "a" * (MAX_NAME - 1) + "b"))
+
+    def test_overlong_argument_is_refused_unmatched(self):
+        policy = make(allow={"KEY:ENCRYPT": ("*",), "KEY:LIST": ("*",)})
+        self.assertTrue(p.allows(policy, "KEY:ENCRYPT", "k" * p.MAX_MATCHED_NAME))
+        self.assertFalse(p.allows(policy, "KEY:ENCRYPT", "k" * (p.MAX_MATCHED_NAME + 1)))
+        self.assertTrue(p.allows_listing(policy, "KEY:LIST", "k" * p.MAX_MATCHED_NAME))
+        self.assertFalse(p.allows_listing(policy, "KEY:LIST", "k" * (p.MAX_MATCHED_NAME + 1)))
+
+    def test_compiled_with_each_version(self):
+        """A policy record carries its compiled rules; a new version, new ones."""
+        first = make(allow={"KEY:ENCRYPT": ("a*",)})
+        second = make(allow={"KEY:ENCRYPT": ("b*",)})
+        self.assertIsNot(first.matcher, second.matcher)
+        self.assertEqual(first, make(allow={"KEY:ENCRYPT": ("a*",)}))
+        self.assertTrue(p.allows(first, "KEY:ENCRYPT", "a1"))
+        self.assertFalse(p.allows(second, "KEY:ENCRYPT", "a1"))
+
+    def test_limits(self):
+        at_limit = {"KEY:STATUS": ["*" * p.MAX_STARS + "x" * (p.MAX_PATTERN_LENGTH - p.MAX_STARS)]}
+        self.assertEqual(p.normalize_rules(at_limit, "allow"), {"KEY:STATUS": tuple(at_limit["KEY:STATUS"])})
+        for rules, message in (
+            ({"KEY:STATUS": ["x" * (p.MAX_PATTERN_LENGTH + 1)]},
+             "invalid policy: a pattern of 'KEY:STATUS' is longer than 128 characters"),
+            ({"key:status": ["*" * (p.MAX_STARS + 1)]},
+             "invalid policy: a pattern of 'KEY:STATUS' has more than 8 '*'"),
+        ):
+            e = self.assertRaises(KMSError, p.normalize_rules, rules, "allow")
+            self.assertEqual((e.status, e.message), (400, message))
+        allow = {"KEY:STATUS": [f"k{i}" for i in range(100)]}
+        deny = {"KEY:ENCRYPT": [f"k{i}" for i in range(28)] + ["k0", "k1"]}
+        self.assertEqual(len(p.policy_from_json(json.dumps({"allow": allow, "deny": deny}))[1]["KEY:ENCRYPT"]), 28)
+        deny["KEY:ENCRYPT"].append("one-too-many")
+        e = self.assertRaises(KMSError, p.policy_from_json, json.dumps({"allow": allow, "deny": deny}))
+        self.assertEqual((e.status, e.message), (400, "invalid policy: 129 patterns, at most 128 are allowed"))
 
 
 class DocumentTests(unittest.TestCase):

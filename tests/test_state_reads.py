@@ -1,5 +1,8 @@
 """Tests for L{minkms.state.reads}: pagination, key operations, statuses."""
 
+import gc
+import sys
+
 from twisted.trial import unittest
 
 from minkms import crypto
@@ -220,3 +223,48 @@ class OtherReadTests(unittest.TestCase):
         self.assertEqual([s.record.identity for s in page.items], sorted([ADMIN, USER, svc]))
         e = self.assertRaises(KMSError, reads.identity, self.d.state, "e1", ident("zz"))
         self.assertEqual(e, ErrIdentityNotFound)
+
+
+class KeyMaterialLifetimeTests(unittest.TestCase):
+    """
+    Issue 11 item 6: once a key version is deleted, nothing in the process
+    holds its material or the ciphers derived from it (no cache keyed by
+    key material).
+    """
+
+    def holders(self, material) -> int:
+        """
+        References to C{material} beyond the caller's variable (CPython
+        reference counts: a cache holds its key even where the garbage
+        collector cannot see it).
+        """
+        gc.collect()
+        return sys.getrefcount(material) - 3
+
+    def material(self, d, version):
+        """The bytes object the applied state holds for a key version."""
+        return d.state.enclaves["e1"].keys["k"].versions[version].material
+
+    def test_deleted_key_leaves_no_cache(self):
+        d = Driver().setup()
+        d.ok(sc.CreateKey, enclave="e1", name="k")
+        d.log.clear()
+        secret = self.material(d, 1)
+        version, sealed = reads.encrypt(d.state, "e1", "k", 0, b"p", b"")
+        self.assertEqual(reads.decrypt(d.state, "e1", "k", 0, sealed, b""), b"p")
+        reads.mac(d.state, "e1", "k", 0, b"m")
+        self.assertEqual(self.holders(secret), 1, "the key's record")
+        d.ok(sc.DeleteKey, enclave="e1", name="k", all_versions=True)
+        self.assertEqual(self.holders(secret), 0)
+
+    def test_rotated_away_version_leaves_no_cache(self):
+        d = Driver().setup()
+        d.ok(sc.CreateKey, enclave="e1", name="k")
+        d.ok(sc.CreateKey, enclave="e1", name="k", add_version=True)
+        d.log.clear()
+        first, second = self.material(d, 1), self.material(d, 2)
+        for version in (1, 2):
+            reads.encrypt(d.state, "e1", "k", version, b"p", b"")
+        d.ok(sc.DeleteKey, enclave="e1", name="k", version=1)
+        self.assertEqual(self.holders(first), 0)
+        self.assertEqual(self.holders(second), 1, "the key's record")

@@ -3,6 +3,8 @@ Commands that run locally without a server: C{--soft-hsm}, C{identity},
 and the commands that start servers (C{server}, C{cluster --dev}).
 """
 
+import os
+import stat
 import sys
 
 from minkms.apikey import APIKey, APIKeyError, generate_api_key, identity_of_certificate
@@ -41,19 +43,22 @@ def show_new_key(api_key: str, identity: str, as_json: bool) -> None:
 
 def identity(argv: list[str]) -> int:
     """
-    C{minkms identity [HSM-KEY | API-KEY | CERT-FILE]}: with no argument a
-    new key pair; with an HSM key the SysAdmin API key derived from it;
-    with an API key or a certificate file its identity.
+    C{minkms identity [HSM-KEY | API-KEY | CERT-FILE | -]}: with an HSM
+    key the SysAdmin API key derived from it; with an API key or a
+    certificate file its identity; with no argument a new key pair.  So
+    that an HSM key need not appear in the process list or the shell
+    history, the key may come on standard input (C{-}, or piped with no
+    argument) or from C{$MINIO_KMS_HSM_KEY}.
     """
     parser = ArgumentParser(prog="minkms identity", description=identity.__doc__)
     parser.add_argument("key", nargs="?")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    if args.key is None:
+    text = _key_text(args.key, sys.stdin, os.environ)
+    if text is None:
         key = generate_api_key()
         show_new_key(key, APIKey.parse(key).identity, args.json)
         return 0
-    text = args.key.strip()
     if text.startswith("hsm:"):
         try:
             hsm = SoftHSM.parse(text)
@@ -74,6 +79,36 @@ def identity(argv: list[str]) -> int:
     else:
         print(ident)
     return 0
+
+
+def _piped(stream) -> bool:
+    """Whether C{stream} is a pipe or a file (not a terminal, not /dev/null)."""
+    try:
+        mode = os.fstat(stream.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
+
+
+def _key_text(argument: str | None, stdin, environ) -> str | None:
+    """
+    The key C{minkms identity} acts on: the argument; standard input for
+    C{-} or when piped; else C{$MINIO_KMS_HSM_KEY}; C{None} for a new pair.
+    """
+    if argument is not None and argument != "-":
+        return argument.strip()
+    if argument == "-" or _piped(stdin):
+        text = stdin.read().strip()
+        if text:
+            return text
+        if argument == "-":
+            raise CLIError("no key on standard input")
+    from minkms.server.config import HSM_ENV
+
+    for name in HSM_ENV:
+        if environ.get(name):
+            return environ[name].strip()
+    return None
 
 
 def _identity_of_file(path: str) -> str:

@@ -94,6 +94,14 @@ def _section(doc: dict, name: str, path: str) -> dict:
     return value
 
 
+def _path(value, config_path: str) -> str:
+    """A file name given in the config, as text; a NUL cannot name a file."""
+    text = str(value)
+    if "\0" in text:
+        raise StartupError(f"invalid config {config_path}: file name {text!r} contains a NUL character")
+    return text
+
+
 def load_config(path: str) -> FileConfig:
     """Read, parse and check C{config.yaml}; load the certificates it names."""
     try:
@@ -107,6 +115,8 @@ def load_config(path: str) -> FileConfig:
         where = getattr(e, "problem_mark", None)
         line = f" (line {where.line + 1})" if where else ""
         raise StartupError(f"invalid config {path}: not valid YAML{line}") from None
+    except RecursionError:
+        raise StartupError(f"invalid config {path}: not valid YAML (nested too deeply)") from None
     if not isinstance(doc, dict):
         raise StartupError(f"invalid config {path}: expected a YAML mapping")
     if doc.get("version") != "v1":
@@ -124,11 +134,13 @@ def load_config(path: str) -> FileConfig:
         for item in certs:
             if not isinstance(item, dict) or "key" not in item or "cert" not in item:
                 raise StartupError(f"invalid config {path}: each tls.certs item needs 'key' and 'cert'")
-            credentials.append(ServerCredentials.from_files(str(item["cert"]), str(item["key"])))
+            credentials.append(
+                ServerCredentials.from_files(_path(item["cert"], path), _path(item["key"], path))
+            )
             if item.get("ca"):
-                ca_paths.append(str(item["ca"]))
+                ca_paths.append(_path(item["ca"], path))
         if tls.get("ca"):
-            ca_paths.append(str(tls["ca"]))
+            ca_paths.append(_path(tls["ca"], path))
         cas = [c for p in ca_paths for c in load_ca_directory(p)]
     except TLSConfigError as e:
         raise StartupError(str(e)) from None

@@ -17,6 +17,7 @@ import attrs
 from minkms import crypto
 from minkms.errors import (
     ErrEnclaveExists,
+    ErrIdentityInOtherEnclave,
     ErrIdentityNotFound,
     ErrKeyExists,
     ErrKeyNotFound,
@@ -39,7 +40,7 @@ from minkms.state.model import (
     State,
 )
 from minkms.state.names import check_identity, check_name, check_tags
-from minkms.state.policy import normalize_rules
+from minkms.state.policy import check_policy_size, normalize_rules
 
 Commit = Callable[[], None]
 
@@ -177,6 +178,7 @@ def _create_policy(state: State, command: c.CreatePolicy) -> Commit:
     check_name("policy", command.name)
     allow = normalize_rules(command.allow, "allow")
     deny = normalize_rules(command.deny, "deny")
+    check_policy_size(allow, deny)
     record = Policy(command.name, allow, deny, command.time, command.caller)
 
     def commit():
@@ -236,7 +238,14 @@ def _privilege(text: str) -> str:
 
 
 def _create_identity(state: State, command: c.CreateIdentity) -> Commit:
+    """
+    IDENTITY:CREATE.  A service account may not create identities, so no
+    identity outlives the credential that made it; an identity lives in
+    one enclave only (spec section 1.6).
+    """
     who = _authorize(state, command, "IDENTITY:CREATE", command.identity)
+    if who.record is not None and who.record.service_account:
+        raise ErrPermission
     enclave = _enclave(state, command)
     existing = enclave.identities.get(command.identity)
     if who.privilege == USER:
@@ -247,6 +256,12 @@ def _create_identity(state: State, command: c.CreateIdentity) -> Commit:
         )
         if not command.service_account or (existing is not None and not own_account):
             raise ErrPermission
+    if any(
+        command.identity in other.identities
+        for name, other in state.enclaves.items()
+        if name != command.enclave
+    ):
+        raise ErrIdentityInOtherEnclave
     check_identity(command.identity)
     privilege = _privilege(command.privilege)
     if privilege == SYSADMIN:
@@ -261,8 +276,6 @@ def _create_identity(state: State, command: c.CreateIdentity) -> Commit:
             raise bad_request(
                 "the SysAdmin cannot own service accounts: create them as an enclave identity"
             )
-        if who.record.service_account:
-            raise bad_request("a service account cannot own service accounts")
         if command.identity == command.caller:
             raise bad_request("an identity cannot be its own service account")
         if command.privilege != "" and privilege != who.privilege:

@@ -11,6 +11,9 @@ the proposer of the write, never read from a local clock.
 
 import attrs
 
+from minkms.crypto import VersionCipher
+from minkms.state.patterns import PolicyMatcher
+
 SYSADMIN = "SysAdmin"
 ADMIN = "Admin"
 USER = "User"
@@ -23,13 +26,24 @@ Rules = dict[str, tuple[str, ...]]
 
 @attrs.frozen
 class KeyVersion:
-    """One version of a key ring: its secret material and provenance."""
+    """
+    One version of a key ring: its secret material and provenance, and the
+    cipher derived from it, made on first use and gone with the record.
+    """
 
     material: bytes = attrs.field(repr=False)
     key_type: str
     created_at: int
     created_by: str
     imported: bool = False
+    _ciphers: dict = attrs.field(init=False, factory=dict, eq=False, repr=False)
+
+    def cipher(self, version: int) -> VersionCipher:
+        """The derived cipher of this record as key version C{version}."""
+        found = self._ciphers.get(version)
+        if found is None:
+            found = self._ciphers[version] = VersionCipher(self.material, self.key_type, version)
+        return found
 
 
 @attrs.define
@@ -50,13 +64,23 @@ class Key:
 
 @attrs.frozen
 class Policy:
-    """A named set of allow and deny rules, assigned to User identities."""
+    """
+    A named set of allow and deny rules, assigned to User identities.
+
+    C{matcher} is the rules compiled when the record is made: each version
+    of a policy is compiled once, and the compiled form goes with it.
+    """
 
     name: str
     allow: Rules
     deny: Rules
     created_at: int
     created_by: str
+    matcher: PolicyMatcher = attrs.field(init=False, eq=False, repr=False)
+
+    @matcher.default
+    def _compile(self) -> PolicyMatcher:
+        return PolicyMatcher(self.allow, self.deny)
 
 
 @attrs.frozen

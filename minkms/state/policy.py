@@ -8,16 +8,18 @@ which only C{*} is special (any sequence, including none); every other
 character, C{?} and C{[} included, stands for itself.
 
 Deny by default; any matching deny pattern wins; else any matching allow
-pattern allows.
+pattern allows.  Patterns are decided in time linear in the name
+(L{minkms.state.patterns}), compiled once per policy record, and a policy's
+size is bounded (L{MAX_PATTERNS}, L{MAX_PATTERN_LENGTH}, L{MAX_STARS}), so
+no tenant's policy can stall the node (issue 11).
 """
 
 import json
-import re
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
 
 from minkms.errors import bad_request
 from minkms.state.model import Policy, Rules
+from minkms.state.patterns import Glob
 
 CLUSTER_ACTIONS = frozenset(
     {
@@ -67,65 +69,42 @@ ACTIONS = CLUSTER_ACTIONS | ENCLAVE_ACTIONS
 """Every name a policy may mention: the named commands of spec section 4.5."""
 
 
-@lru_cache(maxsize=4096)
-def _compile(pattern: str) -> re.Pattern:
-    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+MAX_PATTERNS = 128
+"""Patterns a policy may hold, allow and deny together."""
+
+MAX_PATTERN_LENGTH = 128
+"""Characters in one pattern (a name has at most 80)."""
+
+MAX_STARS = 8
+"""Wildcards in one pattern."""
+
+MAX_MATCHED_NAME = 1024
+"""
+Arguments longer than this are refused without matching: no valid name or
+identity comes near it, and it bounds what one decision may cost.
+"""
 
 
 def matches(pattern: str, argument: str) -> bool:
     """Whether a pattern matches a whole argument; only C{*} is a wildcard."""
-    return _compile(pattern).fullmatch(argument) is not None
-
-
-def _states_after(pattern: str, prefix: str) -> set[int]:
-    """Positions in C{pattern} reachable after reading C{prefix}."""
-
-    def closure(positions):
-        out = set()
-        for i in positions:
-            while True:
-                out.add(i)
-                if i < len(pattern) and pattern[i] == "*":
-                    i += 1
-                else:
-                    break
-        return out
-
-    states = closure({0})
-    for char in prefix:
-        step = set()
-        for i in states:
-            if i < len(pattern):
-                if pattern[i] == "*":
-                    step.add(i)
-                elif pattern[i] == char:
-                    step.add(i + 1)
-        states = closure(step)
-        if not states:
-            break
-    return states
+    return Glob(pattern).matches(argument)
 
 
 def may_match_prefix(pattern: str, prefix: str) -> bool:
     """Whether some string starting with C{prefix} matches C{pattern}."""
-    return bool(_states_after(pattern, prefix))
+    return Glob(pattern).may_match_prefix(prefix)
 
 
 def covers_prefix(pattern: str, prefix: str) -> bool:
     """Whether every string starting with C{prefix} matches C{pattern}."""
-    return any(
-        pattern[i:] and set(pattern[i:]) == {"*"}
-        for i in _states_after(pattern, prefix)
-    )
+    return Glob(pattern).covers_prefix(prefix)
 
 
 def allows(policy: Policy | None, action: str, argument: str) -> bool:
     """The decision for one action on one argument: deny wins, default deny."""
-    if policy is None:
+    if policy is None or len(argument) > MAX_MATCHED_NAME:
         return False
-    if any(matches(p, argument) for p in policy.deny.get(action, ())):
-        return False
-    return any(matches(p, argument) for p in policy.allow.get(action, ()))
+    return policy.matcher.allows(action, argument)
 
 
 def allows_listing(policy: Policy | None, action: str, prefix: str) -> bool:
@@ -133,11 +112,31 @@ def allows_listing(policy: Policy | None, action: str, prefix: str) -> bool:
     Whether a LIST with this prefix may run at all: no deny pattern covers
     every name with the prefix, and some allow pattern could match one.
     """
-    if policy is None:
+    if policy is None or len(prefix) > MAX_MATCHED_NAME:
         return False
-    if any(covers_prefix(p, prefix) for p in policy.deny.get(action, ())):
-        return False
-    return any(may_match_prefix(p, prefix) for p in policy.allow.get(action, ()))
+    return policy.matcher.allows_listing(action, prefix)
+
+
+def _pattern_problem(pattern: str) -> str | None:
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        return f"is longer than {MAX_PATTERN_LENGTH} characters"
+    if pattern.count("*") > MAX_STARS:
+        return f"has more than {MAX_STARS} '*'"
+    return None
+
+
+def check_policy_size(allow: Rules, deny: Rules) -> None:
+    """
+    Refuse a policy holding more patterns than L{MAX_PATTERNS} (after
+    de-duplication), so no policy makes every request it governs costly.
+
+    @raise KMSError: 400.
+    """
+    count = sum(len(p) for rules in (allow, deny) for p in rules.values())
+    if count > MAX_PATTERNS:
+        raise bad_request(
+            f"invalid policy: {count} patterns, at most {MAX_PATTERNS} are allowed"
+        )
 
 
 def normalize_rules(raw: Mapping[str, Iterable[str]], section: str) -> Rules:
@@ -149,7 +148,9 @@ def normalize_rules(raw: Mapping[str, Iterable[str]], section: str) -> Rules:
     @param section: C{"allow"} or C{"deny"}; cluster and enclave actions
         can never be allowed.
     @raise KMSError: 400 for an unknown action (C{!INVALID:203},
-        C{KEY:IMPORT}, ...) or a cluster action in C{allow}.
+        C{KEY:IMPORT}, ...), a cluster action in C{allow}, or a pattern
+        longer than L{MAX_PATTERN_LENGTH} or with more than L{MAX_STARS}
+        stars.
     """
     merged: dict[str, set[str]] = {}
     for name in sorted(raw):
@@ -168,8 +169,14 @@ def normalize_rules(raw: Mapping[str, Iterable[str]], section: str) -> Rules:
                 raise bad_request(
                     f"invalid policy: patterns of '{name}' must be strings"
                 )
-            if pattern:
-                patterns.add(pattern)
+            if not pattern:
+                continue
+            problem = _pattern_problem(pattern)
+            if problem:
+                raise bad_request(
+                    f"invalid policy: a pattern of '{action}' {problem}"
+                )
+            patterns.add(pattern)
     return {action: tuple(sorted(patterns)) for action, patterns in merged.items()}
 
 
@@ -204,7 +211,7 @@ def policy_from_json(text: str | bytes) -> tuple[Rules, Rules]:
     """
     try:
         doc = json.loads(text)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise bad_request(f"invalid policy: not valid JSON: {e}") from None
     if not isinstance(doc, dict):
         raise bad_request("invalid policy: must be a JSON object")
@@ -222,6 +229,7 @@ def policy_from_json(text: str | bytes) -> tuple[Rules, Rules]:
             raise bad_request(f"invalid policy: '{section}' must be an object")
         raw = {action: _rule_set(action, value) for action, value in rules.items()}
         result.append(normalize_rules(raw, section))
+    check_policy_size(result[0], result[1])
     return result[0], result[1]
 
 

@@ -155,7 +155,7 @@ def encrypt(
     """KEY:ENCRYPT: the version used and the ciphertext."""
     status = key_status(state, enclave_name, name, version)
     record = status.record
-    ciphertext = crypto.encrypt(record.material, record.key_type, status.version, plaintext, aad)
+    ciphertext = record.cipher(status.version).encrypt(plaintext, aad)
     return status.version, ciphertext
 
 
@@ -165,8 +165,7 @@ def generate_key(
     """KEY:GENERATE: the version used, a fresh data key and its ciphertext."""
     status = key_status(state, enclave_name, name, version)
     plaintext = crypto.generate_data_key(length)
-    record = status.record
-    ciphertext = crypto.encrypt(record.material, record.key_type, status.version, plaintext, aad)
+    ciphertext = status.record.cipher(status.version).encrypt(plaintext, aad)
     return status.version, plaintext, ciphertext
 
 
@@ -189,7 +188,7 @@ def decrypt(
     record = key.versions.get(embedded)
     if record is None:
         raise ErrKeyNotFound
-    return crypto.decrypt(record.material, record.key_type, embedded, ciphertext, aad)
+    return record.cipher(embedded).decrypt(ciphertext, aad)
 
 
 def mac(
@@ -197,7 +196,7 @@ def mac(
 ) -> tuple[int, bytes]:
     """KEY:MAC: the version used and HMAC-SHA-256 of the message."""
     status = key_status(state, enclave_name, name, version)
-    return status.version, crypto.mac(status.record.material, status.version, message)
+    return status.version, status.record.cipher(status.version).mac(message)
 
 
 def policy(state: State, enclave_name: str, name: str) -> Policy:

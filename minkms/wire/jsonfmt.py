@@ -74,8 +74,14 @@ def from_json(data, cls):
     """
     Parse proto-JSON bytes or text into a new C{cls} message.  Both the
     json_name and the proto field name are accepted; unknown keys are an
-    error, as for kms-go.  Raises C{json_format.ParseError}.
+    error, as for kms-go.  Raises C{json_format.ParseError}, also for
+    bytes that are not UTF-8.
     """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise json_format.ParseError(f"not UTF-8: {e}") from None
     return json_format.Parse(data, cls(), ignore_unknown_fields=False)
 
 
