@@ -15,7 +15,8 @@ from twisted.web.resource import Resource
 from minkms import version
 from minkms.errors import ErrPermission, KMSError, bad_request, internal, not_found, not_implemented
 from minkms.server import dispatch
-from minkms.server.http import caller_identity, send_error, send_ok
+from minkms.server.http import MAX_BODY, MAX_OTHER_BODY, caller_identity, send_error, send_ok
+from minkms.state import authz
 from minkms.wire import canonical, frames, jsonfmt
 from minkms.wire import kms_pb2 as pb
 from minkms.wire.names import validate_name
@@ -124,19 +125,37 @@ class ReadyResource(APIResource):
 
 class NotYetResource(APIResource):
     """
-    A protocol endpoint this build does not offer yet (log streaming,
+    A SysAdmin endpoint this build does not offer yet (log streaming,
     profiling, restart): 501 with a clear reason, as spec section 3 allows,
-    rather than the 404 of an unknown path.
+    rather than the 404 of an unknown path; 403 to anyone else, who may
+    not call it at all.
     """
 
     isLeaf = True
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, sysadmin: str) -> None:
         super().__init__()
         self._what = what
+        self._sysadmin = sysadmin
+
+    def body_limit(self, method: bytes, rest: list[bytes], caller: str) -> int:
+        """Only the SysAdmin may send a body here (L{minkms.server.http.body_limit})."""
+        require_sysadmin(caller, self._sysadmin)
+        return MAX_OTHER_BODY
 
     def render(self, request):
+        try:
+            require_sysadmin(caller_identity(request), self._sysadmin)
+        except KMSError as e:
+            return send_error(request, e)
         return send_error(request, not_implemented(f"{self._what} is not supported by this server yet"))
+
+
+def require_sysadmin(caller: str, sysadmin: str) -> str:
+    """C{caller} if it is the SysAdmin; L{ErrPermission} otherwise."""
+    if not caller or caller != sysadmin:
+        raise ErrPermission
+    return caller
 
 
 class KMSResource(APIResource):
@@ -156,13 +175,41 @@ class KMSResource(APIResource):
         self._sysadmin = sysadmin
         self._clock = clock
 
+    def body_limit(self, method: bytes, rest: list[bytes], caller: str) -> int:
+        """
+        Whether C{caller} may POST to C{/v1/kms/REST} at all, decided from
+        the path and its identity before the body is read (403 if not).
+        """
+        if method != b"POST":
+            return MAX_OTHER_BODY
+        self._authenticate(caller, rest)
+        return MAX_BODY
+
+    def _authenticate(self, caller: str, rest: list[bytes]) -> None:
+        """
+        Spec section 7.2 orders authentication first: a caller who is not
+        the SysAdmin must be an identity of the enclave the path names, or
+        is refused (403) before the path or the body are judged.
+        """
+        if caller and caller == self._sysadmin:
+            return
+        if not caller or len(rest) != 1 or not rest[0]:
+            raise ErrPermission
+        try:
+            enclave = rest[0].decode("utf-8")
+        except UnicodeError:
+            raise ErrPermission from None
+        authz.subject(self._node.state.state, caller, False, enclave)
+
     def render_POST(self, request):
         try:
+            caller = caller_identity(request)
+            self._authenticate(caller, request.postpath)
             enclave = _enclave_of(request)
             decoded = frames.decode_request(request.content.read())
             command = decoded[0][0]
             ctx = dispatch.CallContext(
-                caller=caller_identity(request),
+                caller=caller,
                 enclave=enclave,
                 sysadmin=self._sysadmin,
                 now_ns=self._clock.time_ns(),
@@ -184,10 +231,9 @@ class KMSResource(APIResource):
         return _finish_later(request, d)
 
     def _cluster(self, request, ctx, command, message):
+        require_sysadmin(ctx.caller, self._sysadmin)
         if ctx.enclave:
             raise bad_request(f"{command.name} is a cluster command: send it without an enclave")
-        if not ctx.caller or ctx.caller != self._sysadmin:
-            raise ErrPermission
         if command.code == 3:
             d = self._node.cluster_status()
             d.addCallback(lambda status: frames.encode_response(3, [status]))
@@ -257,9 +303,9 @@ def build_root(node, sysadmin: str, extra: dict | None = None) -> Resource:
     v1.putChild(b"kms", KMSResource(node, sysadmin))
     debug = APIResource()
     v1.putChild(b"debug", debug)
-    debug.putChild(b"log", NotYetResource("log streaming (/v1/debug/log)"))
-    debug.putChild(b"pprof", NotYetResource("profiling (/v1/debug/pprof)"))
-    debug.putChild(b"restart", NotYetResource("restart (/v1/debug/restart)"))
+    debug.putChild(b"log", NotYetResource("log streaming (/v1/debug/log)", sysadmin))
+    debug.putChild(b"pprof", NotYetResource("profiling (/v1/debug/pprof)", sysadmin))
+    debug.putChild(b"restart", NotYetResource("restart (/v1/debug/restart)", sysadmin))
     for path, resource in (extra or {}).items():
         parent = v1
         parts = path.split(b"/")

@@ -7,6 +7,7 @@ reactor runs, and reported as one line (a L{SystemExit} with the text).
 """
 
 import os
+import resource
 import shutil
 import socket
 import sys
@@ -26,6 +27,7 @@ from minkms.server.api import build_root
 from minkms.server.banner import banner
 from minkms.server.http import APISite
 from minkms.server import peer
+from minkms.server.limits import ConnectionLimits
 from minkms.server.listener import SwitchFactory
 from minkms.tls import ServerContextFactory
 
@@ -100,6 +102,7 @@ class Settings:
     election_timeout: float
     snapshot_entries: int
     dev: bool
+    limits: ConnectionLimits = ConnectionLimits()
 
 
 def _default_host_ip() -> str:
@@ -130,9 +133,11 @@ def resolve(options, environ=os.environ) -> Settings:
     heartbeat, election = cfg.DEFAULT_HEARTBEAT, cfg.DEFAULT_ELECTION_TIMEOUT
     snapshot_entries = cfg.DEFAULT_SNAPSHOT_ENTRIES
     admin = None
+    limits = ConnectionLimits()
     if options["config"]:
         file_config = cfg.load_config(options["config"])
         credentials, cas = file_config.credentials, file_config.ca_certificates
+        limits = file_config.limits
         heartbeat, election = file_config.heartbeat, file_config.election_timeout
         snapshot_entries = file_config.snapshot_entries
         admin = file_config.admin_identity
@@ -162,6 +167,7 @@ def resolve(options, environ=os.environ) -> Settings:
         election_timeout=election,
         snapshot_entries=snapshot_entries,
         dev=options["dev"],
+        limits=limits,
     )
 
 
@@ -249,14 +255,17 @@ def build_service(settings: Settings, reactor, out=None) -> NodeService:
 
     node = open_node(settings, reactor)
     try:
-        site = APISite(build_root(node, settings.sysadmin, node.extra_resources()))
-        factory = SwitchFactory(site, node.peer_protocol)
+        site = APISite(build_root(node, settings.sysadmin, node.extra_resources()), settings.limits)
+        peer_identity = APIKey.parse(settings.hsm.peer_api_key()).identity
+        factory = SwitchFactory(site, node.peer_protocol, settings.limits,
+                                privileged={peer_identity, settings.sysadmin}, clock=reactor)
         factory.noisy = False
         try:
             port = reactor.listenSSL(
                 settings.listen_port,
                 factory,
                 ServerContextFactory(settings.credentials, peer.peer_credentials(settings.hsm)),
+                backlog=settings.limits.listen_backlog,
                 interface=settings.listen_ip,
             )
         except ierror.CannotListenError as e:
@@ -271,12 +280,21 @@ def build_service(settings: Settings, reactor, out=None) -> NodeService:
     return NodeService(settings, node, port, out or sys.stdout, reactor)
 
 
+def disable_core_dumps() -> None:
+    """
+    A core dump of a node would hold the HSM key and every key in memory:
+    the process allows none (as the systemd unit's C{LimitCORE=0} does).
+    """
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def makeService(options, reactor=None, environ=os.environ, out=None):
     """
     The L{IServiceMaker} entry point.  Start-up problems exit with one line.
     """
     if reactor is None:
         from twisted.internet import reactor
+    disable_core_dumps()
     try:
         settings = resolve(options, environ)
         return build_service(settings, reactor, out)
