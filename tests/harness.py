@@ -119,9 +119,10 @@ class ProcessNode:
     """
 
     def __init__(self, testcase, hsm: SoftHSM, port: int | None = None, volume: str | None = None,
-                 extra_args=(), environ: dict | None = None):
+                 extra_args=(), environ: dict | None = None, preexec_fn=None):
         self.hsm = hsm
         self.environ = environ if environ is not None else {"MINIO_KMS_HSM_KEY": hsm.to_text()}
+        self.preexec_fn = preexec_fn
         self.extra_args = list(extra_args)
         self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -139,7 +140,7 @@ class ProcessNode:
             [sys.executable, "-m", "minkms.cli.main", "server", self.volume, "--dev",
              "--host", self.host, "--address", f"127.0.0.1:{self.port}", *self.extra_args],
             env=cli_env(**self.environ),
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=self.preexec_fn,
         )
         log.close()
         return self

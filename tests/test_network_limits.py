@@ -29,6 +29,7 @@ from minkms.errors import ErrPermission
 from minkms.hsm import SoftHSM
 from minkms.server import peer
 from minkms.server.http import MAX_BODY, MAX_DB_BODY
+from minkms.server.limits import ConnectionLimits
 from minkms.tls import ALPN_HTTP, ALPN_PEER, PEER_SERVER_NAME, ClientTLS
 from minkms.wire import kms_pb2 as pb
 from tests.harness import InProcessServer, ProcessNode, write_config
@@ -415,3 +416,77 @@ class ProcessHygieneTests(unittest.TestCase):
         with open(f"/proc/{pid}/limits") as f:
             core = [line for line in f if line.startswith("Max core file size")]
         self.assertEqual(core[0].split()[4:6], ["0", "0"], core)
+
+    def test_systemd_unit_forbids_core_dumps(self):
+        import os
+
+        from tests.support import REPO
+
+        with open(os.path.join(REPO, "conf", "minkms.service")) as f:
+            self.assertIn("LimitCORE=0", f.read().splitlines())
+
+    def test_example_config_loads(self):
+        """conf/config.yaml, with its limits example uncommented, is a valid config."""
+        import os
+
+        from minkms.server import config as cfg
+        from tests.support import REPO, write_server_certificate
+
+        with open(os.path.join(REPO, "conf", "config.yaml")) as f:
+            text = f.read()
+        directory = self.mktemp()
+        os.makedirs(os.path.join(directory, "CAs"))
+        key, cert = write_server_certificate(directory)
+        text = text.replace("/etc/minkms/certs/private.key", key).replace("/etc/minkms/certs/public.crt", cert)
+        text = text.replace("/etc/minkms/certs/CAs", os.path.join(directory, "CAs"))
+        start = text.index("# limits:")
+        text = text[:start] + "\n".join(line[2:] for line in text[start:].splitlines()) + "\n"
+        path = os.path.join(directory, "config.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        self.assertEqual(cfg.load_config(path).limits, ConnectionLimits())
+
+
+def _few_descriptors():
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
+
+
+class DescriptorExhaustionTests(unittest.TestCase):
+    """
+    The issue's attack: 600 idle connections against a node allowed 512
+    open files.  The caps fit the descriptors, so the SysAdmin and a peer
+    are still served, and the idle connections are closed.
+    """
+
+    timeout = 180
+
+    async def test_600_idle_connections(self):
+        hsm = SoftHSM.generate()
+        node = ProcessNode(self, hsm, preexec_fn=_few_descriptors)
+        node.start()
+        api_key = APIKey.parse(hsm.sysadmin_api_key())
+        client = KMSClient(reactor, [node.host], api_key, insecure=True)
+        self.addCleanup(client.close)
+        await node.wait_up(client)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", node.port, timeout=60)
+        idle = []
+        for _ in range(600):
+            protocol = await endpoint.connect(Factory.forProtocol(IdleClient))
+            protocol.handshake.addErrback(lambda _: None)
+            self.addCleanup(protocol.close)
+            idle.append(protocol)
+        response = await RawClient(self, node.port, api_key, timeout=60).kms(frame(CLUSTER_STATUS))
+        self.assertEqual(response.status, 200, response)
+        link = peer.PeerLink(reactor, node.host, None, peer.peer_tls(hsm),
+                             APIKey.parse(hsm.peer_api_key()).identity)
+        try:
+            answer = await link.call(peer.NodeStatus, 60, reactor)
+        finally:
+            link.close()
+        self.assertEqual(pb.ServerStatusResponse.FromString(answer["status"]).Host, node.host)
+        try:
+            await defer.gatherResults([p.lost for p in idle]).addTimeout(120, reactor)
+        except defer.TimeoutError:
+            self.fail(f"{sum(not p.lost.called for p in idle)} idle connections were kept open")

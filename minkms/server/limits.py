@@ -108,3 +108,28 @@ class ConnectionTable:
             self._by_address[address] = left
         else:
             self._by_address.pop(address, None)
+
+
+DESCRIPTOR_MARGIN = 64
+"""Descriptors kept for everything but inbound connections: kms.db and its
+lock, outbound peer links, the thread pool, logs."""
+
+
+def fit_to_descriptors(limits: ConnectionLimits, available: int) -> ConnectionLimits:
+    """
+    Lower the connection caps, if need be, so that inbound connections
+    (the caps plus the reserve) cannot use up the C{available} file
+    descriptors: otherwise a flood of connections would make the kernel
+    refuse the SysAdmin's before the caps are ever reached.
+    """
+    budget = max(available - DESCRIPTOR_MARGIN, 2)
+    if limits.max_connections + limits.reserved_connections <= budget:
+        return limits
+    reserved = min(limits.reserved_connections, max(budget // 8, 1))
+    total = budget - reserved
+    return attrs.evolve(
+        limits,
+        max_connections=total,
+        max_connections_per_address=min(limits.max_connections_per_address, total),
+        reserved_connections=reserved,
+    )

@@ -17,6 +17,7 @@ import attrs
 from twisted.application import service
 from twisted.internet import error as ierror
 from twisted.internet import threads
+from twisted.logger import Logger
 from twisted.python import usage
 
 from minkms.apikey import APIKey
@@ -27,9 +28,12 @@ from minkms.server.api import build_root
 from minkms.server.banner import banner
 from minkms.server.http import APISite
 from minkms.server import peer
-from minkms.server.limits import ConnectionLimits
+from minkms.server.limits import DESCRIPTOR_MARGIN, ConnectionLimits, fit_to_descriptors
 from minkms.server.listener import SwitchFactory
 from minkms.tls import ServerContextFactory
+
+
+log = Logger()
 
 
 class Options(usage.Options):
@@ -255,9 +259,10 @@ def build_service(settings: Settings, reactor, out=None) -> NodeService:
 
     node = open_node(settings, reactor)
     try:
-        site = APISite(build_root(node, settings.sysadmin, node.extra_resources()), settings.limits)
+        limits = limits_within_descriptors(settings.limits)
+        site = APISite(build_root(node, settings.sysadmin, node.extra_resources()), limits)
         peer_identity = APIKey.parse(settings.hsm.peer_api_key()).identity
-        factory = SwitchFactory(site, node.peer_protocol, settings.limits,
+        factory = SwitchFactory(site, node.peer_protocol, limits,
                                 privileged={peer_identity, settings.sysadmin}, clock=reactor)
         factory.noisy = False
         try:
@@ -265,7 +270,7 @@ def build_service(settings: Settings, reactor, out=None) -> NodeService:
                 settings.listen_port,
                 factory,
                 ServerContextFactory(settings.credentials, peer.peer_credentials(settings.hsm)),
-                backlog=settings.limits.listen_backlog,
+                backlog=limits.listen_backlog,
                 interface=settings.listen_ip,
             )
         except ierror.CannotListenError as e:
@@ -278,6 +283,33 @@ def build_service(settings: Settings, reactor, out=None) -> NodeService:
         node.close()
         raise
     return NodeService(settings, node, port, out or sys.stdout, reactor)
+
+
+def limits_within_descriptors(limits: ConnectionLimits) -> ConnectionLimits:
+    """
+    Raise the soft limit of open files towards the hard one as far as the
+    connection caps need (as Go programs do at start), and lower the caps
+    to what the descriptors then allow (L{fit_to_descriptors}).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = limits.max_connections + limits.reserved_connections + DESCRIPTOR_MARGIN
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return limits
+    fitted = fit_to_descriptors(limits, soft)
+    if fitted != limits:
+        log.warn(
+            "only {soft} open files allowed: connections capped at {total} "
+            "(reserve {reserved}); raise LimitNOFILE to allow limits.max_connections",
+            soft=soft, total=fitted.max_connections, reserved=fitted.reserved_connections,
+        )
+    return fitted
 
 
 def disable_core_dumps() -> None:
