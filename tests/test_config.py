@@ -90,7 +90,7 @@ class ConfigFileTests(unittest.TestCase):
         self.assertEqual(limits, ConnectionLimits(handshake_timeout=2.0, body_timeout=60.0,
                                                   max_connections_per_address=10, reserved_connections=0))
         self.assertEqual((limits.request_timeout, limits.max_connections, limits.listen_backlog),
-                         (5.0, 4096, 1024))
+                         (10.0, 4096, 1024))
 
 
 class DescriptorFitTests(unittest.TestCase):

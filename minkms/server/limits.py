@@ -35,8 +35,8 @@ class ConnectionLimits:
     @ivar listen_backlog: the kernel's queue of connections not yet accepted.
     """
 
-    handshake_timeout: float = 5.0
-    request_timeout: float = 5.0
+    handshake_timeout: float = 10.0
+    request_timeout: float = 10.0
     body_timeout: float = 60.0
     idle_timeout: float = 120.0
     max_connections: int = 4096
