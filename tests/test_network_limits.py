@@ -301,6 +301,29 @@ class EarlyBodyRefusalTests(ServerTestCase):
         status, body = await threads.deferToThread(exchange)
         self.assertEqual((status, body), (403, b'{"message":"%s"}' % PERMISSION.encode()))
 
+    async def test_refused_client_that_keeps_sending_is_cut(self):
+        """
+        A refused client that neither reads the answer nor closes, but keeps
+        sending its body, is cut off soon after the refusal.
+        """
+        port, context = self.server.port, self.raw(None).context
+
+        def keep_sending():
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                with context.wrap_socket(sock) as tls:
+                    tls.sendall(b"PUT /v1/db HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % MAX_DB_BODY)
+                    deadline = time.monotonic() + CLOSE_DEADLINE
+                    while time.monotonic() < deadline:
+                        try:
+                            tls.sendall(b"\x00" * 1024)
+                        except OSError:
+                            return True
+                        time.sleep(0.05)
+                    return False
+
+        self.assertTrue(await threads.deferToThread(keep_sending), "the refused connection stayed open")
+        await self.assertStillServing()
+
     async def test_sysadmin_restore_body_is_read(self):
         """The SysAdmin's body is read and judged (here: not a backup)."""
         response = await self.raw().request("PUT", "/v1/db", b"not a backup")

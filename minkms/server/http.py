@@ -24,6 +24,11 @@ MAX_DB_BODY = 64 << 20
 MAX_OTHER_BODY = 4096
 """Largest body of a request to a resource that reads none (405/404/501)."""
 
+REFUSAL_GRACE = 5.0
+"""Seconds a refused client has to read the answer before the connection is
+cut, whether or not it acknowledges the TLS close (and however much more
+body it sends)."""
+
 _REASONS = {403: b"Forbidden", 408: b"Request Timeout", 413: b"Request Entity Too Large"}
 
 
@@ -88,9 +93,9 @@ class LimitedRequest(server.Request):
         super().handleContentChunk(data)
 
     def requestReceived(self, command, path, version):
-        self._stop_deadline()
         if self._refused:
             return
+        self._stop_deadline()
         super().requestReceived(command, path, version)
 
     def connectionLost(self, reason):
@@ -121,6 +126,7 @@ class LimitedRequest(server.Request):
         )
         self.channel.transport.write(head + body)
         self.channel.loseConnection()
+        self._deadline = self.channel.callLater(REFUSAL_GRACE, self.channel.transport.abortConnection)
 
 
 class APIChannel(http.HTTPChannel):
