@@ -29,7 +29,7 @@ from minkms.errors import ErrPermission
 from minkms.hsm import SoftHSM
 from minkms.server import peer
 from minkms.server.http import MAX_BODY, MAX_DB_BODY
-from minkms.server.limits import ConnectionLimits
+from minkms.server.limits import NORMAL, PROBATION, REFUSED, ConnectionLimits, ConnectionTable
 from minkms.tls import ALPN_HTTP, ALPN_PEER, PEER_SERVER_NAME, ClientTLS
 from minkms.wire import kms_pb2 as pb
 from tests.harness import InProcessServer, ProcessNode, write_config
@@ -532,3 +532,39 @@ class DescriptorExhaustionTests(unittest.TestCase):
             await defer.gatherResults([p.lost for p in idle]).addTimeout(120, reactor)
         except defer.TimeoutError:
             self.fail(f"{sum(not p.lost.called for p in idle)} idle connections were kept open")
+
+
+class ConnectionTableTests(unittest.TestCase):
+    """The admission rules of L{ConnectionTable}, without sockets."""
+
+    def setUp(self):
+        self.table = ConnectionTable(ConnectionLimits(
+            max_connections=4, max_connections_per_address=2, reserved_connections=2))
+
+    def test_per_address_then_reserve(self):
+        self.assertEqual([self.table.admit(n, "a")[0] for n in ("a1", "a2")], [NORMAL, NORMAL])
+        self.assertEqual(self.table.admit("b1", "b"), (NORMAL, None))
+        self.assertEqual(self.table.admit("a3", "a"), (PROBATION, None))
+        self.assertFalse(self.table.identified("a3", privileged=False))
+        self.assertTrue(self.table.identified("a1", privileged=False), "within the caps anyone stays")
+
+    def test_oldest_on_probation_evicted(self):
+        for name in ("x1", "x2", "x3", "x4"):
+            self.table.admit(name, name)
+        self.assertEqual(self.table.admit("s1", "s"), (PROBATION, None))
+        self.assertEqual(self.table.admit("s2", "s"), (PROBATION, None))
+        self.assertEqual(self.table.admit("admin", "s"), (PROBATION, "s1"))
+        self.assertTrue(self.table.identified("admin", privileged=True))
+        self.table.release("s1", "s")
+        self.assertEqual(self.table.total, 6)
+
+    def test_release_frees_a_slot(self):
+        self.table.admit("a1", "a")
+        self.table.admit("a2", "a")
+        self.table.release("a1", "a")
+        self.assertEqual(self.table.admit("a3", "a"), (NORMAL, None))
+
+    def test_no_reserve_refuses(self):
+        table = ConnectionTable(ConnectionLimits(max_connections=1, reserved_connections=0))
+        table.admit("a", "a")
+        self.assertEqual(table.admit("b", "b"), (REFUSED, None))
