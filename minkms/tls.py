@@ -142,10 +142,24 @@ def _accept_any_certificate(connection, certificate, errno, depth, ok) -> bool:
     return True
 
 
+TLS12_CIPHERS = b":".join((
+    b"ECDHE-ECDSA-AES128-GCM-SHA256",
+    b"ECDHE-RSA-AES128-GCM-SHA256",
+    b"ECDHE-ECDSA-AES256-GCM-SHA384",
+    b"ECDHE-RSA-AES256-GCM-SHA384",
+    b"ECDHE-ECDSA-CHACHA20-POLY1305",
+    b"ECDHE-RSA-CHACHA20-POLY1305",
+))
+"""The TLS 1.2 suites a node accepts: forward secret (ECDHE) and AEAD only,
+no CBC and no static RSA key exchange.  TLS 1.3 suites are all AEAD and
+keep OpenSSL's defaults."""
+
+
 def _base_context() -> SSL.Context:
     ctx = SSL.Context(SSL.TLS_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
+    ctx.set_cipher_list(TLS12_CIPHERS)
     return ctx
 
 

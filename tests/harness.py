@@ -96,8 +96,11 @@ async def client_call(client: KMSClient, *args, **kwargs):
         await client.close()
 
 
-def write_config(directory: str, cluster: str = "") -> str:
-    """A config.yaml with a fresh certificate and an optional C{cluster:} section."""
+def write_config(directory: str, cluster: str = "", extra: str = "") -> str:
+    """
+    A config.yaml with a fresh certificate, an optional C{cluster:} section
+    and C{extra} YAML text (further sections) appended as written.
+    """
     from tests.support import write_server_certificate
 
     directory = os.path.abspath(directory)
@@ -108,6 +111,7 @@ def write_config(directory: str, cluster: str = "") -> str:
         f.write(f"version: v1\ntls:\n  certs:\n  - key: {key}\n    cert: {cert}\n")
         if cluster:
             f.write("cluster:\n" + "".join(f"  {line}\n" for line in cluster.splitlines()))
+        f.write(extra)
     return path
 
 
@@ -118,8 +122,10 @@ class ProcessNode:
     """
 
     def __init__(self, testcase, hsm: SoftHSM, port: int | None = None, volume: str | None = None,
-                 extra_args=()):
+                 extra_args=(), environ: dict | None = None, preexec_fn=None):
         self.hsm = hsm
+        self.environ = environ if environ is not None else {"MINIO_KMS_HSM_KEY": hsm.to_text()}
+        self.preexec_fn = preexec_fn
         self.extra_args = list(extra_args)
         self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -137,8 +143,8 @@ class ProcessNode:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "minkms.cli.main", "server", self.volume, "--dev",
              "--host", self.host, "--address", f"127.0.0.1:{self.port}", *self.extra_args],
-            env=cli_env(MINIO_KMS_HSM_KEY=self.hsm.to_text()),
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            env=cli_env(**self.environ),
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=self.preexec_fn,
         )
         log.close()
         return self

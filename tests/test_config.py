@@ -7,6 +7,7 @@ from twisted.trial import unittest
 from minkms.errors import StartupError
 from minkms.hsm import SoftHSM
 from minkms.server import config as cfg
+from minkms.server.limits import DESCRIPTOR_MARGIN, ConnectionLimits, fit_to_descriptors
 from tests.support import write_server_certificate
 
 
@@ -70,6 +71,39 @@ class ConfigFileTests(unittest.TestCase):
                            "does not match")
         self.assertOneLine(self.write("version: v1\ntls:\n" + good + "cluster:\n  heartbeat: soon\n"),
                            "invalid cluster.heartbeat")
+        for limits, fragment in (
+            ("  handshake_timeout: soon\n", "invalid limits.handshake_timeout 'soon'"),
+            ("  body_timeout: 0\n", "invalid limits.body_timeout 0: must be positive"),
+            ("  max_connections: 0\n", "limits.max_connections must be an integer of at least 1"),
+            ("  reserved_connections: -1\n", "limits.reserved_connections must be an integer of at least 0"),
+            ("  listen_backlog: many\n", "limits.listen_backlog must be an integer"),
+            ("  max_conections: 10\n", "unknown setting limits.max_conections"),
+        ):
+            self.assertOneLine(self.write("version: v1\ntls:\n" + good + "limits:\n" + limits), fragment)
+
+    def test_limits(self):
+        """The limits: section; what it leaves out keeps its default."""
+        path = self.write(f"version: v1\ntls:\n  certs:\n  - key: {self.key}\n    cert: {self.cert}\n"
+                          "limits:\n  handshake_timeout: 2s\n  body_timeout: 1m\n"
+                          "  max_connections_per_address: 10\n  reserved_connections: 0\n")
+        limits = cfg.load_config(path).limits
+        self.assertEqual(limits, ConnectionLimits(handshake_timeout=2.0, body_timeout=60.0,
+                                                  max_connections_per_address=10, reserved_connections=0))
+        self.assertEqual((limits.request_timeout, limits.max_connections, limits.listen_backlog),
+                         (10.0, 4096, 1024))
+
+
+class DescriptorFitTests(unittest.TestCase):
+    """The caps and the reserve never add up to more descriptors than the process may open."""
+
+    def test_fits(self):
+        fitted = fit_to_descriptors(ConnectionLimits(), 512)
+        self.assertEqual((fitted.max_connections, fitted.reserved_connections,
+                          fitted.max_connections_per_address), (392, 56, 392))
+        self.assertLessEqual(fitted.max_connections + fitted.reserved_connections, 512 - DESCRIPTOR_MARGIN)
+
+    def test_enough_descriptors(self):
+        self.assertEqual(fit_to_descriptors(ConnectionLimits(), 65536), ConnectionLimits())
 
 
 class EnvironmentTests(unittest.TestCase):

@@ -43,8 +43,8 @@ def _raft_handshake(port: int, api_key: APIKey, directory: str):
         with context.wrap_socket(sock, server_hostname=PEER_SERVER_NAME) as tls:
             alpn = tls.selected_alpn_protocol()
             server = identity_of_certificate(x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)))
-            tls.sendall(b"\x00\x04_ask\x00\x011\x00\x00")
             try:
+                tls.sendall(b"\x00\x04_ask\x00\x011\x00\x00")
                 data = tls.recv(1024)
             except (ConnectionError, ssl.SSLError, OSError):
                 data = b""

@@ -15,7 +15,8 @@ from twisted.web.resource import Resource
 from minkms import version
 from minkms.errors import ErrPermission, KMSError, bad_request, internal, not_found, not_implemented
 from minkms.server import dispatch
-from minkms.server.http import caller_identity, send_error, send_ok
+from minkms.server.http import MAX_BODY, MAX_OTHER_BODY, caller_identity, send_error, send_ok
+from minkms.state import authz
 from minkms.wire import canonical, frames, jsonfmt
 from minkms.wire import kms_pb2 as pb
 from minkms.wire.names import validate_name
@@ -127,19 +128,37 @@ class ReadyResource(APIResource):
 
 class NotYetResource(APIResource):
     """
-    A protocol endpoint this build does not offer yet (log streaming,
+    A SysAdmin endpoint this build does not offer yet (log streaming,
     profiling, restart): 501 with a clear reason, as spec section 3 allows,
-    rather than the 404 of an unknown path.
+    rather than the 404 of an unknown path; 403 to anyone else, who may
+    not call it at all.
     """
 
     isLeaf = True
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, sysadmin: str) -> None:
         super().__init__()
         self._what = what
+        self._sysadmin = sysadmin
+
+    def body_limit(self, method: bytes, rest: list[bytes], caller: str) -> int:
+        """Only the SysAdmin may send a body here (L{minkms.server.http.body_limit})."""
+        require_sysadmin(caller, self._sysadmin)
+        return MAX_OTHER_BODY
 
     def render(self, request):
+        try:
+            require_sysadmin(caller_identity(request), self._sysadmin)
+        except KMSError as e:
+            return send_error(request, e)
         return send_error(request, not_implemented(f"{self._what} is not supported by this server yet"))
+
+
+def require_sysadmin(caller: str, sysadmin: str) -> str:
+    """C{caller} if it is the SysAdmin; L{ErrPermission} otherwise."""
+    if not caller or caller != sysadmin:
+        raise ErrPermission
+    return caller
 
 
 class KMSResource(APIResource):
@@ -159,32 +178,84 @@ class KMSResource(APIResource):
         self._sysadmin = sysadmin
         self._clock = clock
 
-    def render_POST(self, request):
+    def body_limit(self, method: bytes, rest: list[bytes], caller: str) -> int:
+        """
+        Whether C{caller} may POST to C{/v1/kms/REST} at all, decided from
+        the path and its identity before the body is read (403 if not).
+        An identity this node does not know yet is let through to
+        L{render_POST}, which waits until the node's state is fresh before
+        it refuses (the identity may have been created a moment ago).
+        """
+        if method != b"POST":
+            return MAX_OTHER_BODY
+        self._check_path(caller, rest)
+        return MAX_BODY
+
+    def _check_path(self, caller: str, rest: list[bytes]) -> str | None:
+        """The enclave a non-SysAdmin caller names, or 403; None for the SysAdmin."""
+        if caller and caller == self._sysadmin:
+            return None
+        if not caller or len(rest) != 1 or not rest[0]:
+            raise ErrPermission
         try:
-            enclave = _enclave_of(request)
-            decoded = frames.decode_request(request.content.read())
-            command = decoded[0][0]
-            ctx = dispatch.CallContext(
-                caller=caller_identity(request),
-                enclave=enclave,
-                sysadmin=self._sysadmin,
-                now_ns=self._clock.time_ns(),
-            )
-            if command.code in CLUSTER_NODE_COMMANDS:
-                return self._cluster(request, ctx, command, decoded[0][1])
-            if not command.write:
-                barrier = self._node.read_barrier()
+            return rest[0].decode("utf-8")
+        except UnicodeError:
+            raise ErrPermission from None
+
+    def _authenticate(self, caller: str, rest: list[bytes]) -> None:
+        """
+        Spec section 7.2 orders authentication first: a caller who is not
+        the SysAdmin must be an identity of the enclave the path names, or
+        is refused (403) before the path or the body are judged.
+        """
+        enclave = self._check_path(caller, rest)
+        if enclave is not None:
+            authz.subject(self._node.state.state, caller, False, enclave)
+
+    def render_POST(self, request):
+        caller = caller_identity(request)
+        try:
+            try:
+                self._authenticate(caller, request.postpath)
+            except KMSError as refused:
+                barrier = self._node.read_barrier() if caller else None
                 if barrier is None:
-                    return send_ok(request, self._read(ctx, command, decoded), OCTET_STREAM)
+                    raise refused from None
+                barrier.addCallback(lambda _: self._authenticate(caller, request.postpath))
+                barrier.addCallback(lambda _: self._handle(request, caller))
+                return _finish_later(request, barrier)
+            answer = self._handle(request, caller)
         except KMSError as e:
             return send_error(request, e)
+        if isinstance(answer, bytes):
+            return send_ok(request, answer, OCTET_STREAM)
+        return _finish_later(request, answer)
+
+    def _handle(self, request, caller: str):
+        """
+        The answer to an authenticated request: its body, or a Deferred of
+        it (a write, a read waiting for fresh state, a cluster command).
+        """
+        enclave = _enclave_of(request)
+        decoded = frames.decode_request(request.content.read())
+        command = decoded[0][0]
+        ctx = dispatch.CallContext(
+            caller=caller,
+            enclave=enclave,
+            sysadmin=self._sysadmin,
+            now_ns=self._clock.time_ns(),
+        )
+        if command.code in CLUSTER_NODE_COMMANDS:
+            return self._cluster(ctx, command, decoded[0][1])
         if not command.write:
-            barrier.addCallback(lambda _: self._read(ctx, command, decoded))
-            return _finish_later(request, barrier)
+            barrier = self._node.read_barrier()
+            if barrier is None:
+                return self._read(ctx, command, decoded)
+            return barrier.addCallback(lambda _: self._read(ctx, command, decoded))
         d = self._node.submit_write(ctx, command, decoded[0][1])
         d.addCallback(_raise_result_error)
         d.addCallback(lambda _: frames.encode_response(command.code, [None]))
-        return _finish_later(request, d)
+        return d
 
     def _read(self, ctx, command, decoded) -> bytes:
         """Answer read frames from the node's applied state."""
@@ -192,18 +263,17 @@ class KMSResource(APIResource):
         replies = [dispatch.execute_read(state, ctx, command, message) for _, message in decoded]
         return frames.encode_response(command.code, replies)
 
-    def _cluster(self, request, ctx, command, message):
+    def _cluster(self, ctx, command, message):
+        require_sysadmin(ctx.caller, self._sysadmin)
         if ctx.enclave:
             raise bad_request(f"{command.name} is a cluster command: send it without an enclave")
-        if not ctx.caller or ctx.caller != self._sysadmin:
-            raise ErrPermission
         if command.code == 3:
             d = self._node.cluster_status()
             d.addCallback(lambda status: frames.encode_response(3, [status]))
         else:
             d = defer.maybeDeferred(self._node.cluster_command, command, message)
             d.addCallback(lambda _: frames.encode_response(command.code, [None]))
-        return _finish_later(request, d)
+        return d
 
 
 def _raise_result_error(result):
@@ -266,9 +336,9 @@ def build_root(node, sysadmin: str, extra: dict | None = None) -> Resource:
     v1.putChild(b"kms", KMSResource(node, sysadmin))
     debug = APIResource()
     v1.putChild(b"debug", debug)
-    debug.putChild(b"log", NotYetResource("log streaming (/v1/debug/log)"))
-    debug.putChild(b"pprof", NotYetResource("profiling (/v1/debug/pprof)"))
-    debug.putChild(b"restart", NotYetResource("restart (/v1/debug/restart)"))
+    debug.putChild(b"log", NotYetResource("log streaming (/v1/debug/log)", sysadmin))
+    debug.putChild(b"pprof", NotYetResource("profiling (/v1/debug/pprof)", sysadmin))
+    debug.putChild(b"restart", NotYetResource("restart (/v1/debug/restart)", sysadmin))
     for path, resource in (extra or {}).items():
         parent = v1
         parts = path.split(b"/")

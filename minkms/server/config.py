@@ -15,8 +15,9 @@ text reads either way.  Optional sections: C{admin.identity} (replaces the
 SysAdmin identity derived from the HSM key), C{cluster.heartbeat} /
 C{cluster.election_timeout} (durations such as C{250ms}, C{1.5s}),
 C{cluster.snapshot_entries} (entries applied between log compactions),
-C{cluster.read_lease} (how long a follower's read lease lasts) and
-C{cluster.reads_without_leader} (C{serve} or C{refuse}).
+C{cluster.read_lease} (how long a follower's read lease lasts),
+C{cluster.reads_without_leader} (C{serve} or C{refuse}), and C{limits.*},
+the connection limits of L{minkms.server.limits.ConnectionLimits}.
 Every problem is reported as one L{StartupError} line.
 """
 
@@ -29,6 +30,7 @@ import yaml
 from minkms.apikey import is_identity
 from minkms.errors import StartupError
 from minkms.hsm import HSMKeyError, SoftHSM
+from minkms.server.limits import COUNTS, DURATIONS, ConnectionLimits
 from minkms.tls import ServerCredentials, TLSConfigError, load_ca_directory
 
 HSM_ENV = ("MINIO_KMS_HSM_KEY", "MINIO_HSM_KMS_KEY")
@@ -53,6 +55,7 @@ class FileConfig:
     snapshot_entries: int
     read_lease: float = DEFAULT_READ_LEASE
     reads_without_leader: str = DEFAULT_READS_WITHOUT_LEADER
+    limits: ConnectionLimits = ConnectionLimits()
 
 
 def hsm_from_environment(environ=os.environ) -> SoftHSM:
@@ -61,12 +64,40 @@ def hsm_from_environment(environ=os.environ) -> SoftHSM:
         text = environ.get(name)
         if text:
             try:
-                return SoftHSM.parse(text)
+                hsm = SoftHSM.parse(text)
             except HSMKeyError as e:
                 raise StartupError(f"{e} (from ${name})") from None
+            if environ is os.environ:
+                drop_from_environment(HSM_ENV)
+            return hsm
     raise StartupError(
         "no HSM key: set MINIO_KMS_HSM_KEY to the output of 'minkms --soft-hsm'"
     )
+
+
+def drop_from_environment(names) -> None:
+    """
+    Remove secrets from this process's environment, including the copy the
+    kernel shows in C{/proc/PID/environ}: the bytes of the original
+    environment block are overwritten, since unsetting only unlinks them.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    environ = ctypes.POINTER(ctypes.c_char_p).in_dll(libc, "environ")
+    prefixes = tuple(name.encode() + b"=" for name in names)
+    located = []
+    i = 0
+    while environ[i] is not None:
+        entry = environ[i]
+        if entry.startswith(prefixes):
+            address = ctypes.cast(environ, ctypes.POINTER(ctypes.c_void_p))[i]
+            located.append((address, len(entry)))
+        i += 1
+    for name in names:
+        os.environ.pop(name, None)
+    for address, length in located:
+        ctypes.memset(address, 0, length)
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
@@ -170,9 +201,31 @@ def load_config(path: str) -> FileConfig:
         raise StartupError(
             f"invalid config {path}: cluster.reads_without_leader must be serve or refuse"
         )
+    limits = load_limits(_section(doc, "limits", path), path)
     return FileConfig(
-        credentials, cas, admin, heartbeat, election, snapshot_entries, read_lease, reads
+        credentials, cas, admin, heartbeat, election, snapshot_entries, read_lease, reads, limits
     )
+
+
+def load_limits(section: dict, path: str) -> ConnectionLimits:
+    """The C{limits:} section: durations and positive counts, checked."""
+    unknown = sorted(set(section) - set(DURATIONS) - set(COUNTS))
+    if unknown:
+        raise StartupError(f"invalid config {path}: unknown setting limits.{unknown[0]}")
+    values = {}
+    for name in DURATIONS:
+        if name in section:
+            values[name] = parse_duration(section[name], f"limits.{name}")
+    for name in COUNTS:
+        if name in section:
+            value = section[name]
+            minimum = 0 if name == "reserved_connections" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise StartupError(
+                    f"invalid config {path}: limits.{name} must be an integer of at least {minimum}"
+                )
+            values[name] = value
+    return ConnectionLimits(**values)
 
 
 def split_host_port(text: str, what: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:

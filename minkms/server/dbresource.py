@@ -9,9 +9,9 @@ applies it.  Both are SysAdmin only.
 
 import time
 
-from minkms.errors import ErrPermission, KMSError, bad_request
-from minkms.server.api import APIResource, _finish_later, _raise_result_error
-from minkms.server.http import caller_identity, send_error, send_ok
+from minkms.errors import KMSError, bad_request
+from minkms.server.api import APIResource, _finish_later, _raise_result_error, require_sysadmin
+from minkms.server.http import MAX_DB_BODY, MAX_OTHER_BODY, caller_identity, send_error, send_ok
 from minkms.state.commands import RestoreState
 from minkms.storage.backup import open_backup, seal_backup
 from minkms.storage.errors import BackupError
@@ -28,11 +28,18 @@ class DBResource(APIResource):
         self._node = node
         self._sysadmin = sysadmin
 
+    def body_limit(self, method: bytes, rest: list[bytes], caller: str) -> int:
+        """
+        Only the SysAdmin may send a backup (403 to anyone else before a
+        byte of it is read); L{MAX_DB_BODY} is the most it may be.
+        """
+        if method != b"PUT":
+            return MAX_OTHER_BODY
+        require_sysadmin(caller, self._sysadmin)
+        return MAX_DB_BODY
+
     def _authorize(self, request) -> str:
-        caller = caller_identity(request)
-        if not caller or caller != self._sysadmin:
-            raise ErrPermission
-        return caller
+        return require_sysadmin(caller_identity(request), self._sysadmin)
 
     def render_GET(self, request):
         try:

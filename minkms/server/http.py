@@ -1,12 +1,17 @@
 """
-HTTP plumbing shared by the API resources: the request class that refuses
-oversized bodies before reading them, the caller's identity, and the two
-ways a response ends (complete bytes, or a JSON error).
+HTTP plumbing shared by the API resources: the channel that gives each
+request's headers and body a deadline, the request class that decides from
+the headers and the caller's identity whether to read a body at all, the
+caller's identity, and the two ways a response ends (complete bytes, or a
+JSON error).
 """
 
-from twisted.web import server
+from urllib.parse import unquote_to_bytes
+
+from twisted.web import http, server
 
 from minkms.errors import KMSError
+from minkms.server.limits import ConnectionLimits
 from minkms.tls import peer_identity
 from minkms.wire import errors as wire_errors
 
@@ -16,26 +21,66 @@ MAX_BODY = 1 << 20
 MAX_DB_BODY = 64 << 20
 """Largest C{PUT /v1/db} body (a sealed state snapshot; one Raft entry)."""
 
-_BODY_LIMITS = {b"/v1/db": MAX_DB_BODY}
+MAX_OTHER_BODY = 4096
+"""Largest body of a request to a resource that reads none (405/404/501)."""
+
+REFUSAL_GRACE = 5.0
+"""Seconds a refused client has to read the answer before the connection is
+cut, whether or not it acknowledges the TLS close (and however much more
+body it sends)."""
+
+_REASONS = {403: b"Forbidden", 408: b"Request Timeout", 413: b"Request Entity Too Large"}
+
+
+def body_limit(root, method: bytes, path: bytes, caller: str) -> int:
+    """
+    How many body bytes C{caller} may send with C{method path}, decided
+    before any is read: the resource the path leads to answers through its
+    C{body_limit(method, rest, caller)} (C{rest}: the path segments below
+    it), which raises L{KMSError} (403) for a caller who may not call it.
+    """
+    segments = [unquote_to_bytes(part) for part in path.split(b"?", 1)[0][1:].split(b"/")]
+    resource = root
+    while segments and not resource.isLeaf:
+        resource = resource.children.get(segments[0])
+        if resource is None:
+            return MAX_OTHER_BODY
+        segments = segments[1:]
+    rule = getattr(resource, "body_limit", None)
+    if rule is None:
+        return MAX_OTHER_BODY
+    return rule(method, segments, caller)
 
 
 class LimitedRequest(server.Request):
     """
-    A request that answers 413 and closes the connection as soon as the
-    headers announce (or the body exceeds) the size limit, instead of
-    buffering the whole body first.
+    A request whose body is judged before it is read: from the headers
+    (C{Content-Length}, or chunks counted as they arrive) and the caller's
+    TLS identity, it answers 403 to a caller who may not call the path and
+    413 past the limit for this caller and path, then closes the
+    connection.  A body must arrive whole within the channel's
+    C{body_timeout} (408 otherwise), however slowly it trickles.
     """
 
     _limit = MAX_BODY
     _received = 0
     _refused = False
+    _deadline = None
 
     def gotLength(self, length):
-        path = getattr(self.channel, "_path", b"").split(b"?", 1)[0]
-        self._limit = _BODY_LIMITS.get(path, MAX_BODY)
-        if length is not None and length > self._limit:
-            self._refuse()
-            return
+        if length != 0:
+            try:
+                self._limit = body_limit(
+                    self.channel.site.resource, self.channel._command, self.channel._path,
+                    caller_identity(self),
+                )
+            except KMSError as e:
+                self._refuse(e)
+                return
+            if length is not None and length > self._limit:
+                self._refuse(self._too_large())
+                return
+            self._deadline = self.channel.callLater(self.channel.body_timeout, self._too_slow)
         super().gotLength(length)
 
     def handleContentChunk(self, data):
@@ -43,23 +88,100 @@ class LimitedRequest(server.Request):
             return
         self._received += len(data)
         if self._received > self._limit:
-            self._refuse()
+            self._refuse(self._too_large())
             return
         super().handleContentChunk(data)
 
-    def _refuse(self):
+    def requestReceived(self, command, path, version):
+        if self._refused:
+            return
+        self._stop_deadline()
+        super().requestReceived(command, path, version)
+
+    def connectionLost(self, reason):
+        self._stop_deadline()
+        super().connectionLost(reason)
+
+    def _stop_deadline(self):
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_large(self) -> KMSError:
+        return KMSError(413, f"request body too large: limit is {self._limit} bytes")
+
+    def _too_slow(self):
+        self._deadline = None
+        self._refuse(KMSError(408, "request body not received in time"))
+
+    def _refuse(self, error: KMSError):
+        self._stop_deadline()
         self._refused = True
-        ctype, body = wire_errors.error_body(
-            KMSError(413, f"request body too large: limit is {self._limit} bytes"), ""
-        )
+        ctype, body = wire_errors.error_body(error, "")
         head = (
-            b"HTTP/1.1 413 Request Entity Too Large\r\n"
-            b"Content-Type: " + ctype + b"\r\n"
+            b"HTTP/1.1 %d %s\r\n" % (error.status, _REASONS.get(error.status, b"Error"))
+            + b"Content-Type: " + ctype + b"\r\n"
             b"Content-Length: " + str(len(body)).encode() + b"\r\n"
             b"Connection: close\r\n\r\n"
         )
         self.channel.transport.write(head + body)
         self.channel.loseConnection()
+        self._deadline = self.channel.callLater(REFUSAL_GRACE, self.channel.transport.abortConnection)
+
+
+class APIChannel(http.HTTPChannel):
+    """
+    An HTTP channel whose requests must arrive in time: a request's headers
+    within C{request_timeout} (counted from the start of the connection for
+    the first request, from its first byte for later ones), its body within
+    C{body_timeout} (see L{LimitedRequest}).  Between requests the site's
+    idle timeout applies.  A request that is not in time closes the
+    connection.
+    """
+
+    request_timeout = 5.0
+    body_timeout = 60.0
+    _headers_deadline = None
+    _awaiting_request = False
+
+    def connectionMade(self):
+        super().connectionMade()
+        self._await_headers()
+
+    def dataReceived(self, data):
+        if self._awaiting_request and data:
+            self._await_headers()
+        super().dataReceived(data)
+
+    def allHeadersReceived(self):
+        self._stop_headers_deadline()
+        super().allHeadersReceived()
+
+    def _send100Continue(self):
+        if not self.requests[-1]._refused:
+            super()._send100Continue()
+
+    def requestDone(self, request):
+        self._awaiting_request = True
+        super().requestDone(request)
+
+    def connectionLost(self, reason):
+        self._stop_headers_deadline()
+        super().connectionLost(reason)
+
+    def _await_headers(self):
+        self._awaiting_request = False
+        self._stop_headers_deadline()
+        self._headers_deadline = self.callLater(self.request_timeout, self._headers_too_slow)
+
+    def _stop_headers_deadline(self):
+        if self._headers_deadline is not None and self._headers_deadline.active():
+            self._headers_deadline.cancel()
+        self._headers_deadline = None
+
+    def _headers_too_slow(self):
+        self._headers_deadline = None
+        self.transport.abortConnection()
 
 
 class APISite(server.Site):
@@ -70,12 +192,20 @@ class APISite(server.Site):
     decrypt; requests will be recorded by the audit trail instead).
     """
 
+    protocol = APIChannel
     requestFactory = LimitedRequest
     displayTracebacks = False
     noisy = False
 
-    def __init__(self, resource) -> None:
-        super().__init__(resource, parsePOSTFormSubmission=False)
+    def __init__(self, resource, limits: ConnectionLimits = ConnectionLimits()) -> None:
+        super().__init__(resource, parsePOSTFormSubmission=False, timeout=limits.idle_timeout)
+        self._limits = limits
+
+    def buildProtocol(self, addr):
+        channel = super().buildProtocol(addr)
+        channel.request_timeout = self._limits.request_timeout
+        channel.body_timeout = self._limits.body_timeout
+        return channel
 
     def log(self, request) -> None:
         pass

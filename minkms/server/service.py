@@ -7,6 +7,7 @@ reactor runs, and reported as one line (a L{SystemExit} with the text).
 """
 
 import os
+import resource
 import shutil
 import socket
 import sys
@@ -16,6 +17,7 @@ import attrs
 from twisted.application import service
 from twisted.internet import error as ierror
 from twisted.internet import threads
+from twisted.logger import Logger
 from twisted.python import usage
 
 from minkms.apikey import APIKey
@@ -26,8 +28,12 @@ from minkms.server.api import build_root
 from minkms.server.banner import banner
 from minkms.server.http import APISite
 from minkms.server import peer
+from minkms.server.limits import DESCRIPTOR_MARGIN, ConnectionLimits, fit_to_descriptors
 from minkms.server.listener import SwitchFactory
 from minkms.tls import ServerContextFactory
+
+
+log = Logger()
 
 
 class Options(usage.Options):
@@ -102,6 +108,7 @@ class Settings:
     dev: bool
     read_lease: float = cfg.DEFAULT_READ_LEASE
     reads_without_leader: str = cfg.DEFAULT_READS_WITHOUT_LEADER
+    limits: ConnectionLimits = ConnectionLimits()
 
 
 def _default_host_ip() -> str:
@@ -133,9 +140,11 @@ def resolve(options, environ=os.environ) -> Settings:
     snapshot_entries = cfg.DEFAULT_SNAPSHOT_ENTRIES
     read_lease, reads = cfg.DEFAULT_READ_LEASE, cfg.DEFAULT_READS_WITHOUT_LEADER
     admin = None
+    limits = ConnectionLimits()
     if options["config"]:
         file_config = cfg.load_config(options["config"])
         credentials, cas = file_config.credentials, file_config.ca_certificates
+        limits = file_config.limits
         heartbeat, election = file_config.heartbeat, file_config.election_timeout
         snapshot_entries = file_config.snapshot_entries
         read_lease, reads = file_config.read_lease, file_config.reads_without_leader
@@ -168,6 +177,7 @@ def resolve(options, environ=os.environ) -> Settings:
         read_lease=read_lease,
         reads_without_leader=reads,
         dev=options["dev"],
+        limits=limits,
     )
 
 
@@ -255,14 +265,18 @@ def build_service(settings: Settings, reactor, out=None) -> NodeService:
 
     node = open_node(settings, reactor)
     try:
-        site = APISite(build_root(node, settings.sysadmin, node.extra_resources()))
-        factory = SwitchFactory(site, node.peer_protocol)
+        limits = limits_within_descriptors(settings.limits)
+        site = APISite(build_root(node, settings.sysadmin, node.extra_resources()), limits)
+        peer_identity = APIKey.parse(settings.hsm.peer_api_key()).identity
+        factory = SwitchFactory(site, node.peer_protocol, limits,
+                                privileged={peer_identity, settings.sysadmin}, clock=reactor)
         factory.noisy = False
         try:
             port = reactor.listenSSL(
                 settings.listen_port,
                 factory,
                 ServerContextFactory(settings.credentials, peer.peer_credentials(settings.hsm)),
+                backlog=limits.listen_backlog,
                 interface=settings.listen_ip,
             )
         except ierror.CannotListenError as e:
@@ -277,12 +291,48 @@ def build_service(settings: Settings, reactor, out=None) -> NodeService:
     return NodeService(settings, node, port, out or sys.stdout, reactor)
 
 
+def limits_within_descriptors(limits: ConnectionLimits) -> ConnectionLimits:
+    """
+    Raise the soft limit of open files towards the hard one as far as the
+    connection caps need (as Go programs do at start), and lower the caps
+    to what the descriptors then allow (L{fit_to_descriptors}).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = limits.max_connections + limits.reserved_connections + DESCRIPTOR_MARGIN
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return limits
+    fitted = fit_to_descriptors(limits, soft)
+    if fitted != limits:
+        log.warn(
+            "only {soft} open files allowed: connections capped at {total} "
+            "(reserve {reserved}); raise LimitNOFILE to allow limits.max_connections",
+            soft=soft, total=fitted.max_connections, reserved=fitted.reserved_connections,
+        )
+    return fitted
+
+
+def disable_core_dumps() -> None:
+    """
+    A core dump of a node would hold the HSM key and every key in memory:
+    the process allows none (as the systemd unit's C{LimitCORE=0} does).
+    """
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def makeService(options, reactor=None, environ=os.environ, out=None):
     """
     The L{IServiceMaker} entry point.  Start-up problems exit with one line.
     """
     if reactor is None:
         from twisted.internet import reactor
+    disable_core_dumps()
     try:
         settings = resolve(options, environ)
         return build_service(settings, reactor, out)
