@@ -134,6 +134,11 @@ class RaftDriver:
                 return d
         return self._read_without_leader()
 
+    def fresh_now(self) -> bool:
+        """Whether a read could be answered from the local state right now, under a lease."""
+        index = self.core.lease_read_index()
+        return index is not None and self.applied >= index
+
     def _read_without_leader(self) -> defer.Deferred:
         if self.reads_without_leader == REFUSE:
             raise unavailable(NO_LEADER_REFUSED)

@@ -573,6 +573,8 @@ class RaftCore:
                 inherits_leases=not alone,
             )
         self._term_start_index = self._append_as_leader([(ENTRY_NOOP, b"")])
+        if self._leader_leases is not None:
+            self._broadcast_heartbeat()
 
     def _campaign(self, transfer: bool = False, pre_vote_won: bool = False) -> None:
         if not self._promotable():

@@ -182,13 +182,19 @@ class KMSResource(APIResource):
         """
         Whether C{caller} may POST to C{/v1/kms/REST} at all, decided from
         the path and its identity before the body is read (403 if not).
-        An identity this node does not know yet is let through to
-        L{render_POST}, which waits until the node's state is fresh before
-        it refuses (the identity may have been created a moment ago).
+        An identity this node does not know is refused here only if its
+        state is fresh now; else L{render_POST} decides once it is (the
+        identity may have been created a moment ago).
         """
         if method != b"POST":
             return MAX_OTHER_BODY
-        self._check_path(caller, rest)
+        enclave = self._check_path(caller, rest)
+        if enclave is not None:
+            try:
+                authz.subject(self._node.state.state, caller, False, enclave)
+            except KMSError:
+                if self._node.fresh_now():
+                    raise
         return MAX_BODY
 
     def _check_path(self, caller: str, rest: list[bytes]) -> str | None:

@@ -42,6 +42,9 @@ class INode(Interface):
         failing with a 503 L{minkms.errors.KMSError}.
         """
 
+    def fresh_now():
+        """Whether a read could be answered from C{state} now (no wait)."""
+
     def read_mode():
         """How reads are served now: C{lease}, C{read-index}, C{without-leader}, C{refused}."""
 

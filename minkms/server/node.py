@@ -472,6 +472,10 @@ class Node:
             d.addTimeout(READ_TIMEOUT, self.reactor, onTimeoutCancel=_read_timed_out)
         return d
 
+    def fresh_now(self) -> bool:
+        """Whether this node's state includes every acknowledged write right now."""
+        return self._failed is None and not self._joining and self.driver.fresh_now()
+
     def receive_raft(self, data: bytes, via=None) -> None:
         """A Raft message from a peer, which came over connection C{via}."""
         try:
