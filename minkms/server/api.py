@@ -16,6 +16,7 @@ from minkms import version
 from minkms.errors import ErrPermission, KMSError, bad_request, internal, not_found, not_implemented
 from minkms.server import dispatch
 from minkms.server.http import caller_identity, send_error, send_ok
+from minkms.server.observe import note_command
 from minkms.wire import canonical, frames, jsonfmt
 from minkms.wire import kms_pb2 as pb
 from minkms.wire.names import validate_name
@@ -161,6 +162,7 @@ class KMSResource(APIResource):
             enclave = _enclave_of(request)
             decoded = frames.decode_request(request.content.read())
             command = decoded[0][0]
+            note_command(request, enclave, command, decoded)
             ctx = dispatch.CallContext(
                 caller=caller_identity(request),
                 enclave=enclave,

@@ -26,7 +26,7 @@ from minkms.server.api import build_root
 from minkms.server.banner import banner
 from minkms.server.http import APISite
 from minkms.server import peer
-from minkms.server.listener import SwitchFactory
+from minkms.server.ops import Operations
 from minkms.tls import ServerContextFactory
 
 
@@ -43,6 +43,7 @@ class Options(usage.Options):
         ["host", None, None, "This node's public HOST[:PORT]; must match 'minkms add'."],
         ["address", None, cfg.DEFAULT_ADDRESS, "The IP:PORT to listen on."],
         ["config", None, None, "The config.yaml file (TLS certificates)."],
+        ["log-format", None, "text", "Server log lines as 'text' or 'json'."],
     ]
     optFlags = [
         ["dev", None, "Development mode: self-signed certificate, random HSM key, temporary volume."],
@@ -100,6 +101,7 @@ class Settings:
     election_timeout: float
     snapshot_entries: int
     dev: bool
+    config: str | None = None
 
 
 def _default_host_ip() -> str:
@@ -162,6 +164,7 @@ def resolve(options, environ=os.environ) -> Settings:
         election_timeout=election,
         snapshot_entries=snapshot_entries,
         dev=options["dev"],
+        config=options["config"],
     )
 
 
@@ -202,8 +205,9 @@ class NodeService(service.MultiService):
 
     stop_reactor_on_failure = True
 
-    def __init__(self, settings: Settings, node, port, out, reactor) -> None:
+    def __init__(self, settings: Settings, node, port, out, reactor, ops) -> None:
         super().__init__()
+        self.ops = ops
         self.settings = settings
         self.node = node
         self.port = port
@@ -218,6 +222,7 @@ class NodeService(service.MultiService):
         super().startService()
         self.node.fatal_hook = self._fatal
         self.node.start()
+        self.ops.start()
         s = self.settings
         text = banner(
             s.hsm.name,
@@ -232,6 +237,7 @@ class NodeService(service.MultiService):
 
     async def _stop(self):
         await self.port.stopListening()
+        await self.ops.stop()
         await self.node.stop()
         if self.settings.temporary_volume:
             await threads.deferToThread(shutil.rmtree, self.settings.volume, ignore_errors=True)
@@ -249,14 +255,18 @@ def build_service(settings: Settings, reactor, out=None) -> NodeService:
 
     node = open_node(settings, reactor)
     try:
-        site = APISite(build_root(node, settings.sysadmin, node.extra_resources()))
-        factory = SwitchFactory(site, node.peer_protocol)
+        ops = Operations(settings, node, reactor, settings.config)
+        resources = {**node.extra_resources(), **ops.resources()}
+        site = APISite(ops.observed(build_root(node, settings.sysadmin, resources)))
+        factory = ops.switch_factory(site, node.peer_protocol)
         factory.noisy = False
+        context_factory = ServerContextFactory(settings.credentials, peer.peer_credentials(settings.hsm))
+        ops.watch_certificates(context_factory)
         try:
             port = reactor.listenSSL(
                 settings.listen_port,
                 factory,
-                ServerContextFactory(settings.credentials, peer.peer_credentials(settings.hsm)),
+                context_factory,
                 interface=settings.listen_ip,
             )
         except ierror.CannotListenError as e:
@@ -268,7 +278,7 @@ def build_service(settings: Settings, reactor, out=None) -> NodeService:
     except BaseException:
         node.close()
         raise
-    return NodeService(settings, node, port, out or sys.stdout, reactor)
+    return NodeService(settings, node, port, out or sys.stdout, reactor, ops)
 
 
 def makeService(options, reactor=None, environ=os.environ, out=None):
