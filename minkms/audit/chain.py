@@ -110,6 +110,7 @@ def verify(files, seal_key: bytes | None = None) -> Report:
     seals' HMACs are not checked (only their place in the chain).
     """
     expect: ChainHead | None = None
+    before = None
     records = seals = since_seal = 0
     for name, data in files:
         lines = data.split(b"\n")
@@ -117,6 +118,8 @@ def verify(files, seal_key: bytes | None = None) -> Report:
             lines.pop()
         for number, line in enumerate(lines, 1):
             problem = _check(name, number, line, expect, seal_key)
+            if isinstance(problem, Problem) and problem.reason == _REPLACED and before is not None:
+                problem = Problem(*before, "replaced: the record after it chains to another hash")
             if isinstance(problem, Problem):
                 return Report(records, seals, since_seal, seal_key is not None, problem)
             record = problem
@@ -127,7 +130,11 @@ def verify(files, seal_key: bytes | None = None) -> Report:
             else:
                 since_seal += 1
             expect = ChainHead(record["seq"] + 1, record["h"])
+            before = (name, number, record["seq"])
     return Report(records, seals, since_seal, seal_key is not None, None)
+
+
+_REPLACED = "does not follow the record before it"
 
 
 def _check(name, number, line, expect, seal_key):
@@ -150,7 +157,7 @@ def _check(name, number, line, expect, seal_key):
             how = "missing before it (deleted)" if seq > expect.seq else "out of order (reordered or duplicated)"
             return Problem(name, number, seq, f"expected seq {expect.seq}: record {how}")
         if record["prev"] != expect.prev:
-            return Problem(name, number, seq, "does not follow the record before it (a record was replaced)")
+            return Problem(name, number, seq, _REPLACED)
     if record.get("kind") == KIND_SEAL and seal_key is not None:
         if not hmac.compare_digest(str(record.get("mac", "")), _mac(seal_key, record)):
             return Problem(name, number, seq, "seal does not verify: the records before it were rewritten, "

@@ -75,6 +75,8 @@ class RequestObserver:
         if getattr(request, "minkms_started", None) is not None:
             return
         request.minkms_started = self._clock()
+        if self.audit is not None:
+            request.minkms_identity = caller_identity(request)
         self.metrics.in_flight.inc()
         request.notifyFinish().addBoth(self._end, request)
 
@@ -94,7 +96,7 @@ class RequestObserver:
         record = {
             "kind": "request",
             "time": utc_text(self._wall() - seconds),
-            "identity": caller_identity(request),
+            "identity": request.minkms_identity,
             "enclave": call[0] if call else "",
             "command": command,
             "status": status,
