@@ -158,7 +158,8 @@ class KMSClient:
     async def stream(self, method: bytes, path: str, body: bytes, deliver, host: str | None = None):
         """
         Send one request and hand each piece of a 200 response's body to
-        C{deliver(bytes)} as it arrives; returns when the server ends it.
+        C{deliver(bytes)} as it arrives; returns when the server ends it
+        (cancel the coroutine's Deferred to hang up).
 
         @raise KMSError: the server's error for a non-200 status.
         """
@@ -174,9 +175,9 @@ class KMSClient:
             data = await webclient.readBody(response)
             ctype = response.headers.getRawHeaders(b"content-type", [b""])[0]
             raise wire_errors.parse_error(response.code, ctype.decode("latin-1"), data)
-        done = defer.Deferred()
-        response.deliverBody(_Delivery(deliver, done))
-        await done
+        delivery = _Delivery(deliver)
+        response.deliverBody(delivery)
+        await delivery.done
 
     async def send(self, code: int, messages: list, enclave: str = "", host: str | None = None) -> list:
         """
@@ -212,12 +213,14 @@ class KMSClient:
 class _Delivery(Protocol):
     """Hands a response body to a callable piece by piece."""
 
-    def __init__(self, deliver, done) -> None:
+    def __init__(self, deliver) -> None:
         self._deliver = deliver
-        self._done = done
+        self.done = defer.Deferred(lambda _: self.transport.stopProducing())
+        """Fires when the body ends; cancelling it closes the connection."""
 
     def dataReceived(self, data: bytes) -> None:
         self._deliver(data)
 
     def connectionLost(self, reason) -> None:
-        self._done.callback(None)
+        if not self.done.called:
+            self.done.callback(None)
