@@ -120,3 +120,41 @@ class AuditTrailTests(unittest.TestCase):
         self.assertGreater(len(lines), len(self.lines))
         result = self.verify(lines)
         self.assertEqual(result.returncode, 0, result.stderr)
+
+
+class RotationTests(unittest.TestCase):
+    timeout = 120
+
+    async def test_rotated_files_verify_as_one_chain(self):
+        import glob
+
+        directory = os.path.abspath(self.mktemp())
+        config = write_config(directory)
+        audit_file = os.path.join(directory, "audit.log")
+        with open(config, "a") as f:
+            f.write(f"audit:\n  file: {audit_file}\n  max_size: 2KiB\n")
+        server = InProcessServer(self, extra_args=["--config", config])
+        await server.wait_ready()
+        root = server.client()
+        await root.call(BY_NAME["ENCLAVE:CREATE"].code, pb.CreateEnclaveRequest(Name="e1"))
+        await root.call(BY_NAME["KEY:CREATE"].code, pb.CreateKeyRequest(Name="k1"), enclave="e1")
+        for _ in range(30):
+            await root.call(BY_NAME["KEY:ENCRYPT"].code, pb.EncryptRequest(Name="k1", Plaintext=b"x"),
+                            enclave="e1")
+        await root.close()
+        await server.stop()
+        files = sorted(glob.glob(audit_file + "*"), reverse=True)  # any order will do
+        self.assertGreaterEqual(len(files), 3)
+        for path in files:
+            if path != audit_file:
+                self.assertGreaterEqual(os.path.getsize(path), 2048)  # rotated once past max_size
+        env = cli_env(MINIO_KMS_HSM_KEY=server.hsm.to_text())
+        result = run_cli("audit", "verify", *files, env=env)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("ok: ", result.stdout)
+        written = [p for p in files if os.path.getsize(p)]
+        ordered = sorted(written, key=lambda p: json.loads(open(p, "rb").readline())["seq"])
+        missing = run_cli("audit", "verify", *(ordered[:1] + ordered[2:]), env=env)
+        self.assertEqual(missing.returncode, 1)
+        self.assertIn(f"{ordered[2]}:1: record", missing.stderr)
+        self.assertIn("deleted", missing.stderr)

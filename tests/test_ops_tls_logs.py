@@ -144,6 +144,29 @@ class LogStreamTests(ReloadTestCase):
         d.cancel()
         await d.addErrback(lambda _: None)
 
+    async def test_since_replays_earlier_records(self):
+        with open(os.path.join(self.directory, "public.crt"), "w") as f:
+            f.write("garbage\n")
+        os.kill(os.getpid(), signal.SIGHUP)
+        await task.deferLater(reactor, 0.2, lambda: None)
+        client = self.server.client()
+        self.addCleanup(client.close)
+        seen, pending = [], [b""]
+
+        def deliver(data):
+            records, pending[0] = decode_log_records(pending[0] + data)
+            seen.extend(records)
+
+        request = pb.LogRequest(Level=4, Message="not reloaded")
+        request.Since.FromSeconds(int(time.time()) - 60)
+        from twisted.internet import defer
+
+        d = defer.ensureDeferred(client.stream(b"POST", "/v1/debug/log", request.SerializeToString(), deliver))
+        await _until(lambda: defer.succeed(seen), "the replayed warning")
+        self.assertIn("not reloaded", seen[0].Message)
+        d.cancel()
+        await d.addErrback(lambda _: None)
+
     async def test_only_the_sysadmin_streams(self):
         client = self.server.client(None)
         self.addCleanup(client.close)
@@ -189,3 +212,26 @@ class LogRequestTests(unittest.TestCase):
         request = pb.LogRequest()
         request.Since.seconds = -62135596800
         self.assertIsNone(LogFilter.parse(request.SerializeToString(), time.time()).since)
+
+
+class LogFormatTests(unittest.TestCase):
+    timeout = 120
+
+    async def test_json_lines(self):
+        import json
+
+        from minkms.hsm import SoftHSM
+        from tests.harness import ProcessNode
+
+        node = ProcessNode(self, SoftHSM.generate(), extra_args=["--log-format", "json"]).start()
+        from minkms.client import KMSClient
+
+        client = KMSClient(reactor, [node.host], None, insecure=True)
+        self.addCleanup(client.close)
+        await node.wait_up(client)
+        node.stop()
+        lines = [line for line in node.log().splitlines() if line.startswith("{")]
+        self.assertTrue(lines, node.log())
+        for line in lines:
+            record = json.loads(line)
+            self.assertEqual(set(record), {"time", "level", "namespace", "message"})
