@@ -139,3 +139,66 @@ class MetricsTests(unittest.TestCase):
             from twisted.internet import task
             await task.deferLater(reactor, 0.05, lambda: None)
         proto.transport.loseConnection()
+
+
+class ClusterMetricsTests(unittest.TestCase):
+    timeout = 120
+
+    async def test_follower_match_and_lag(self):
+        from twisted.internet import reactor, task
+
+        from tests.test_membership import three_node_cluster
+
+        servers = await three_node_cluster(self)
+        *nodes, client = servers
+        await client.call(BY_NAME["ENCLAVE:CREATE"].code, pb.CreateEnclaveRequest(Name=ENCLAVE))
+        deadline = time.monotonic() + 60
+        while True:
+            scrapes = {}
+            for server in nodes:
+                text = await client.get("/v1/metrics", host=server.host, accept=TEXT)
+                scrapes[server.host] = (text.decode(), samples(text.decode()))
+            leaders = [h for h, (_, s) in scrapes.items() if value(s, "minkms_raft_role", role="Leader") == 1]
+            if len(leaders) == 1:
+                text, leader = scrapes[leaders[0]]
+                lags = {k[1]: v for k, v in leader.items() if k[0] == "minkms_raft_follower_lag_entries"}
+                if len(lags) == 2 and set(lags.values()) == {0}:
+                    break
+            self.assertLess(time.monotonic(), deadline, f"no settled leader: {scrapes}")
+            await task.deferLater(reactor, 0.1, lambda: None)
+        leader_id = value(leader, "minkms_raft_node_id")
+        followers = {dict(labels)["follower"] for labels in lags}
+        self.assertEqual(len(followers), 2)
+        self.assertNotIn(str(int(leader_id)), followers)
+        for label in followers:
+            self.assertEqual(value(leader, "minkms_raft_follower_match_index", follower=label),
+                             value(leader, "minkms_raft_last_index"))
+        for host, (text, found) in scrapes.items():
+            self.assertEqual(value(found, "minkms_raft_leader_id"), leader_id)
+            self.assertEqual(value(found, "minkms_state_enclaves"), 1)
+            self.assertNotIn(ENCLAVE, text)
+            if host != leaders[0]:
+                self.assertEqual(value(found, "minkms_raft_role", role="Follower"), 1)
+                self.assertNotIn("minkms_raft_follower_lag_entries{", text)
+
+
+class RaftWatcherTests(unittest.TestCase):
+    """Elections, leader changes and snapshots are counted from what changes between reads."""
+
+    def test_counts_changes(self):
+        import attrs
+
+        from minkms.server.metrics import NodeFigures, RaftWatcher
+
+        base = NodeFigures(node_id=1, role="Follower", term=1, leader=0, commit=5, applied=5, last_index=5,
+                           snapshot_index=0, match={}, db_size=0, enclaves=0, keys=0, identities=0, policies=0)
+        reads = iter([
+            base,
+            attrs.evolve(base, term=3, leader=-1),  # two elections, no leader yet
+            attrs.evolve(base, term=3, leader=2, snapshot_index=4),
+            attrs.evolve(base, term=3, leader=2, snapshot_index=4),
+        ])
+        watcher = RaftWatcher(lambda: next(reads))
+        for _ in range(4):
+            watcher.sample()
+        self.assertEqual((watcher.elections, watcher.leader_changes, watcher.snapshots), (2, 1, 1))
