@@ -48,8 +48,12 @@ class Profiler:
         if not cpu and not heap:
             raise bad_request("nothing to profile: ask for cpu=true and/or heap=true")
         if cpu:
-            self._cpu = cProfile.Profile()
-            self._cpu.enable()
+            profile = cProfile.Profile()
+            try:
+                profile.enable()
+            except ValueError:
+                raise KMSError(409, "another profiler is already active in this process") from None
+            self._cpu = profile
         if heap and not tracemalloc.is_tracing():
             tracemalloc.start()
             self._heap = True
