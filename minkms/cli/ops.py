@@ -18,7 +18,6 @@ from minkms.cli import session
 from minkms.cli.output import ArgumentParser, CLIError
 from minkms.client import DEFAULT_SERVER
 from minkms.hsm import HSMKeyError, SoftHSM
-from minkms.server.logstream import Record, format_line
 from minkms.wire import kms_pb2 as pb
 from minkms.wire.logrec import decode_log_records
 
@@ -80,6 +79,8 @@ def logs(argv: list[str]) -> int:
 
 
 def _render(record, args) -> str:
+    from minkms.server.logstream import Record, format_line
+
     if args.audit:
         return record.Message
     seconds = record.Time.seconds + record.Time.nanos / 1e9
