@@ -56,6 +56,8 @@ def link(head: ChainHead, fields: dict, seal_key: bytes | None = None) -> bytes:
     """
     Chain C{fields} onto C{head} (which advances) and return the record's
     line (JSON and a newline).  With C{seal_key} the record is a seal.
+    The line is the canonical form with C{h} appended last, so it is
+    serialized once.
     """
     record = dict(fields)
     record["seq"] = head.seq
@@ -63,10 +65,11 @@ def link(head: ChainHead, fields: dict, seal_key: bytes | None = None) -> bytes:
     if seal_key is not None:
         record["kind"] = KIND_SEAL
         record["mac"] = _mac(seal_key, record)
-    record["h"] = _digest(record)
+    body = canonical(record)
+    digest = hashlib.sha256(body).hexdigest()
     head.seq += 1
-    head.prev = record["h"]
-    return canonical(record) + b"\n"
+    head.prev = digest
+    return body[:-1] + b',"h":"' + digest.encode("ascii") + b'"}\n'
 
 
 def head_after(line: bytes) -> ChainHead | None:
