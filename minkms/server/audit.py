@@ -104,8 +104,9 @@ class AuditWriter:
         self._thread.start()
 
     def record(self, fields: dict) -> None:
-        """Queue one request record (called on the reactor thread)."""
-        self._queue.put(fields)
+        """Queue one request record (called on the reactor thread); dropped once writing failed."""
+        if self.failed is None:
+            self._queue.put(fields)
 
     def stop(self):
         """Seal, flush and close; a Deferred that fires when the thread is done."""

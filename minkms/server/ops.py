@@ -16,6 +16,7 @@ import threading
 
 import attrs
 import yaml
+from twisted.internet import task
 from twisted.logger import globalLogPublisher
 
 from minkms.errors import StartupError
@@ -112,8 +113,6 @@ class Operations:
             certificates = lambda: (("server", i, c.chain[0].not_valid_after_utc.timestamp())
                                     for i, c in enumerate(s.credentials))
         watcher = self.metrics.watch_node(self._node, certificates)
-        from twisted.internet import task
-
         self._poll = task.LoopingCall(watcher.sample)
         self._poll.clock = self._reactor
 

@@ -32,11 +32,11 @@ def run_server(argv: list[str], reactor=None) -> int:
         options.parseOptions(argv)
     except usage.UsageError as e:
         raise CLIError(f"server: {e}") from None
+    if options["log-format"] not in ("text", "json"):
+        raise CLIError("server: --log-format must be 'text' or 'json'")
     if reactor is None:
         from twisted.internet import reactor
     node_service = makeService(options, reactor=reactor)
-    if options["log-format"] not in ("text", "json"):
-        raise CLIError("server: --log-format must be 'text' or 'json'")
     start_logging(as_json=options["log-format"] == "json")
     reactor.callWhenRunning(node_service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", node_service.stopService)
