@@ -3,11 +3,12 @@ The audit trail writer: one record per API request, appended to the file
 named in C{config.yaml} (C{audit: {file: ..., max_size: ...}}).
 
 The reactor thread only queues a dict per request.  A writer thread chains
-the records (L{minkms.audit.chain}), writes each batch it finds waiting
-with one C{write} and one C{fsync}, seals the chain with an HMAC record
-at most every C{seal_every} seconds while records arrive (and before a
-rotation or a stop), and rotates the file to C{FILE.<UTC time>} once it
-grows past C{max_size}.  A restarted writer continues the chain from the
+the records (L{minkms.audit.chain}), writes each batch (what arrives
+within L{GATHER} seconds of its first record) with one C{write} and one
+C{fsync}, seals the chain with an HMAC record at most every
+C{seal_every} seconds while records arrive (and before a rotation or a
+stop), and rotates the file to C{FILE.<UTC time>} once it grows past
+C{max_size}.  A restarted writer continues the chain from the
 file's last record.  Subscribers (C{minkms logs --audit}) get each written
 line on the reactor thread.
 """
@@ -28,6 +29,9 @@ log = Logger()
 
 DEFAULT_MAX_SIZE = 100 << 20
 SEAL_EVERY = 1.0
+GATHER = 0.01
+"""Seconds the writer waits after a record for more to join its batch: one
+wake-up, write and fsync per batch instead of per request."""
 _STOP = object()
 
 
@@ -62,13 +66,15 @@ class AuditWriter:
     """
 
     def __init__(self, path: str, seal_key: bytes, node: str, reactor,
-                 max_size: int = DEFAULT_MAX_SIZE, seal_every: float = SEAL_EVERY) -> None:
+                 max_size: int = DEFAULT_MAX_SIZE, seal_every: float = SEAL_EVERY,
+                 gather: float = GATHER) -> None:
         self.path = os.path.abspath(path)
         self.max_size = max_size
         self._seal_key = seal_key
         self._node = node
         self._reactor = reactor
         self._seal_every = seal_every
+        self._gather = gather
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = None
         self._fd = -1
@@ -127,6 +133,7 @@ class AuditWriter:
             timeout = max(0.0, self._seal_every - (time.monotonic() - last_seal)) if unsealed else None
             try:
                 items = [self._queue.get(timeout=timeout)]
+                time.sleep(self._gather)
             except queue.Empty:
                 items = []
             while True:
