@@ -158,3 +158,41 @@ class RotationTests(unittest.TestCase):
         self.assertEqual(missing.returncode, 1)
         self.assertIn(f"{ordered[2]}:1: record", missing.stderr)
         self.assertIn("deleted", missing.stderr)
+
+
+class AuditStreamTests(unittest.TestCase):
+    timeout = 120
+
+    async def test_minkms_logs_audit_follows_the_trail(self):
+        import subprocess
+        import sys
+        import time
+
+        from twisted.internet import reactor, task, threads
+
+        from tests.support import REPO, stop_process
+
+        directory = os.path.abspath(self.mktemp())
+        config = write_config(directory)
+        with open(config, "a") as f:
+            f.write(f"audit:\n  file: {os.path.join(directory, 'audit.log')}\n")
+        server = InProcessServer(self, extra_args=["--config", config])
+        await server.wait_ready()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "minkms.cli.main", "logs", server.host, "-k", "--audit"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+            env=cli_env(MINIO_KMS_API_KEY=server.api_key.text),
+        )
+        self.addCleanup(stop_process, process)
+        deadline = time.monotonic() + 60
+        while not server.service.ops.audit.subscribers:
+            self.assertLess(time.monotonic(), deadline, process.stderr.read() if process.poll() else "")
+            await task.deferLater(reactor, 0.1, lambda: None)
+        client = server.client()
+        await client.call(BY_NAME["ENCLAVE:CREATE"].code, pb.CreateEnclaveRequest(Name="streamed"))
+        await client.close()
+        while True:
+            record = json.loads(await threads.deferToThread(process.stdout.readline))
+            if record.get("command") == "ENCLAVE:CREATE":
+                break
+        self.assertEqual((record["object"], record["status"]), ("streamed", 200))
