@@ -5,7 +5,11 @@ compared with the ceiling of a trivial C{twisted.web} TLS resource.
 
 Run from the repository root (never part of the tests)::
 
-    .venv/bin/python bench/read_path.py [--seconds 10] [--clients 16]
+    .venv/bin/python bench/read_path.py [--seconds 10] [--clients 16] [--audit]
+
+With C{--audit} it runs minkms twice, without and with the audit trail
+(C{config.yaml} C{audit.file}), and prints the cost of the trail instead
+of the ceiling comparison.
 
 Three kinds of process, all started by this script:
 
@@ -347,7 +351,28 @@ def run_loadgen(args, port, api_key, target, server_pid, sample_ciphertext=b"") 
     return json.loads(out.stdout)
 
 
-def bench_kms(args, workdir) -> tuple[dict, bytes]:
+def audit_config(workdir: str) -> str:
+    """A config.yaml with a fresh certificate and the audit trail on."""
+    from cryptography.hazmat.primitives import serialization
+
+    from minkms.server.service import dev_credentials
+
+    creds = dev_credentials("127.0.0.1")
+    directory = tempfile.mkdtemp(dir=workdir)
+    key_path, cert_path = os.path.join(directory, "private.key"), os.path.join(directory, "public.crt")
+    with open(key_path, "wb") as f:
+        f.write(creds.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
+    with open(cert_path, "wb") as f:
+        f.write(creds.chain[0].public_bytes(serialization.Encoding.PEM))
+    path = os.path.join(directory, "config.yaml")
+    with open(path, "w") as f:
+        f.write(f"version: v1\ntls:\n  certs:\n  - key: {key_path}\n    cert: {cert_path}\n"
+                f"audit:\n  file: {os.path.join(directory, 'audit.log')}\n")
+    return path
+
+
+def bench_kms(args, workdir, audit: bool = False) -> tuple[dict, bytes]:
     hsm = SoftHSM.generate()
     port = free_port()
     host = f"127.0.0.1:{port}"
@@ -355,8 +380,10 @@ def bench_kms(args, workdir) -> tuple[dict, bytes]:
     env = {k: v for k, v in env.items() if k not in ("MINIO_KMS_SERVER", "MINIO_KMS_API_KEY")}
     log = open(os.path.join(workdir, "minkms-server.log"), "wb")
     profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+    config = ["--config", audit_config(workdir)] if audit else []
     process = subprocess.Popen(
-        [sys.executable, *profile, "-m", "minkms.cli.main", "server", "--dev", "--address", host, "--host", host],
+        [sys.executable, *profile, "-m", "minkms.cli.main", "server", "--dev", "--address", host, "--host", host,
+         *config],
         env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pinned(args.server_cpu),
     )
     try:
@@ -443,6 +470,28 @@ def load_average() -> str:
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
 
 
+def compare_audit(args, workdir, plain: dict) -> None:
+    """
+    Alternate runs without and with the audit trail (C{--rounds} pairs)
+    and compare the best of each: on a shared machine the best run is the
+    least disturbed one.
+    """
+    runs = {False: [plain], True: []}
+    for round_number in range(args.rounds):
+        for audit in (True, False) if round_number else (True,):
+            result, _ = bench_kms(args, workdir, audit=audit)
+            runs[audit].append(result)
+            print(describe(result).replace("     kms:", " audited:" if audit else "     kms:", 1))
+    best = {audit: max(results, key=lambda r: r["rps"]) for audit, results in runs.items()}
+    cpu = {audit: min(r["server_us_per_request"] or float("inf") for r in results)
+           for audit, results in runs.items()}
+    print(f"best of {args.rounds}: {best[False]['rps']:.0f} req/s without, {best[True]['rps']:.0f} req/s with "
+          f"the audit trail: cost {100 * (1 - best[True]['rps'] / best[False]['rps']):.1f}% of throughput "
+          "(aim: under 10%)")
+    print(f"least server CPU per request: {cpu[False]:.0f} us without, {cpu[True]:.0f} us with "
+          f"({100 * (cpu[True] / cpu[False] - 1):+.1f}%)")
+
+
 def orchestrate(args) -> None:
     workdir = tempfile.mkdtemp(prefix="minkms-bench-")
     usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -459,6 +508,10 @@ def orchestrate(args) -> None:
           f"GenerateKey + Decrypt, {args.warmup} s warm-up + {args.seconds} s measured; {pinning}")
     kms, sample = bench_kms(args, workdir)
     print(describe(kms))
+    if args.audit:
+        compare_audit(args, workdir, kms)
+        print(f"after: {load_average()}; server logs in {workdir}")
+        return
     ceiling = bench_ceiling(args, workdir, sample)
     print(describe(ceiling))
     ratio = kms["rps"] / ceiling["rps"]
@@ -480,6 +533,10 @@ def main(argv=None) -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--profile", metavar="FILE",
                         help="run the minkms server under cProfile and write its stats to FILE")
+    parser.add_argument("--audit", action="store_true",
+                        help="compare minkms without and with the audit trail instead of the ceiling")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="with --audit: pairs of runs to alternate (default 2)")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="do not pin the server and the load generator to separate CPUs")
     sub = parser.add_subparsers(dest="mode")

@@ -13,6 +13,7 @@ import os
 from urllib.parse import quote
 
 from twisted.internet import defer, error as ierror
+from twisted.internet.protocol import Protocol
 from twisted.web import client as webclient
 from twisted.web.http_headers import Headers
 
@@ -154,6 +155,30 @@ class KMSClient:
             return response.code, ctype, data
         raise ClientError("cannot reach " + "; ".join(errors))
 
+    async def stream(self, method: bytes, path: str, body: bytes, deliver, host: str | None = None):
+        """
+        Send one request and hand each piece of a 200 response's body to
+        C{deliver(bytes)} as it arrives; returns when the server ends it
+        (cancel the coroutine's Deferred to hang up).
+
+        @raise KMSError: the server's error for a non-200 status.
+        """
+        target = host or self.servers[0]
+        headers = Headers({b"accept": [OCTET_STREAM], b"content-type": [OCTET_STREAM]})
+        producer = webclient.FileBodyProducer(io.BytesIO(body))
+        try:
+            response = await self._agent.request(method, f"https://{target}{path}".encode("utf-8"),
+                                                 headers, producer)
+        except _TRANSPORT_ERRORS as e:
+            raise ClientError(f"cannot reach https://{target}: {_reason(e)}") from None
+        if response.code != 200:
+            data = await webclient.readBody(response)
+            ctype = response.headers.getRawHeaders(b"content-type", [b""])[0]
+            raise wire_errors.parse_error(response.code, ctype.decode("latin-1"), data)
+        delivery = _Delivery(deliver)
+        response.deliverBody(delivery)
+        await delivery.done
+
     async def send(self, code: int, messages: list, enclave: str = "", host: str | None = None) -> list:
         """
         Send framed commands and decode the response frames.
@@ -183,3 +208,19 @@ class KMSClient:
             raise wire_errors.parse_error(status, ctype.decode("latin-1"), data)
         return data
 
+
+
+class _Delivery(Protocol):
+    """Hands a response body to a callable piece by piece."""
+
+    def __init__(self, deliver) -> None:
+        self._deliver = deliver
+        self.done = defer.Deferred(lambda _: self.transport.stopProducing())
+        """Fires when the body ends; cancelling it closes the connection."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self._deliver(data)
+
+    def connectionLost(self, reason) -> None:
+        if not self.done.called:
+            self.done.callback(None)

@@ -6,7 +6,8 @@ node derives from it, by HKDF-SHA256 with the fixed labels below:
 
   - the SysAdmin API key (C{k1:}) printed in the banner,
   - the peer key that authenticates nodes to each other on the peer channel,
-  - the key that seals the root encryption key (REK) in C{kms.db}.
+  - the key that seals the root encryption key (REK) in C{kms.db},
+  - the HMAC key that seals the audit trail (C{minkms audit verify}).
 
 The labels are part of the on-disk and on-wire contract: changing one
 changes every cluster's root API key.  Keep the L{HSM} interface small
@@ -30,6 +31,7 @@ SOFT_HSM_NAME = "hsm:minio:soft"
 LABEL_SYSADMIN_API_KEY = b"minkms/v1/sysadmin-api-key"
 LABEL_PEER_KEY = b"minkms/v1/peer-key"
 LABEL_SEAL_KEY = b"minkms/v1/seal-root-encryption-key"
+LABEL_AUDIT_SEAL_KEY = b"minkms/v1/audit-seal-key"
 
 _NONCE_SIZE = 12
 
@@ -116,6 +118,10 @@ class SoftHSM:
         from minkms.apikey import api_key_from_seed
 
         return api_key_from_seed(self.derive(LABEL_SYSADMIN_API_KEY))
+
+    def audit_seal_key(self) -> bytes:
+        """The HMAC key of the audit trail's seal records, the same on every node."""
+        return self.derive(LABEL_AUDIT_SEAL_KEY)
 
     def peer_api_key(self) -> str:
         """The C{k1:} key whose certificate nodes present to each other."""

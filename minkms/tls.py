@@ -193,13 +193,20 @@ class ServerContextFactory:
 
     def __init__(self, credentials: list[ServerCredentials],
                  peer_credentials: ServerCredentials | None = None) -> None:
+        self._peer_context = self._make(peer_credentials) if peer_credentials else None
+        self.replace_credentials(credentials)
+
+    def replace_credentials(self, credentials: list[ServerCredentials]) -> None:
+        """
+        Serve C{credentials} to connections made from now on (a certificate
+        reload); open connections keep the context they were made with.
+        """
         if not credentials:
             raise TLSConfigError("no server certificate provided")
-        self._credentials = credentials
-        self._contexts = [self._make(c) for c in credentials]
-        self._peer_context = self._make(peer_credentials) if peer_credentials else None
-        if len(self._contexts) > 1 or self._peer_context is not None:
-            self._contexts[0].set_tlsext_servername_callback(self._by_sni)
+        contexts = [self._make(c) for c in credentials]
+        if len(contexts) > 1 or self._peer_context is not None:
+            contexts[0].set_tlsext_servername_callback(self._by_sni)
+        self._credentials, self._contexts = credentials, contexts
 
     def _make(self, creds: ServerCredentials) -> SSL.Context:
         ctx = _base_context()

@@ -3,7 +3,7 @@ The client commands of the C{minkms} CLI, gathered from one module per
 group (cluster, enclaves, keys, identities, policies).
 """
 
-from minkms.cli import cluster, enclaves, identities, keys, policies
+from minkms.cli import cluster, enclaves, identities, keys, ops, policies
 
 COMMANDS: dict = {
     **cluster.COMMANDS,
@@ -11,4 +11,5 @@ COMMANDS: dict = {
     **keys.COMMANDS,
     **identities.COMMANDS,
     **policies.COMMANDS,
+    **ops.COMMANDS,
 }

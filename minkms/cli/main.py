@@ -28,6 +28,12 @@ Cluster (SysAdmin):
   backup [FILE]      save a sealed snapshot of the state
   restore HOST FILE  restore a sealed snapshot on a node
 
+Operations:
+  logs [HOST]        follow a node's log (--level, --since, --json; --audit)
+  audit verify FILE  check an audit trail; names the first bad record
+  profile HOST       profile a node (--seconds N, -o FILE)
+  env                the client and server variables in effect (masked)
+
 Enclaves, keys, identities and policies:
   add-enclave, rm-enclave, ls-enclave, stat-enclave
   add-key, rm-key, ls-key, stat-key, keygen, encrypt, decrypt

@@ -17,6 +17,7 @@ from minkms.errors import ErrPermission, KMSError, bad_request, internal, not_fo
 from minkms.server import dispatch
 from minkms.server.http import MAX_BODY, MAX_OTHER_BODY, caller_identity, send_error, send_ok
 from minkms.state import authz
+from minkms.server.observe import note_command
 from minkms.wire import canonical, frames, jsonfmt
 from minkms.wire import kms_pb2 as pb
 from minkms.wire.names import validate_name
@@ -245,6 +246,7 @@ class KMSResource(APIResource):
         enclave = _enclave_of(request)
         decoded = frames.decode_request(request.content.read())
         command = decoded[0][0]
+        note_command(request, enclave, command, decoded)
         ctx = dispatch.CallContext(
             caller=caller,
             enclave=enclave,

@@ -10,18 +10,18 @@ from twisted.logger import (
     LogLevel,
     LogLevelFilterPredicate,
     globalLogBeginner,
-    textFileLogObserver,
 )
 from twisted.python import usage
 
 from minkms.cli.output import CLIError
+from minkms.server.logstream import line_observer
 from minkms.server.service import Options, makeService
 
 
-def start_logging(stream=sys.stderr, level=LogLevel.info) -> None:
-    """Send Twisted log events at C{level} or above to C{stream}."""
+def start_logging(stream=sys.stderr, level=LogLevel.info, as_json: bool = False) -> None:
+    """Send Twisted log events at C{level} or above to C{stream}, one line each."""
     predicate = LogLevelFilterPredicate(defaultLogLevel=level)
-    observer = FilteringLogObserver(textFileLogObserver(stream), [predicate])
+    observer = FilteringLogObserver(line_observer(stream, as_json), [predicate])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
@@ -32,10 +32,12 @@ def run_server(argv: list[str], reactor=None) -> int:
         options.parseOptions(argv)
     except usage.UsageError as e:
         raise CLIError(f"server: {e}") from None
+    if options["log-format"] not in ("text", "json"):
+        raise CLIError("server: --log-format must be 'text' or 'json'")
     if reactor is None:
         from twisted.internet import reactor
     node_service = makeService(options, reactor=reactor)
-    start_logging()
+    start_logging(as_json=options["log-format"] == "json")
     reactor.callWhenRunning(node_service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", node_service.stopService)
     reactor.run()

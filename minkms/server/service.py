@@ -30,6 +30,7 @@ from minkms.server.http import APISite
 from minkms.server import peer
 from minkms.server.limits import DESCRIPTOR_MARGIN, ConnectionLimits, fit_to_descriptors
 from minkms.server.listener import SwitchFactory
+from minkms.server.ops import Operations
 from minkms.tls import ServerContextFactory
 
 
@@ -49,6 +50,7 @@ class Options(usage.Options):
         ["host", None, None, "This node's public HOST[:PORT]; must match 'minkms add'."],
         ["address", None, cfg.DEFAULT_ADDRESS, "The IP:PORT to listen on."],
         ["config", None, None, "The config.yaml file (TLS certificates)."],
+        ["log-format", None, "text", "Server log lines as 'text' or 'json'."],
     ]
     optFlags = [
         ["dev", None, "Development mode: self-signed certificate, random HSM key, temporary volume."],
@@ -109,6 +111,7 @@ class Settings:
     read_lease: float = cfg.DEFAULT_READ_LEASE
     reads_without_leader: str = cfg.DEFAULT_READS_WITHOUT_LEADER
     limits: ConnectionLimits = ConnectionLimits()
+    config: str | None = None
 
 
 def _default_host_ip() -> str:
@@ -178,6 +181,7 @@ def resolve(options, environ=os.environ) -> Settings:
         reads_without_leader=reads,
         dev=options["dev"],
         limits=limits,
+        config=options["config"],
     )
 
 
@@ -218,8 +222,9 @@ class NodeService(service.MultiService):
 
     stop_reactor_on_failure = True
 
-    def __init__(self, settings: Settings, node, port, out, reactor) -> None:
+    def __init__(self, settings: Settings, node, port, out, reactor, ops) -> None:
         super().__init__()
+        self.ops = ops
         self.settings = settings
         self.node = node
         self.port = port
@@ -234,6 +239,7 @@ class NodeService(service.MultiService):
         super().startService()
         self.node.fatal_hook = self._fatal
         self.node.start()
+        self.ops.start()
         s = self.settings
         text = banner(
             s.hsm.name,
@@ -248,6 +254,7 @@ class NodeService(service.MultiService):
 
     async def _stop(self):
         await self.port.stopListening()
+        await self.ops.stop()
         await self.node.stop()
         if self.settings.temporary_volume:
             await threads.deferToThread(shutil.rmtree, self.settings.volume, ignore_errors=True)
@@ -265,17 +272,21 @@ def build_service(settings: Settings, reactor, out=None) -> NodeService:
 
     node = open_node(settings, reactor)
     try:
+        ops = Operations(settings, node, reactor, settings.config)
+        resources = {**node.extra_resources(), **ops.resources()}
         limits = limits_within_descriptors(settings.limits)
-        site = APISite(build_root(node, settings.sysadmin, node.extra_resources()), limits)
+        site = APISite(ops.observed(build_root(node, settings.sysadmin, resources)), limits)
         peer_identity = APIKey.parse(settings.hsm.peer_api_key()).identity
-        factory = SwitchFactory(site, node.peer_protocol, limits,
-                                privileged={peer_identity, settings.sysadmin}, clock=reactor)
+        factory = ops.switch_factory(site, node.peer_protocol, limits=limits,
+                                     privileged={peer_identity, settings.sysadmin}, clock=reactor)
         factory.noisy = False
+        context_factory = ServerContextFactory(settings.credentials, peer.peer_credentials(settings.hsm))
+        ops.watch_certificates(context_factory)
         try:
             port = reactor.listenSSL(
                 settings.listen_port,
                 factory,
-                ServerContextFactory(settings.credentials, peer.peer_credentials(settings.hsm)),
+                context_factory,
                 backlog=limits.listen_backlog,
                 interface=settings.listen_ip,
             )
@@ -288,7 +299,7 @@ def build_service(settings: Settings, reactor, out=None) -> NodeService:
     except BaseException:
         node.close()
         raise
-    return NodeService(settings, node, port, out or sys.stdout, reactor)
+    return NodeService(settings, node, port, out or sys.stdout, reactor, ops)
 
 
 def limits_within_descriptors(limits: ConnectionLimits) -> ConnectionLimits:
