@@ -237,19 +237,8 @@ class TimedFiles:
 
 
 def instrument_volume(volume, metrics: Metrics) -> None:
-    """
-    Time the volume's fsyncs and count the records of each group commit.
-    It reaches into the volume (its file layer and batch writer): a public
-    hook in L{minkms.storage.volume} would be the better seam.
-    """
-    volume._files = TimedFiles(volume._files, metrics.fsync)
-    write_batch = volume._write_batch
-
-    def counted(records, start):
-        metrics.batch.observe(len(records))
-        return write_batch(records, start)
-
-    volume._write_batch = counted
+    """Time the volume's fsyncs and count the records of each group commit."""
+    volume.instrument(lambda files: TimedFiles(files, metrics.fsync), metrics.batch.observe)
 
 
 

@@ -29,7 +29,6 @@ from minkms.server.banner import banner
 from minkms.server.http import APISite
 from minkms.server import peer
 from minkms.server.limits import DESCRIPTOR_MARGIN, ConnectionLimits, fit_to_descriptors
-from minkms.server.listener import SwitchFactory
 from minkms.server.ops import Operations
 from minkms.tls import ServerContextFactory
 

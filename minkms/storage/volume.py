@@ -205,6 +205,7 @@ class Volume:
         self._end = loaded.end
         self._compacted_size = loaded.end
         self._mirror = loaded.state.copy()
+        self._on_batch = None
         self._queue = collections.deque()
         self._busy = False
         self._pumping = False
@@ -256,6 +257,15 @@ class Volume:
         self._queue.append(_Append(records, done, sync))
         self._pump()
         return done
+
+    def instrument(self, wrap_files, on_batch) -> None:
+        """
+        Let metrics watch the disk: C{wrap_files(files)} returns the file
+        layer to use instead (to time fsyncs), and C{on_batch(n)} is told
+        the record count of every group-commit write.
+        """
+        self._files = wrap_files(self._files)
+        self._on_batch = on_batch
 
     def append_entries(self, entries) -> Deferred:
         """L{append} for log entries."""
@@ -383,6 +393,8 @@ class Volume:
                 batch.append(self._queue.popleft())
             records = [record for item in batch for record in item.records]
             sync = any(item.sync for item in batch)
+            if self._on_batch is not None:
+                self._on_batch(len(records))
             self._busy = True
             d = self._runner.run(self._write_batch, records, self._end, sync)
             d.addCallbacks(
