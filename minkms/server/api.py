@@ -127,12 +127,25 @@ class ReadyResource(APIResource):
         return send_error(request, KMSError(503, f"node is not ready for {what}"))
 
 
-class NotYetResource(APIResource):
+class SysAdminResource(APIResource):
     """
-    A SysAdmin endpoint this build does not offer yet (log streaming,
-    profiling, restart): 501 with a clear reason, as spec section 3 allows,
-    rather than the 404 of an unknown path; 403 to anyone else, who may
-    not call it at all.
+    An endpoint only the SysAdmin may call: anyone else is refused (403)
+    before any of a body is read.  Subclasses set C{_sysadmin}.
+    """
+
+    _sysadmin = ""
+
+    def body_limit(self, method: bytes, rest: list[bytes], caller: str) -> int:
+        """Only the SysAdmin may send a body here (L{minkms.server.http.body_limit})."""
+        require_sysadmin(caller, self._sysadmin)
+        return MAX_OTHER_BODY
+
+
+class NotYetResource(SysAdminResource):
+    """
+    A SysAdmin endpoint this build does not offer yet (restart): 501 with
+    a clear reason, as spec section 3 allows, rather than the 404 of an
+    unknown path; 403 to anyone else, who may not call it at all.
     """
 
     isLeaf = True
@@ -141,11 +154,6 @@ class NotYetResource(APIResource):
         super().__init__()
         self._what = what
         self._sysadmin = sysadmin
-
-    def body_limit(self, method: bytes, rest: list[bytes], caller: str) -> int:
-        """Only the SysAdmin may send a body here (L{minkms.server.http.body_limit})."""
-        require_sysadmin(caller, self._sysadmin)
-        return MAX_OTHER_BODY
 
     def render(self, request):
         try:

@@ -21,7 +21,7 @@ from twisted.python.threadable import isInIOThread
 from twisted.web import server
 
 from minkms.errors import ErrPermission, KMSError, bad_request, not_found
-from minkms.server.api import APIResource, query_flags
+from minkms.server.api import SysAdminResource, query_flags
 from minkms.server.http import caller_identity, send_error
 from minkms.wire.logrec import encode_log_record
 
@@ -194,7 +194,7 @@ def _since(data: bytes, now: float):
     return None if seconds > now else seconds
 
 
-class LogResource(APIResource):
+class LogResource(SysAdminResource):
     """
     C{POST /v1/debug/log} (SysAdmin): an endless stream of records; with
     C{?audit}, of audit records.

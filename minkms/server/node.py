@@ -252,7 +252,7 @@ class Node:
 
             d.addCallbacks(written, self._crash)
         self._update_links()
-        self._ticker = task.LoopingCall(lambda: self.driver.tick())
+        self._ticker = task.LoopingCall(self._tick)
         self._ticker.clock = self.reactor
         self._ticker.start(self._tick_seconds, now=False)
         self.driver.kick()
@@ -279,6 +279,9 @@ class Node:
         return {b"db": DBResource(self, self.settings.sysadmin)}
 
     # -- the driver's hooks ------------------------------------------------
+
+    def _tick(self) -> None:
+        self.driver.tick()
 
     def _after_ready(self, ready) -> None:
         if self.core.config is not self._links.config:

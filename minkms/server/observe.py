@@ -115,6 +115,7 @@ class ObservedRoot(Resource):
         super().__init__()
         self._root = root
         self._observer = observer
+        self.children = root.children
 
     def getChildWithDefault(self, path, request):
         self._observer.begin(request)

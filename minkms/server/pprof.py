@@ -19,7 +19,7 @@ import tracemalloc
 from twisted.logger import Logger
 
 from minkms.errors import ErrPermission, KMSError, bad_request
-from minkms.server.api import APIResource, send_message
+from minkms.server.api import SysAdminResource, send_message
 from minkms.server.http import caller_identity, send_error, send_ok
 from minkms.wire import kms_pb2 as pb
 
@@ -105,7 +105,7 @@ def _flag(request, name: bytes) -> bool:
     return value == b"true"
 
 
-class ProfileResource(APIResource):
+class ProfileResource(SysAdminResource):
     """The profiling endpoint of one node (SysAdmin only)."""
 
     isLeaf = True
