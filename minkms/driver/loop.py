@@ -246,7 +246,7 @@ class RaftDriver:
         self.storage.save_snapshot(snapshot).addErrback(self._fail)
 
     def _fail(self, failure) -> None:
-        if self.failed is not None:
+        if self.failed is not None or self._stopped:
             return
         self.failed = self._on_failure(failure) or failure.getErrorMessage()
         self._busy = False

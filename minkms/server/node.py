@@ -349,9 +349,9 @@ class Node:
         ctx = dispatch.CallContext(caller=caller, enclave=enclave,
                                    sysadmin=self.settings.sysadmin, now_ns=time.time_ns())
         message = command.request.FromString(request)
-        return self._propose_as_leader(
+        return self._when_caught_up(lambda: self._propose_as_leader(
             lambda: dispatch.prepare_write(self.state, ctx, command, message).encode()
-        )
+        ))
 
     def propose_forwarded(self, data: bytes):
         """A prepared command forwarded by a follower: propose it here."""
@@ -366,11 +366,26 @@ class Node:
         try:
             self._check_usable()
             if self.core.role == LEADER:
-                index, term = self._propose_as_leader(prepare)
-                return self._wait_applied(index, term)
+                return self._when_caught_up(lambda: self._wait_applied(*self._propose_as_leader(prepare)))
         except KMSError as e:
             return defer.fail(e)
         return defer.ensureDeferred(self._via_leader(forward, **arguments))
+
+    def _when_caught_up(self, then):
+        """
+        Run C{then()} once this leader has applied everything committed:
+        a write is checked against the leader's state, which must not miss
+        a committed entry (a new leader applies its predecessor's entries
+        only after the lease wait), or it could answer a wrong 404 or 409.
+        """
+        committed = self.core.log.committed
+        if self.driver.applied >= committed:
+            return defer.maybeDeferred(then)
+        d = self.driver.reads.wait_index(committed)
+        d.addTimeout(WRITE_TIMEOUT, self.reactor)
+        d.addCallback(lambda _: then())
+        d.addErrback(_not_caught_up)
+        return d
 
     def _propose_as_leader(self, prepare) -> tuple[int, int]:
         """Propose C{prepare()} here; say where the entry went (index, term)."""
@@ -571,6 +586,13 @@ def _timed_out(result, timeout):
     return Failure(unavailable(
         f"write timed out after {timeout:g}s waiting for a quorum; it may or may not have been applied"
     ))
+
+
+def _not_caught_up(failure):
+    """A leader that could not apply what was committed in time: the write was not proposed."""
+    if failure.check(defer.TimeoutError, defer.CancelledError):
+        raise unavailable("the leader is still applying committed entries; the write was not applied")
+    return failure
 
 
 def _read_timed_out(result, timeout):
