@@ -207,7 +207,7 @@ def check_answers(records: list[Record], findings: Findings) -> None:
                          f"500 {record.error}")
 
 
-_TRACEBACK = re.compile(r"Traceback \(most recent call last\):\n(?:[ \t].*\n|\n)*.*")
+_TRACEBACK = re.compile(r"^(.*)\n\s*Traceback \(most recent call last\):\n((?:[ \t].*\n?)*)", re.MULTILINE)
 
 
 def check_logs(logs: dict[str, str], findings: Findings) -> None:
@@ -217,7 +217,8 @@ def check_logs(logs: dict[str, str], findings: Findings) -> None:
             block = match.group(0)
             if any(cause in block for cause in NEMESIS_CAUSES):
                 continue
-            findings.add(TRACEBACK, f"{node}: {block.strip().splitlines()[-1]}")
+            error = [line.strip() for line in match.group(2).splitlines() if line.strip()][-1:]
+            findings.add(TRACEBACK, f"{node}: {match.group(1).strip()}: {' '.join(error)}")
 
 
 def check_run(records, final, logs, unexpected_exits, decrypt_mismatches) -> Findings:

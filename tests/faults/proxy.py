@@ -16,7 +16,8 @@ class _Pipe(protocol.Protocol):
     peer = None
 
     def dataReceived(self, data):
-        self.peer.transport.write(data)
+        if self.peer is not None:
+            self.peer.transport.write(data)
 
     def connectionLost(self, reason):
         if self.peer is not None and self.peer.transport is not None:

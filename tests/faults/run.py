@@ -13,7 +13,7 @@ from twisted.internet import defer
 from tests.faults import checker
 from tests.faults.cluster import PROXY, FaultCluster, sleep
 from tests.faults.nemesis import KINDS, Nemesis, Settings
-from tests.faults.workload import OK, WRITES, Workload
+from tests.faults.workload import OK, REJECTED, WRITES, Workload
 
 FINAL_READS = ("status", "encrypt")
 CONVERGE_SECONDS = 60.0
@@ -54,7 +54,7 @@ class Report:
             counts = {o: n for (g, o), n in sorted(self.outcomes.items()) if g == group}
             out.append(f"{group}s: " + ", ".join(f"{o} {n}" for o, n in counts.items()))
         out.append("faults: " + (", ".join(f"{k} {n}" for k, n in sorted(self.faults.items())) or "none"))
-        out.append("writes acknowledged per phase: " + ", ".join(
+        out.append("writes answered per phase: " + ", ".join(
             f"{kind} {ok}/{total} ({100 * ok / total:.0f}%)" for kind, (ok, total) in sorted(self.availability.items())
             if total))
         counts = self.findings.counts()
@@ -134,7 +134,7 @@ def outcomes(records) -> collections.Counter:
 
 
 def availability(records, phases) -> dict:
-    """Per fault kind (and "no fault"): writes acknowledged, writes sent."""
+    """Per fault kind (and "no fault"): writes answered (done, or a client error), writes sent."""
     spans = [(p.start, p.end or float("inf"), p.kind) for p in phases]
     result = collections.defaultdict(lambda: [0, 0])
     for r in records:
@@ -142,5 +142,5 @@ def availability(records, phases) -> dict:
             continue
         kind = next((k for start, end, k in spans if start <= r.invoked < end), "no fault")
         result[kind][1] += 1
-        result[kind][0] += r.outcome == OK
+        result[kind][0] += r.outcome in (OK, REJECTED)
     return {k: tuple(v) for k, v in result.items()}

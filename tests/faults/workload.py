@@ -3,8 +3,9 @@ The fault suite's clients: each request goes to a random node, as kms-go
 does, and every operation is recorded with its invocation and completion
 time and what came back.
 
-Outcomes: C{ok}; C{failed} when the write surely did not take effect (a
-client error, a refused connection, a 503 that says so); C{unknown} when
+Outcomes: C{ok}; C{rejected}: a client error (4xx), which the models
+predict when it is one of L{MODEL_ERRORS}; C{failed} when the write surely
+did not take effect (a refused connection, a 503 that says so); C{unknown} when
 it may have (a timeout, a lost connection, any other 503, a 500).  Reads
 that fail are kept for the figures but not checked.
 """
@@ -28,7 +29,7 @@ from minkms.errors import (
 )
 from minkms.wire import kms_pb2 as pb
 
-OK, FAILED, UNKNOWN = "ok", "failed", "unknown"
+OK, REJECTED, FAILED, UNKNOWN = "ok", "rejected", "failed", "unknown"
 
 KEY_WRITES = ("import", "create", "rotate", "delete")
 KEY_READS = ("status", "generate", "encrypt")
@@ -111,7 +112,7 @@ def classify(error: Exception) -> tuple[str, int | None, str]:
             return (FAILED if any(p in text for p in NOT_APPLIED_503) else UNKNOWN), 503, text
         if error.status >= 500:
             return UNKNOWN, error.status, text
-        return FAILED, error.status, text
+        return REJECTED, error.status, text
     text = str(error)
     if isinstance(error, ClientError) and "connection refused" in text:
         return FAILED, None, text
