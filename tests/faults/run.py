@@ -5,6 +5,8 @@ Used by the short run in the suite and by C{bench/faults.py}.
 """
 
 import collections
+import os
+import pickle
 import time
 
 import attrs
@@ -44,6 +46,7 @@ class Report:
     availability: dict
     findings: checker.Findings
     elapsed: float
+    errors: collections.Counter = attrs.Factory(collections.Counter)
 
     def lines(self) -> list[str]:
         s = self.settings
@@ -57,6 +60,8 @@ class Report:
         out.append("writes answered per phase: " + ", ".join(
             f"{kind} {ok}/{total} ({100 * ok / total:.0f}%)" for kind, (ok, total) in sorted(self.availability.items())
             if total))
+        out.append("most frequent write errors: " + "; ".join(
+            f"{n} x {o} {text}" for (o, text), n in self.errors.most_common(5)))
         counts = self.findings.counts()
         out.append("anomalies: " + (", ".join(f"{k}: {n}" for k, n in counts.items()) or "none"))
         for kind, found in sorted(self.findings.anomalies.items()):
@@ -89,11 +94,13 @@ async def run(base: str, settings: RunSettings, progress=None) -> Report:
         await clients
         final = await converge(cluster, workload)
         logs = {node.name: node.log() for node in cluster.nodes}
+        with open(os.path.join(base, "history.pickle"), "wb") as f:
+            pickle.dump((workload.records, final), f)
         findings = checker.check_run(workload.records, final, logs, nemesis.unexpected,
                                      workload.decrypt_mismatches)
         return Report(settings, mechanisms, outcomes(workload.records), collections.Counter(
             p.kind for p in nemesis.phases), availability(workload.records, nemesis.phases), findings,
-            time.monotonic() - started)
+            time.monotonic() - started, write_errors(workload.records))
     finally:
         if workload is not None:
             await workload.close()
@@ -131,6 +138,13 @@ async def converge(cluster, workload) -> list:
 
 def outcomes(records) -> collections.Counter:
     return collections.Counter(("write" if r.kind in WRITES else "read", r.outcome) for r in records)
+
+
+def write_errors(records) -> collections.Counter:
+    """Why writes were not done, by outcome and the error's first words."""
+    return collections.Counter(
+        (r.outcome, " ".join(r.error.split()[:6])) for r in records
+        if r.kind in WRITES and r.outcome not in (OK, REJECTED) and r.client >= 0)
 
 
 def availability(records, phases) -> dict:
