@@ -108,7 +108,12 @@ class Findings:
 
 
 def to_op(record: Record, relaxed=False) -> lin.Op | None:
-    """The checker's view of a record, or None when it cannot have had an effect nor observed one."""
+    """
+    The checker's view of a record, or None when it cannot have had an
+    effect nor observed one.  C{relaxed} lets a workload read see any
+    earlier state; the final reads (client -1), made after the nodes
+    agreed, never may.
+    """
     family = FAMILY.get(record.kind)
     if family is None:
         return None
@@ -119,7 +124,8 @@ def to_op(record: Record, relaxed=False) -> lin.Op | None:
         return lin.Op((family, record.name), command, lin.NOT_OBSERVED, record.invoked, None, record)
     if record.outcome != OK and record.value is None:
         return None
-    call = 0 if relaxed and record.kind not in WRITES else record.invoked
+    stale_allowed = relaxed and record.kind not in WRITES and record.client >= 0
+    call = 0 if stale_allowed else record.invoked
     return lin.Op((family, record.name), command, record.value, call, record.completed, record)
 
 

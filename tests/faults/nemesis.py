@@ -36,7 +36,7 @@ class Settings:
 
 @attrs.define
 class Phase:
-    """One fault: its kind, the nodes it hit, and when."""
+    """One fault: its kind, the nodes it hit, and when (until every node answered again)."""
 
     kind: str
     nodes: list[str]
@@ -69,8 +69,8 @@ class Nemesis:
             phase = Phase(kind, [], time.monotonic_ns())
             self.phases.append(phase)
             await getattr(self, "_" + kind)(phase)
-            phase.end = time.monotonic_ns()
             await self.recover()
+            phase.end = time.monotonic_ns()
             done += 1
 
     async def recover(self) -> None:

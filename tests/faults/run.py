@@ -57,7 +57,7 @@ class Report:
             counts = {o: n for (g, o), n in sorted(self.outcomes.items()) if g == group}
             out.append(f"{group}s: " + ", ".join(f"{o} {n}" for o, n in counts.items()))
         out.append("faults: " + (", ".join(f"{k} {n}" for k, n in sorted(self.faults.items())) or "none"))
-        out.append("writes answered per phase: " + ", ".join(
+        out.append("writes answered per phase (of those sent to a running node): " + ", ".join(
             f"{kind} {ok}/{total} ({100 * ok / total:.0f}%)" for kind, (ok, total) in sorted(self.availability.items())
             if total))
         out.append("most frequent write errors: " + "; ".join(
@@ -148,11 +148,15 @@ def write_errors(records) -> collections.Counter:
 
 
 def availability(records, phases) -> dict:
-    """Per fault kind (and "no fault"): writes answered (done, or a client error), writes sent."""
+    """
+    Per fault kind (and "no fault"): writes answered (done, or a client
+    error), writes sent to a node that was running (a refused connection
+    is a client's choice of a node that is down, not an unavailable cluster).
+    """
     spans = [(p.start, p.end or float("inf"), p.kind) for p in phases]
     result = collections.defaultdict(lambda: [0, 0])
     for r in records:
-        if r.kind not in WRITES or r.client < 0:
+        if r.kind not in WRITES or r.client < 0 or "connection refused" in r.error:
             continue
         kind = next((k for start, end, k in spans if start <= r.invoked < end), "no fault")
         result[kind][1] += 1
