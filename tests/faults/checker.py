@@ -20,6 +20,7 @@ from tests.faults.workload import OK, UNKNOWN, WRITES, Record
 
 STALE_READ = "stale read"
 NOT_LINEARIZABLE = "not linearizable"
+STALE_REJECTION = "write refused on a stale state"
 STALE_OR_WORSE = "not linearizable, stale reads may explain it (undecided)"
 LOST_WRITE = "acknowledged write missing"
 PHANTOM = "present but never attempted"
@@ -107,12 +108,13 @@ class Findings:
         return sum(len(v) for k, v in self.anomalies.items() if k not in except_classes)
 
 
-def to_op(record: Record, relaxed=False) -> lin.Op | None:
+def to_op(record: Record, relaxed=False, rejections=False) -> lin.Op | None:
     """
     The checker's view of a record, or None when it cannot have had an
     effect nor observed one.  C{relaxed} lets a workload read see any
     earlier state; the final reads (client -1), made after the nodes
-    agreed, never may.
+    agreed, never may.  C{rejections} does the same for writes refused
+    with a client error, which changed nothing and so act as reads.
     """
     family = FAMILY.get(record.kind)
     if family is None:
@@ -124,7 +126,8 @@ def to_op(record: Record, relaxed=False) -> lin.Op | None:
         return lin.Op((family, record.name), command, lin.NOT_OBSERVED, record.invoked, None, record)
     if record.outcome != OK and record.value is None:
         return None
-    stale_allowed = relaxed and record.kind not in WRITES and record.client >= 0
+    acts_as_read = record.kind not in WRITES or (rejections and record.outcome != OK)
+    stale_allowed = relaxed and acts_as_read and record.client >= 0
     call = 0 if stale_allowed else record.invoked
     return lin.Op((family, record.name), command, record.value, call, record.completed, record)
 
@@ -152,6 +155,12 @@ def check_history(records: list[Record], findings: Findings, budget: int = lin.D
             continue
         relaxed = [op for op in (to_op(r, relaxed=True) for r in group) if op is not None]
         verdict = lin.check(model, relaxed, budget * 10, describe)
+        if not verdict.ok and not verdict.unknown:
+            rejections = [op for op in (to_op(r, relaxed=True, rejections=True) for r in group) if op is not None]
+            if lin.check(model, rejections, budget * 10, describe).ok:
+                findings.add(STALE_REJECTION, f"{key[0]} {key[1]!r}: a write was refused (404/409) on a state "
+                             "that missed a write acknowledged before it began: " + result.explanation)
+                continue
         if verdict.ok:
             findings.add(STALE_READ, f"{key[0]} {key[1]!r}: a read missed a write acknowledged before it "
                          "began (expected until follower read leases land, issue 8): " + result.explanation)

@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from minkms.errors import ErrKeyNotFound
 from tests.faults import checker
-from tests.faults.workload import OK, UNKNOWN, Record
+from tests.faults.workload import OK, REJECTED, UNKNOWN, Record
 
 
 def record(op_id, kind, value, invoked, completed, node="n0", arg=None, outcome=OK, name="k", client=0):
@@ -65,3 +65,10 @@ class CheckerTests(SynchronousTestCase):
         checker.check_logs({"n0": log}, findings)
         self.assertEqual(findings.anomalies[checker.TRACEBACK],
                          ["n0: 2026 [x#critical] request failed: builtins.ValueError: boom"])
+
+    def test_write_refused_on_a_stale_state(self):
+        """A 409 for a key that an acknowledged delete removed is its own class."""
+        history = [record(1, "import", None, 0, 10, arg=1),
+                   record(2, "delete", None, 20, 30),
+                   record(3, "create", checker.ErrKeyExists.message, 40, 50, node="n1", outcome=REJECTED)]
+        self.assertEqual(self.findings(history), {checker.STALE_REJECTION: 1})
