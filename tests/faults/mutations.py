@@ -7,7 +7,7 @@ import time
 
 from twisted.internet import defer
 
-MUTANT_DISK_DELAY = 0.3
+MUTANT_DISK_DELAY = 1.0
 """Seconds the ack-before-fsync mutant's disk takes per write, so that
 what it acknowledged early is often not on disk when a node is killed."""
 

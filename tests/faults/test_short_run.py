@@ -27,20 +27,39 @@ timed out (issue 10, item 1: C{Node._timed_out} errbacks the Failure that
 C{addTimeout} hands it).  The lead flips this when the fix lands.
 """
 
-TIMEOUT_TRACEBACK = "'Failure' object has no attribute 'errback'"
+REFUSALS_ON_FRESH_STATE = False
+"""
+Tolerate writes refused (404/409) on a state that missed a write
+acknowledged before they began: the leader dry-runs a write on its applied
+state, which can lag what was acknowledged (a new leader before it applied
+its predecessor's entries).  Found by this suite; flip when fixed.
+"""
+
+CLEAN_STOP_WITH_WRITES_IN_FLIGHT = False
+"""
+Tolerate the traceback of a node stopped by SIGTERM while writes are in
+flight: an append after the volume closed crashes the node ("storage
+failed: volume is closed") and its fatal hook stops a reactor that is no
+longer running.  Found by this suite; flip when fixed.
+"""
+
+TOLERATED = [
+    (lambda: FRESH_READS_REQUIRED, checker.STALE_READ, ""),
+    (lambda: WRITE_TIMEOUT_ANSWERS_503, checker.ANSWERED_500, ""),
+    (lambda: WRITE_TIMEOUT_ANSWERS_503, checker.TRACEBACK, "'Failure' object has no attribute 'errback'"),
+    (lambda: REFUSALS_ON_FRESH_STATE, checker.STALE_REJECTION, ""),
+    (lambda: CLEAN_STOP_WITH_WRITES_IN_FLIGHT, checker.TRACEBACK, "ReactorNotRunning"),
+]
+"""(whether it is fixed, anomaly class, text that identifies it) of each known problem."""
 
 
 def blocking(findings: checker.Findings) -> dict[str, list[str]]:
-    """The anomalies that fail the run, with the gates above applied."""
+    """The anomalies that fail the run: all but those of known, unfixed problems."""
     result = {}
     for kind, found in findings.anomalies.items():
-        if kind == checker.STALE_READ and not FRESH_READS_REQUIRED:
-            continue
-        if not WRITE_TIMEOUT_ANSWERS_503:
-            if kind == checker.ANSWERED_500:
-                continue
-            if kind == checker.TRACEBACK:
-                found = [line for line in found if TIMEOUT_TRACEBACK not in line]
+        for fixed, known_kind, text in TOLERATED:
+            if known_kind == kind and not fixed():
+                found = [line for line in found if text not in line]
         if found:
             result[kind] = found
     return result
