@@ -171,6 +171,8 @@ class FaultCluster:
         self.api_key = APIKey.parse(self.hsm.sysadmin_api_key())
         self.nodes = [FaultNode(self.workdir, self.hsm, i, mutant) for i in range(size)]
         self.proxies = {}
+        self.last_ack = 0
+        """When a write was last acknowledged (monotonic ns), for faults that aim right after one."""
         self.disk: SmallDisk | None = None
         self.disk_problem = "not asked for"
         if small_disk:

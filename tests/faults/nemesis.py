@@ -131,6 +131,12 @@ class Nemesis:
         await self._down_and_up(phase, victims, self.settings.quorum_loss)
 
     async def _crash_all(self, phase):
+        """Every node at once, right after a write was acknowledged (up to 10 s later)."""
+        since = time.monotonic_ns()
+        for _ in range(1000):
+            if self.cluster.last_ack > since:
+                break
+            await sleep(0.01)
         await self._down_and_up(phase, list(self.cluster.nodes), self.rng.uniform(0.5, 2.0))
 
     async def _pause(self, phase, leader=False):

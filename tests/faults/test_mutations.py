@@ -26,7 +26,7 @@ class MutationTests(unittest.TestCase):
         return report.findings.counts()
 
     async def _ack_before_fsync(self):
-        counts = await self._mutant_run("ack_before_fsync", ("crash_all",), 4)
+        counts = await self._mutant_run("ack_before_fsync", ("crash_all",), 2)
         self.assertTrue(set(counts) & set(DATA_LOSS), f"acknowledging before fsync went unnoticed: {counts}")
 
     def test_ack_before_fsync_is_caught(self):

@@ -185,6 +185,8 @@ class Workload:
         try:
             record.value = await self._send(record, node, rng)
             record.outcome = OK
+            if record.write:
+                self.cluster.last_ack = self.now()
         except (KMSError, ClientError) as e:
             record.outcome, record.status, record.error = classify(e)
             if record.status is not None and record.status < 500 and record.error in MODEL_ERRORS:
