@@ -25,6 +25,7 @@ from tests.faults.run import RunSettings, run  # noqa: E402
 
 
 def main(reactor, argv):
+    """Parse the options, run once, print the report."""
     parser = argparse.ArgumentParser(prog="bench/faults.py")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=1)

@@ -99,12 +99,15 @@ class Findings:
     undecided: list = attrs.Factory(list)
 
     def add(self, kind: str, message: str) -> None:
+        """Count one anomaly of class C{kind}."""
         self.anomalies[kind].append(message)
 
     def counts(self) -> dict[str, int]:
+        """Anomalies per class."""
         return {kind: len(found) for kind, found in sorted(self.anomalies.items())}
 
     def total(self, except_classes=()) -> int:
+        """Anomalies of every class but C{except_classes}."""
         return sum(len(v) for k, v in self.anomalies.items() if k not in except_classes)
 
 
@@ -133,6 +136,7 @@ def to_op(record: Record, relaxed=False, rejections=False) -> lin.Op | None:
 
 
 def describe(op: lin.Op) -> str:
+    """One line naming an op of the history and what its client saw."""
     r = op.ref
     answer = "?" if op.ret is None else repr(op.output)
     return f"op {r.op_id} client {r.client} on {r.node}: {r.kind} {r.name} {r.arg or ''} -> {answer}"
@@ -221,6 +225,7 @@ def check_final(final: list[Record], records: list[Record], findings: Findings) 
 
 
 def check_answers(records: list[Record], findings: Findings) -> None:
+    """No request is ever answered 500: an unknown outcome is a 503 that says so."""
     for record in records:
         if record.status == 500:
             findings.add(ANSWERED_500, f"op {record.op_id} {record.kind} {record.name} on {record.node}: "

@@ -80,13 +80,16 @@ class FaultNode(ProcessNode):
         return self
 
     def running(self) -> bool:
+        """Whether the process is alive (paused counts as alive)."""
         return self.process is not None and self.process.poll() is None
 
     def pause(self):
+        """SIGSTOP: the node keeps its sockets but answers nothing."""
         os.kill(self.process.pid, signal.SIGSTOP)
         self.paused = True
 
     def resume(self):
+        """SIGCONT."""
         if self.running():
             os.kill(self.process.pid, signal.SIGCONT)
         self.paused = False
@@ -141,17 +144,20 @@ class SmallDisk:
         return None
 
     def fill(self) -> None:
+        """Leave only L{DISK_SLACK} bytes free on the volume."""
         stat = os.statvfs(self.path)
         used = (stat.f_blocks - stat.f_bfree) * stat.f_frsize
         self._remount(used + DISK_SLACK)
 
     def free(self) -> None:
+        """Give the volume its room back."""
         self._remount(self.SIZE)
 
     def _remount(self, size) -> None:
         subprocess.run(["mount", "-o", f"remount,size={size}", self.path], check=True, capture_output=True)
 
     def unmount(self) -> None:
+        """Lazily unmount (a killed node may still hold files)."""
         if self.mounted:
             subprocess.run(["umount", "-l", self.path], capture_output=True)
             self.mounted = False
@@ -190,6 +196,7 @@ class FaultCluster:
         return KMSClient(reactor, [n.address for n in self.nodes], self.api_key, insecure=True, timeout=timeout)
 
     def describe_disk(self) -> str:
+        """How the full-disk fault works here, or why it cannot."""
         if self.disk is None:
             return f"full disk: not available ({self.disk_problem})"
         return f"full disk: tmpfs on {self.nodes[-1].name}'s volume, shrunk to what it uses"
@@ -240,6 +247,7 @@ class FaultCluster:
         self.proxies[a.name].cut_from(b.ip)
 
     def heal(self) -> None:
+        """Forward every link again."""
         for proxy in self.proxies.values():
             proxy.heal()
 

@@ -57,6 +57,7 @@ class Nemesis:
         self.disk_faults: set[str] = set()
 
     async def run(self, seconds: float, rounds: int | None = None) -> None:
+        """Apply faults until C{seconds} have passed (or C{rounds} faults ran)."""
         deadline = time.monotonic() + seconds
         bag: list[str] = []
         done = 0

@@ -99,6 +99,7 @@ class LinkProxy:
         self.port = reactor.listenTCP(listen[1], _Factory(self), interface=listen[0])
 
     def is_cut(self, source: str) -> bool:
+        """Whether the node dialing from C{source} is cut off from this one."""
         return source in self.cut
 
     def cut_from(self, source: str) -> None:

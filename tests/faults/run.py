@@ -49,6 +49,7 @@ class Report:
     errors: collections.Counter = attrs.Factory(collections.Counter)
 
     def lines(self) -> list[str]:
+        """The report, one figure per line."""
         s = self.settings
         out = [f"seed {s.seed}, {s.nodes} nodes, {s.clients} clients, {self.elapsed:.0f} s"
                + (f", mutant {s.mutant}" if s.mutant else "")]
@@ -137,6 +138,7 @@ async def converge(cluster, workload) -> list:
 
 
 def outcomes(records) -> collections.Counter:
+    """Operations by (write or read, outcome)."""
     return collections.Counter(("write" if r.kind in WRITES else "read", r.outcome) for r in records)
 
 

@@ -75,6 +75,7 @@ class Record:
 
     @property
     def write(self) -> bool:
+        """Whether the operation may change the state."""
         return self.kind in WRITES
 
 
@@ -149,6 +150,7 @@ class Workload:
         self._kinds = [k for k, w in MIX for _ in range(w)]
 
     def now(self) -> int:
+        """The clock of the history: monotonic nanoseconds."""
         return time.monotonic_ns()
 
     async def setup(self) -> None:
@@ -158,12 +160,14 @@ class Workload:
                                     host=self.cluster.nodes[0].address)
 
     async def run(self) -> None:
+        """Run every client until L{stopping} is set."""
         from twisted.internet import defer
 
         await defer.gatherResults([defer.ensureDeferred(self._loop(i)) for i in range(self.clients)],
                                   consumeErrors=True)
 
     async def close(self) -> None:
+        """Close the clients' connections."""
         await self._client.close()
 
     async def _loop(self, client: int) -> None:
