@@ -8,6 +8,7 @@ the node directly.  One node's volume can sit on a small tmpfs so that the
 nemesis can fill its disk.
 """
 
+import collections
 import os
 import signal
 import subprocess
@@ -179,6 +180,8 @@ class FaultCluster:
         self.proxies = {}
         self.last_ack = 0
         """When a write was last acknowledged (monotonic ns), for faults that aim right after one."""
+        self.writes_in_flight = collections.Counter()
+        """Writes sent to each node and not answered yet, for faults that aim while one is."""
         self.disk: SmallDisk | None = None
         self.disk_problem = "not asked for"
         if small_disk:

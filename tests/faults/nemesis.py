@@ -126,7 +126,12 @@ class Nemesis:
         await self._kill_one(phase, leader=True)
 
     async def _quorum_loss(self, phase):
+        """The leader's followers, once a write to the leader is in flight (waiting up to 10 s)."""
         leader = await self._target(True)
+        for _ in range(1000):
+            if self.cluster.writes_in_flight[leader.name]:
+                break
+            await sleep(0.01)
         others = [n for n in self.cluster.nodes if n is not leader]
         victims = others[: (len(self.cluster.nodes) + 1) // 2]
         await self._down_and_up(phase, victims, self.settings.quorum_loss)

@@ -18,6 +18,8 @@ FRESH_READS_REQUIRED = False
 Stale reads are reported but tolerated until follower read leases land
 (issue 8: reads on a follower are served from its own state, which may
 miss a write acknowledged elsewhere).  The lead flips this when they do.
+So are violations that the checker could not decide stale reads explain
+within its search budget: with fresh reads, the strict check decides them.
 """
 
 WRITE_TIMEOUT_ANSWERS_503 = False
@@ -45,6 +47,7 @@ longer running.  Found by this suite; flip when fixed.
 
 TOLERATED = [
     (lambda: FRESH_READS_REQUIRED, checker.STALE_READ, ""),
+    (lambda: FRESH_READS_REQUIRED, checker.STALE_OR_WORSE, ""),
     (lambda: WRITE_TIMEOUT_ANSWERS_503, checker.ANSWERED_500, ""),
     (lambda: WRITE_TIMEOUT_ANSWERS_503, checker.TRACEBACK, "'Failure' object has no attribute 'errback'"),
     (lambda: REFUSALS_ON_FRESH_STATE, checker.STALE_REJECTION, ""),

@@ -186,6 +186,8 @@ class Workload:
             name = "" if kind == "list" else rng.choice(self.names.pool(kind))
         record = Record(len(self.records), client, node.name, kind, name, None, self.now())
         self.records.append(record)
+        in_flight = self.cluster.writes_in_flight
+        in_flight[node.name] += record.write
         try:
             record.value = await self._send(record, node, rng)
             record.outcome = OK
@@ -197,6 +199,8 @@ class Workload:
                 record.value = record.error
         except Exception as e:  # noqa: BLE001 - anything else is an unknown outcome
             record.outcome, record.error = UNKNOWN, f"{type(e).__name__}: {e}"
+        finally:
+            in_flight[node.name] -= record.write
         record.completed = self.now() if record.outcome != UNKNOWN else None
         return record
 
