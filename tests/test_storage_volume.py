@@ -16,6 +16,7 @@ from minkms.hsm import SoftHSM
 from minkms.raft.types import Entry, HardState, SnapshotMeta
 from minkms.storage.errors import CompactionAborted, StorageFailed
 from minkms.storage.faults import FaultyFiles, eio, enospc
+from minkms.storage.layout import sealed_size
 from minkms.storage.records import Snapshot
 from minkms.storage.replay import replay
 from minkms.storage.startup import load_volume
@@ -378,6 +379,31 @@ class CompactionTests(VolumeTestCase):
         state = self.reopen_state()
         self.assertEqual(state.snapshot.meta.index, 290)
         self.assertEqual([e.index for e in state.entries], list(range(291, 301)))
+
+    def test_frequent_restarts_still_compact(self):
+        """
+        A node that restarts between every few hundred writes keeps
+        C{kms.db} near the size of its live state: the compaction trigger
+        does not grow with the file found at each start.
+        """
+        threshold = 8000
+        index = 0
+        sizes = []
+        for restart in range(20):
+            volume = self.open(compact_threshold=threshold)
+            for _ in range(40):
+                index += 1
+                volume.append([entry(index, size=100)])
+                if index % 25 == 0:
+                    volume.save_snapshot(SnapshotMeta(index - 5, 1, b""), b"x" * 200)
+            self.successResultOf(volume.close())
+            sizes.append(os.path.getsize(os.path.join(self.path, "kms.db")))
+        state = self.reopen_state()
+        self.assertEqual(state.entries[-1].index, index)
+        live = sealed_size(state.records())
+        batch = sealed_size([entry(index, size=100)])
+        bound = max(threshold, 2 * live) + batch
+        self.assertLess(max(sizes), bound, f"kms.db sizes after each restart: {sizes}")
 
     def test_enospc_during_compaction_is_not_fatal(self):
         """A full disk while writing the new file leaves the old one in use."""

@@ -191,6 +191,15 @@ class Unfinished:
     reason: str
 
 
+FRAME_OVERHEAD = _FRAME_FIELDS.size + _U32.size + NONCE_SIZE + TAG_SIZE
+"""Bytes a frame adds to its record's plaintext."""
+
+
+def sealed_size(records) -> int:
+    """The bytes C{records} take as frames, without sealing them."""
+    return sum(FRAME_OVERHEAD + len(encode_record(record)) for record in records)
+
+
 class RecordSealer:
     """
     Seals records into frames and opens frames, for one file (one REK and

@@ -30,13 +30,13 @@ from twisted.python.threadpool import ThreadPool
 from minkms.raft.types import HardState, SnapshotMeta
 from minkms.storage.errors import CompactionAborted, StorageFailed
 from minkms.storage.files import OSFiles, commit_temp, write_temp
-from minkms.storage.layout import RecordSealer, encode_header, new_header
+from minkms.storage.layout import RecordSealer, encode_header, new_header, sealed_size
 from minkms.storage.records import Snapshot, check_record
 from minkms.storage.replay import DurableState
 from minkms.storage.startup import LoadedVolume, load_volume
 
 DEFAULT_COMPACT_THRESHOLD = 64 * 2**20
-"""Compact once C{kms.db} passes this size (and twice its size after the last compaction)."""
+"""Compact once C{kms.db} passes this size and twice the size of its live records."""
 
 
 class ThreadRunner:
@@ -203,7 +203,7 @@ class Volume:
         self._rek = loaded.rek
         self._sealer = RecordSealer(loaded.rek, loaded.header.file_id)
         self._end = loaded.end
-        self._compacted_size = loaded.end
+        self._live_size = _live_bytes(loaded)
         self._mirror = loaded.state.copy()
         self._on_batch = None
         self._queue = collections.deque()
@@ -465,7 +465,7 @@ class Volume:
 
     def _rewritten(self, result, job: _Rewrite) -> None:
         self._header, self._sealer, self._fd, self._end = result
-        self._compacted_size = self._end
+        self._live_size = self._end
         self.log.info(
             "{path} rewritten: {size} bytes", path=self.db_path, size=self._end
         )
@@ -489,7 +489,7 @@ class Volume:
     def _maybe_compact(self) -> None:
         if self._auto_compaction or self._closed:
             return
-        if self._end <= max(self.compact_threshold, 2 * self._compacted_size):
+        if self._end <= max(self.compact_threshold, 2 * self._live_size):
             return
         self._auto_compaction = True
 
@@ -520,6 +520,16 @@ class Volume:
                 pass
         self._runner.stop()
         job.done.callback(None)
+
+
+def _live_bytes(loaded: LoadedVolume) -> int:
+    """
+    What C{kms.db} would hold right after a compaction: the header, the
+    latest snapshot and the entries after it.  Measured from the recovered
+    state rather than the file, so that a node restarting often still
+    compacts.
+    """
+    return len(encode_header(loaded.header)) + sealed_size(loaded.state.records())
 
 
 def _check_ids(cluster_id: str, node_id: int) -> None:
