@@ -170,6 +170,7 @@ class KMSResource(APIResource):
             if command.code in CLUSTER_NODE_COMMANDS:
                 return self._cluster(request, ctx, command, decoded[0][1])
             if not command.write:
+                self._node.standing.check_serving()
                 state = self._node.state
                 replies = [
                     dispatch.execute_read(state, ctx, command, message)

@@ -82,6 +82,9 @@ class Node:
 
         self._peer_identity = APIKey.parse(hsm.peer_api_key()).identity
         self.peer_protocol = peer.PeerListener(self, self._peer_identity)
+        from minkms.server.membership import Standing
+
+        self.standing = Standing(self)
 
     # -- start-up ---------------------------------------------------------
 
@@ -244,6 +247,7 @@ class Node:
     async def stop(self) -> None:
         """Stop timers and links, let the volume finish, close it."""
         self._stopped = True
+        self.standing.close()
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
         for link in self._links.values():
@@ -318,6 +322,10 @@ class Node:
         else:
             log.failure("node driver failed", failure)
             reason = f"node failed: {failure.getErrorMessage()}"
+        self.fail(reason)
+
+    def fail(self, reason: str) -> None:
+        """Stop acknowledging writes and stop the process, for C{reason}."""
         self._failed = reason
         log.critical("{reason}; stopping", reason=reason)
         self._fail_waiters(reason)
@@ -387,9 +395,12 @@ class Node:
             if node_id not in self._links:
                 self._links[node_id] = self.peer_link(address)
 
-    def peer_link(self, address: str) -> peer.PeerLink:
-        """A link to the node at C{address}, authenticated both ways by the peer certificate."""
-        return peer.PeerLink(self.reactor, address, self, self._peer_tls, self._peer_identity)
+    def peer_link(self, address: str, member: bool = True) -> peer.PeerLink:
+        """
+        A link to the node at C{address}, authenticated both ways by the
+        peer certificate (C{member=False}: only to look at a node).
+        """
+        return peer.PeerLink(self.reactor, address, self, self._peer_tls, self._peer_identity, member)
 
     # -- writes -----------------------------------------------------------
 
@@ -398,6 +409,7 @@ class Node:
             raise unavailable(self._failed)
         if self._joining:
             raise unavailable("node is joining a cluster")
+        self.standing.check_serving()
 
     def submit_write(self, ctx, command, request):
         """
@@ -522,6 +534,8 @@ class Node:
             log.warn("dropped an undecodable raft message: {e}", e=e)
             return
         if via is not None:
+            if not self.standing.accept(message, via):
+                return
             self._inbound[message.src] = via
         if self._failed is None and not self._joining and not self._stopped:
             self.core.step(message)
@@ -529,7 +543,7 @@ class Node:
 
     def ready(self, write: bool) -> bool:
         """Readiness for reads (state loaded) or writes (a leader is known)."""
-        if self._failed is not None or self._joining:
+        if self._failed is not None or self._joining or self.standing.refusal is not None:
             return False
         if not write:
             return True
@@ -566,6 +580,7 @@ class Node:
         return message
 
     async def _cluster_status(self):
+        self.standing.check_serving()
         response = pb.ClusterStatusResponse()
         response.NodesUp[self.node_id].CopyFrom(self.local_status())
         config = self.config
@@ -584,7 +599,8 @@ class Node:
         if link is None:
             return None
         answer = await link.call(peer.NodeStatus, 2.0, self.reactor)
-        return pb.ServerStatusResponse.FromString(answer["status"])
+        status = pb.ServerStatusResponse.FromString(answer["status"])
+        return None if link.stranger or status.ID != node_id else status
 
     def cluster_status(self):
         """A Deferred ClusterStatusResponse gathered from every member."""
@@ -658,11 +674,12 @@ def open_node(settings, reactor) -> Node:
     Open the volume and build the node; a fresh volume becomes a
     single-node cluster with this node as node 0 (DESIGN decision 9).
     """
-    volume = open_volume_now(settings.volume, settings.hsm, reactor=reactor)
+    from minkms.server.membership import founding_records
+
+    volume = open_volume_now(settings.volume, settings.hsm, reactor=reactor,
+                             founding=founding_records(settings.host))
     try:
         node = Node(reactor, settings, volume, settings.hsm)
-        if volume.created:
-            node.bootstrap()
         node.check_membership()
     except BaseException:
         volume.close()
