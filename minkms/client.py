@@ -69,6 +69,7 @@ def load_api_key(text: str | None) -> APIKey | None:
 
 _TRANSPORT_ERRORS = (
     ierror.ConnectError,
+    ierror.DNSLookupError,
     ierror.ConnectionLost,
     ierror.ConnectionClosed,
     ierror.TimeoutError,

@@ -513,7 +513,7 @@ class TLSMessageTests(CLIAssertions, unittest.TestCase):
     @inline
     async def test_messages(self):
         untrusted, mismatch, trusted, from_env = await defer.gatherResults([
-            defer.ensureDeferred(run_minkms("stat", **self.at("127.0.0.1"))),
+            defer.ensureDeferred(run_minkms("stat", **self.at("localhost"))),
             defer.ensureDeferred(run_minkms("stat", "--cacert", self.cert, **self.at("127.0.0.1"))),
             defer.ensureDeferred(run_minkms("stat", "--cacert", self.cert, **self.at("localhost"))),
             defer.ensureDeferred(run_minkms("stat", SSL_CERT_FILE=self.cert, **self.at("localhost"))),

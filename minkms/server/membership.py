@@ -70,16 +70,12 @@ def holdings(state) -> str:
     """What a node's state holds, in words (C{"3 enclaves, 12 keys"}), or C{""}."""
     enclaves = state.enclaves.values()
     counts = [
-        (len(state.enclaves), "enclave"),
-        (sum(len(e.keys) for e in enclaves), "key"),
-        (sum(len(e.identities) for e in enclaves), "identity"),
-        (sum(len(e.policies) for e in enclaves), "policy"),
+        (len(state.enclaves), "enclave", "enclaves"),
+        (sum(len(e.keys) for e in enclaves), "key", "keys"),
+        (sum(len(e.identities) for e in enclaves), "identity", "identities"),
+        (sum(len(e.policies) for e in enclaves), "policy", "policies"),
     ]
-    words = []
-    for count, noun in counts:
-        if count:
-            plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
-            words.append(f"{count} {noun if count == 1 else plural}")
+    words = [f"{count} {one if count == 1 else many}" for count, one, many in counts if count]
     return ", ".join(words)
 
 
