@@ -87,7 +87,7 @@ class CLIAssertions:
 class ServerTestCase(CLIAssertions, unittest.TestCase):
     """A test with its own node and helpers to run the CLI against it."""
 
-    timeout = 60
+    timeout = 180
 
     def setUp(self):
         self.server = InProcessServer(self)

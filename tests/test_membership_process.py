@@ -189,12 +189,20 @@ class AddNodeTests(MembershipTestCase):
         self.assertNotIn("held-1", listed.out)
 
     @inline
-    async def test_unreachable_host(self):
+    async def test_refusals_in_words(self):
+        """An unreachable host, an unknown name, a node started with another --host."""
         hsm = SoftHSM.generate()
         member = ProcessNode(self, hsm).start()
+        elsewhere = ProcessNode(self, hsm)
+        elsewhere.host = f"localhost:{elsewhere.port}"
+        elsewhere.start()
         client = KMSClient(reactor, [member.host], APIKey.parse(hsm.sysadmin_api_key()), insecure=True)
         self.addCleanup(client.close)
         await member.wait_up(client, write=True)
+        await elsewhere.wait_up(client)
+        wrong = await self.cli("add", f"127.0.0.1:{elsewhere.port}", node=member)
+        self.assertFails(wrong, f"server not part of cluster: the node was started with --host "
+                                f"localhost:{elsewhere.port}, but was added as 127.0.0.1:{elsewhere.port}")
         port = free_port()
         refused = await self.cli("add", f"127.0.0.1:{port}", node=member)
         self.assertFails(refused, f"cannot reach 127.0.0.1:{port}: connection refused")

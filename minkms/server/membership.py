@@ -113,6 +113,7 @@ class Standing:
         return {
             "cluster_id": node.cluster_id,
             "node_id": node.node_id,
+            "host": node.host,
             "members": len(node.config.members),
             "holds": holdings(node.state.state),
             "removed": removed,
@@ -244,12 +245,19 @@ def _check_joinable(node, host: str, other: dict, force: bool) -> None:
     """Refuse to add a node that is a member already, belongs to a cluster, or holds data."""
     if other["cluster_id"] == node.cluster_id:
         raise KMSError(409, f"node {host} is already part of the cluster")
+    if other["host"] != host:
+        raise bad_request(_wrong_host(other["host"], host))
     if other["members"] > 1:
         raise KMSError(409, f"node {host} is part of another cluster of {other['members']} nodes: "
                             "stop it, remove its kms.db and start it again")
     if other["holds"] and not force:
         raise KMSError(409, f"cannot add {host}: node holds {other['holds']}: "
                             "remove its kms.db first, or pass --force")
+
+
+def _wrong_host(started_as: str, added_as: str) -> str:
+    return (f"{NOT_MEMBER}: the node was started with --host {started_as}, "
+            f"but was added as {added_as}")
 
 
 async def add_node(node, host: str, force: bool = False) -> None:
@@ -322,10 +330,7 @@ async def remove_node(node, host: str, delete_cluster_on_host: bool = False) -> 
 async def join(node, cluster_id: str, node_id: int, host: str) -> None:
     """The new node's half of C{minkms add}: adopt the cluster, drop local state."""
     if host != node.host:
-        raise bad_request(
-            f"server not part of cluster: the node was started with --host {node.host}, "
-            f"but was added as {host}"
-        )
+        raise bad_request(_wrong_host(node.host, host))
     config = node.config
     if config.members - {node.node_id}:
         raise KMSError(409, "node is already part of another cluster: stop it, remove its kms.db and start it again")

@@ -134,14 +134,16 @@ class Hello(amp.Command):
     The first call on every link, before anything else goes over it: who
     the dialling node is (its cluster ID and node ID), and whether it dials
     as a member of its cluster (C{member}) or only to look at the node
-    (C{minkms add}).  The answer says who the listening node is, what it
-    holds, and whether its cluster removed the dialling node (C{removed}).
+    (C{minkms add}).  The answer says who the listening node is (with its
+    C{--host}), what it holds, and whether its cluster removed the
+    dialling node (C{removed}).
     """
 
     arguments = [(b"cluster_id", amp.Unicode()), (b"node_id", amp.Integer()), (b"member", amp.Boolean())]
     response = [
         (b"cluster_id", amp.Unicode()),
         (b"node_id", amp.Integer()),
+        (b"host", amp.Unicode()),
         (b"members", amp.Integer()),
         (b"holds", amp.Unicode()),
         (b"removed", amp.Unicode()),
