@@ -241,10 +241,20 @@ async def _look_at(link, host: str, reactor) -> dict:
         raise unavailable(f"cannot reach {host}: {network_reason(e)}") from None
 
 
-def _check_joinable(node, host: str, other: dict, force: bool) -> None:
-    """Refuse to add a node that is a member already, belongs to a cluster, or holds data."""
+def _check_joinable(node, host: str, other: dict, existing: int | None, force: bool) -> None:
+    """
+    Refuse to add a node that is a member already, belongs to a cluster,
+    or holds data.  A node that adopted this cluster's ID in an earlier
+    C{add} but never received its log (that add failed half-way) may join
+    again.
+    """
     if other["cluster_id"] == node.cluster_id:
-        raise KMSError(409, f"node {host} is already part of the cluster")
+        if existing is not None:
+            raise KMSError(409, f"node {host} is already part of the cluster")
+        if other["members"]:
+            raise KMSError(409, f"node {host} was removed from this cluster and keeps its state: "
+                                "stop it, remove its kms.db and start it again")
+        return
     if other["host"] != host:
         raise bad_request(_wrong_host(other["host"], host))
     if other["members"] > 1:
@@ -270,7 +280,7 @@ async def add_node(node, host: str, force: bool = False) -> None:
     try:
         other = await _look_at(link, host, node.reactor)
         existing = node.config.node_at(host)
-        _check_joinable(node, host, other, force)
+        _check_joinable(node, host, other, existing, force)
         if existing is not None:
             await node.propose_membership(ConfigChange.remove(existing))
             log.info("removed node {id} at {host}: the node there was reset", id=existing, host=host)
