@@ -12,10 +12,16 @@ import io
 import os
 from urllib.parse import quote
 
+from cryptography import x509
+from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet import defer, error as ierror
-from twisted.internet.protocol import Protocol
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Factory, Protocol
 from twisted.web import client as webclient
 from twisted.web.http_headers import Headers
+from zope.interface import implementer
 
 from minkms.apikey import APIKey, APIKeyError
 from minkms.tls import ClientTLS
@@ -38,9 +44,10 @@ def parse_servers(text: str) -> list[str]:
         item = item.strip()
         if not item:
             continue
-        for prefix in ("https://", "http://"):
-            if item.startswith(prefix):
-                item = item[len(prefix):]
+        if item.lower().startswith("http://"):
+            raise ClientError(f"{item}: minkms serves HTTPS only: use https://{item[len('http://'):]}")
+        if item.lower().startswith("https://"):
+            item = item[len("https://"):]
         item = item.rstrip("/")
         if ":" not in item.rsplit("]", 1)[-1]:
             item += ":7373"
@@ -62,30 +69,92 @@ def load_api_key(text: str | None) -> APIKey | None:
 
 _TRANSPORT_ERRORS = (
     ierror.ConnectError,
+    ierror.DNSLookupError,
     ierror.ConnectionLost,
     ierror.ConnectionClosed,
     ierror.TimeoutError,
     webclient.ResponseNeverReceived,
     webclient.RequestTransmissionFailed,
+    webclient.ResponseFailed,
+    VerificationError,
+    SSL.Error,
 )
+UNTRUSTED = ("certificate is not signed by a trusted CA: pass --cacert FILE, set SSL_CERT_FILE, "
+             "or use -k for a self-signed certificate")
 
 
-def _reason(failure_or_error) -> str:
-    e = failure_or_error
-    if isinstance(e, (webclient.ResponseNeverReceived, webclient.RequestTransmissionFailed)):
-        reasons = getattr(e, "reasons", [])
-        if reasons:
-            return _reason(reasons[0].value)
+def _root_cause(error):
+    """The first underlying error of Twisted's wrappers (and Failures)."""
+    while True:
+        error = getattr(error, "value", error)
+        reasons = getattr(error, "reasons", None)
+        if not reasons or not isinstance(error, (webclient.ResponseNeverReceived,
+                                                 webclient.RequestTransmissionFailed,
+                                                 webclient.ResponseFailed)):
+            return error
+        error = reasons[0]
+
+
+def network_reason(error) -> str:
+    """
+    Why a connection failed, in words a person reads (C{connection
+    refused}, C{no such host}, C{timed out}), never a Python repr.
+    """
+    e = _root_cause(error)
     if isinstance(e, ierror.ConnectionRefusedError):
         return "connection refused"
     if isinstance(e, ierror.DNSLookupError):
-        return "host not found"
-    if isinstance(e, ierror.TimeoutError):
+        return "no such host"
+    if isinstance(e, (ierror.TimeoutError, defer.CancelledError, defer.TimeoutError)):
         return "timed out"
-    text = str(e).strip() or type(e).__name__
+    if isinstance(e, ierror.NoRouteError):
+        return "no route to host"
+    if isinstance(e, (ierror.ConnectionLost, ierror.ConnectionDone, ierror.ConnectionClosed)):
+        return "connection closed by the server"
+    if isinstance(e, VerificationError):
+        return "certificate does not match the host name"
+    text = str(e).strip()
     if "certificate verify failed" in text or "CERTIFICATE_VERIFY_FAILED" in text:
-        return "server certificate not trusted (use -k/--insecure for self-signed certificates)"
-    return text.splitlines()[0]
+        return UNTRUSTED
+    if isinstance(e, SSL.Error):
+        return "TLS handshake failed"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+@implementer(IHandshakeListener)
+class _CertificateGrab(Protocol):
+    """Reads the server's certificate after the handshake, then hangs up."""
+
+    def __init__(self) -> None:
+        self.certificate = defer.Deferred()
+
+    def handshakeCompleted(self):
+        cert = self.transport.getPeerCertificate()
+        self.certificate.callback(cert.to_cryptography() if cert is not None else None)
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason):
+        if not self.certificate.called:
+            self.certificate.callback(None)
+
+
+async def certificate_names(reactor, host: str, port: int, timeout: float) -> list[str]:
+    """
+    The DNS names and IP addresses the certificate of C{host:port} is for,
+    read without verifying it (only to say why verification failed).
+    """
+    endpoint = wrapClientTLS(ClientTLS(None, insecure=True).creatorForNetloc(host.encode("idna"), port),
+                             HostnameEndpoint(reactor, host, port, timeout=timeout))
+    try:
+        protocol = await endpoint.connect(Factory.forProtocol(_CertificateGrab))
+        cert = await protocol.certificate
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except Exception:
+        return []
+    return [str(n) for n in sans.get_values_for_type(x509.DNSName)] + \
+        [str(n) for n in sans.get_values_for_type(x509.IPAddress)]
 
 
 class KMSClient:
@@ -112,21 +181,28 @@ class KMSClient:
 
     @classmethod
     def from_environment(cls, reactor, api_key: str | None = None, insecure=False,
-                         servers: str | None = None, environ=os.environ) -> "KMSClient":
+                         servers: str | None = None, environ=os.environ,
+                         ca_certificates=None) -> "KMSClient":
         """A client configured like the C{minkms} CLI: flags, then environment."""
-        servers = servers or environ.get("MINIO_KMS_SERVER") or DEFAULT_SERVER
+        if servers is None:
+            servers = environ.get("MINIO_KMS_SERVER", DEFAULT_SERVER)
+            if not servers.strip():
+                raise ClientError("MINIO_KMS_SERVER is empty: set it to the server's URL, "
+                                  f"e.g. {DEFAULT_SERVER}")
         key = api_key if api_key is not None else environ.get("MINIO_KMS_API_KEY")
-        return cls(reactor, parse_servers(servers), load_api_key(key), insecure=insecure)
+        return cls(reactor, parse_servers(servers), load_api_key(key), insecure=insecure,
+                   ca_certificates=ca_certificates)
 
     def close(self):
         """Close idle connections (a Deferred)."""
         return self._pool.closeCachedConnections()
 
     async def request(self, method: bytes, path: str, body: bytes | None = None,
-                      host: str | None = None, accept: bytes = b"application/*"):
+                      host: str | None = None, accept: bytes = b"application/*",
+                      timeout: float | None = None):
         """
         Send one request; on a transport error try the next server (unless
-        C{host} pins one).
+        C{host} pins one).  C{timeout} overrides the client's for this call.
 
         @return: C{(status, content_type, body)}.
         @raise ClientError: when no server could be reached.
@@ -142,11 +218,11 @@ class KMSClient:
                 producer = webclient.FileBodyProducer(io.BytesIO(body))
             try:
                 d = self._agent.request(method, url, headers, producer)
-                d.addTimeout(self._timeout, self._reactor)
+                d.addTimeout(timeout or self._timeout, self._reactor)
                 response = await d
                 data = await webclient.readBody(response)
             except _TRANSPORT_ERRORS as e:
-                errors.append(f"https://{target}: {_reason(e)}")
+                errors.append(f"https://{target}: {await self._why(target, e)}")
                 continue
             except defer.CancelledError:
                 errors.append(f"https://{target}: timed out")
@@ -170,7 +246,7 @@ class KMSClient:
             response = await self._agent.request(method, f"https://{target}{path}".encode("utf-8"),
                                                  headers, producer)
         except _TRANSPORT_ERRORS as e:
-            raise ClientError(f"cannot reach https://{target}: {_reason(e)}") from None
+            raise ClientError(f"cannot reach https://{target}: {await self._why(target, e)}") from None
         if response.code != 200:
             data = await webclient.readBody(response)
             ctype = response.headers.getRawHeaders(b"content-type", [b""])[0]
@@ -179,7 +255,18 @@ class KMSClient:
         response.deliverBody(delivery)
         await delivery.done
 
-    async def send(self, code: int, messages: list, enclave: str = "", host: str | None = None) -> list:
+    async def _why(self, target: str, error) -> str:
+        """L{network_reason}, with the names the certificate is for when they do not match."""
+        if not isinstance(_root_cause(error), VerificationError):
+            return network_reason(error)
+        host, _, port = target.rpartition(":")
+        names = await certificate_names(self._reactor, host.strip("[]"), int(port), self._timeout)
+        if not names:
+            return network_reason(error)
+        return f"certificate of {host.strip('[]')} is for {', '.join(names)}"
+
+    async def send(self, code: int, messages: list, enclave: str = "", host: str | None = None,
+                   timeout: float | None = None) -> list:
         """
         Send framed commands and decode the response frames.
 
@@ -189,16 +276,17 @@ class KMSClient:
         if enclave:
             path += "/" + quote(enclave, safe="")
         body = frames.encode_request(code, messages)
-        status, ctype, data = await self.request(b"POST", path, body, host=host)
+        status, ctype, data = await self.request(b"POST", path, body, host=host, timeout=timeout)
         if status != 200:
             raise wire_errors.parse_error(status, ctype.decode("latin-1"), data)
         if BY_CODE[code].response is None:
             return []
         return frames.decode_response(code, data)
 
-    async def call(self, code: int, message, enclave: str = "", host: str | None = None):
+    async def call(self, code: int, message, enclave: str = "", host: str | None = None,
+                   timeout: float | None = None):
         """Send one command and return its one response (or None for writes)."""
-        replies = await self.send(code, [message], enclave=enclave, host=host)
+        replies = await self.send(code, [message], enclave=enclave, host=host, timeout=timeout)
         return replies[0] if replies else None
 
     async def get(self, path: str, host: str | None = None, accept: bytes = OCTET_STREAM):

@@ -16,6 +16,7 @@ from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLContextFactory
+from twisted.logger import Logger
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
@@ -65,8 +66,16 @@ def load_private_key(key_path: str):
         ) from None
 
 
-def load_ca_directory(path: str) -> list[x509.Certificate]:
-    """Every PEM certificate in a CA file or in the files of a CA directory."""
+def load_ca_directory(path: str, warn=None) -> list[x509.Certificate]:
+    """
+    Every PEM certificate in a CA file or in the files of a CA directory.
+    A file in a directory that holds no certificate (openssl's C{ca.srl}
+    lands there by default) is skipped with a C{warn(line)}, as Go's
+    certificate pool does; a directory whose files hold no certificate at
+    all fails (an empty one is no error).
+    """
+    if warn is None:
+        warn = _log_warning
     if os.path.isdir(path):
         try:
             names = sorted(os.listdir(path))
@@ -80,13 +89,23 @@ def load_ca_directory(path: str) -> list[x509.Certificate]:
         files = [path]
     else:
         raise TLSConfigError(f"cannot read CA directory {path}: no such file or directory")
-    certs = []
+    certs, skipped = [], []
     for name in files:
         try:
             certs.extend(x509.load_pem_x509_certificates(_read(name, "CA certificate")))
         except ValueError:
-            raise TLSConfigError(f"invalid CA certificate {name}: not PEM") from None
+            if name == path:
+                raise TLSConfigError(f"invalid CA certificate {name}: not PEM") from None
+            skipped.append(name)
+    if skipped and not certs:
+        raise TLSConfigError(f"no CA certificate found in {path}: {', '.join(skipped)} not PEM")
+    for name in skipped:
+        warn(f"skipped {name} in CA directory {path}: not a PEM certificate")
     return certs
+
+
+def _log_warning(line: str) -> None:
+    Logger().warn("{line}", line=line)
 
 
 class ServerCredentials:

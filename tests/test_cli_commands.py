@@ -54,6 +54,14 @@ class CLIResult:
         return f"CLIResult(code={self.code}, out={self.out!r}, err={self.err!r})"
 
 
+async def run_minkms(*args, cwd=None, **env) -> CLIResult:
+    """Run C{minkms ARGS} as a user types it, with C{env} as its only KMS settings."""
+    out, err, code = await utils.getProcessOutputAndValue(
+        sys.executable, ["-m", "minkms.cli.main", *args], env=cli_env(**env), path=cwd or REPO
+    )
+    return CLIResult(out, err, code)
+
+
 class CLIAssertions:
     """Checks shared by tests with and without a server."""
 
@@ -79,7 +87,7 @@ class CLIAssertions:
 class ServerTestCase(CLIAssertions, unittest.TestCase):
     """A test with its own node and helpers to run the CLI against it."""
 
-    timeout = 60
+    timeout = 180
 
     def setUp(self):
         self.server = InProcessServer(self)
@@ -91,11 +99,7 @@ class ServerTestCase(CLIAssertions, unittest.TestCase):
             "MINIO_KMS_SERVER": f"https://{self.server.host}",
             "MINIO_KMS_API_KEY": api_key if api_key is not None else self.server.api_key.text,
         }
-        environ = cli_env(**{**settings, **env})
-        out, err, code = await utils.getProcessOutputAndValue(
-            sys.executable, ["-m", "minkms.cli.main", *args, "-k"], env=environ, path=cwd or REPO
-        )
-        return CLIResult(out, err, code)
+        return await run_minkms(*args, "-k", cwd=cwd, **{**settings, **env})
 
     async def ok(self, *args, **kwargs) -> CLIResult:
         """Run the CLI and insist that it succeeds quietly on stderr."""
@@ -480,3 +484,107 @@ class RenderTests(unittest.TestCase):
             "\n"
             "[2/3] nodes are up\n"
         ))
+
+
+class TLSMessageTests(CLIAssertions, unittest.TestCase):
+    """
+    TLS failures in words that name the fix, against a real node whose
+    certificate is for C{localhost, 10.0.0.1} (not for 127.0.0.1).
+    """
+
+    timeout = 120
+
+    def setUp(self):
+        from tests.support import write_server_certificate
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        key, self.cert = write_server_certificate(directory, names=("localhost",), ips=("10.0.0.1",))
+        config = os.path.join(directory, "config.yaml")
+        with open(config, "w") as f:
+            f.write(f"version: v1\ntls:\n  certs:\n  - key: {key}\n    cert: {self.cert}\n")
+        self.server = InProcessServer(self, extra_args=["--config", config])
+        self.settings = {"MINIO_KMS_API_KEY": self.server.api_key.text}
+        return defer.ensureDeferred(self.server.wait_ready())
+
+    def at(self, name: str) -> dict:
+        return {**self.settings, "MINIO_KMS_SERVER": f"https://{name}:{self.server.port}"}
+
+    @inline
+    async def test_messages(self):
+        untrusted, mismatch, trusted, from_env = await defer.gatherResults([
+            defer.ensureDeferred(run_minkms("stat", **self.at("localhost"))),
+            defer.ensureDeferred(run_minkms("stat", "--cacert", self.cert, **self.at("127.0.0.1"))),
+            defer.ensureDeferred(run_minkms("stat", "--cacert", self.cert, **self.at("localhost"))),
+            defer.ensureDeferred(run_minkms("stat", SSL_CERT_FILE=self.cert, **self.at("localhost"))),
+        ])
+        self.assertFails(untrusted, "certificate is not signed by a trusted CA: pass --cacert FILE, "
+                                    "set SSL_CERT_FILE, or use -k")
+        self.assertFails(mismatch, "certificate of 127.0.0.1 is for localhost, 10.0.0.1")
+        for result in (trusted, from_env):
+            self.assertEqual((result.code, result.err), (0, ""), result)
+            self.assertIn("All [1/1] nodes are up", result.out)
+
+    @inline
+    async def test_ca_directory_with_other_files(self):
+        """openssl's ca.srl beside the CA certificate is skipped with a warning."""
+        import shutil
+
+        cas = os.path.abspath(self.mktemp())
+        os.makedirs(cas)
+        shutil.copy(self.cert, os.path.join(cas, "ca.crt"))
+        with open(os.path.join(cas, "ca.srl"), "w") as f:
+            f.write("1A2B3C\n")
+        result = await run_minkms("stat", "--cacert", cas, **self.at("localhost"))
+        self.assertEqual(result.code, 0, result)
+        self.assertEqual(result.err, f"minkms: warning: skipped {cas}/ca.srl in CA directory {cas}: "
+                                     "not a PEM certificate\n")
+        os.remove(os.path.join(cas, "ca.crt"))
+        result = await run_minkms("stat", "--cacert", cas, **self.at("localhost"))
+        self.assertFails(result, f"no CA certificate found in {cas}")
+
+
+class ClientSettingsTests(CLIAssertions, unittest.TestCase):
+    """What the CLI says about its settings and its own usage, as a user runs it."""
+
+    timeout = 120
+
+    @inline
+    async def test_messages(self):
+        key = generate_api_key()
+        cases = [
+            (run_minkms("stat", MINIO_KMS_SERVER="http://127.0.0.1:7373", MINIO_KMS_API_KEY=key),
+             "http://127.0.0.1:7373: minkms serves HTTPS only: use https://127.0.0.1:7373"),
+            (run_minkms("stat", MINIO_KMS_SERVER="", MINIO_KMS_API_KEY=key),
+             "MINIO_KMS_SERVER is empty: set it to the server's URL, e.g. https://localhost:7373"),
+            (run_minkms("stat", MINIO_KMS_SERVER="https://no-such-node.invalid:7373", MINIO_KMS_API_KEY=key),
+             "cannot reach https://no-such-node.invalid:7373: no such host"),
+            (run_minkms("stats"), "unknown command 'stats'; did you mean 'stat'?"),
+        ]
+        results = await defer.gatherResults([defer.ensureDeferred(c) for c, _ in cases])
+        for result, (_, message) in zip(results, cases):
+            self.assertFails(result, message)
+
+    @inline
+    async def test_server_usage_and_version(self):
+        usage_text, version_text, policy_help = await defer.gatherResults([
+            defer.ensureDeferred(run_minkms("server", "--help")),
+            defer.ensureDeferred(run_minkms("server", "--version")),
+            defer.ensureDeferred(run_minkms("add-policy", "--help")),
+        ])
+        self.assertEqual(usage_text.code, 0, usage_text)
+        self.assertTrue(usage_text.out.startswith("Usage: minkms server VOLUME [options]\n"), usage_text)
+        self.assertEqual(version_text.code, 0, version_text)
+        self.assertRegex(version_text.out, r"^minkms version \S+ \(commit=\w+\)\n$")
+        self.assertIn("docs/policies.md", policy_help.out)
+        self.assertTrue(os.path.exists(os.path.join(REPO, "docs", "policies.md")))
+
+    @inline
+    async def test_quiet_on_broken_pipe(self):
+        """C{minkms stat --json | head}: the reader leaves early; nothing on stderr."""
+        server = InProcessServer(self)
+        await server.wait_ready()
+        environ = cli_env(MINIO_KMS_SERVER=f"https://{server.host}", MINIO_KMS_API_KEY=server.api_key.text)
+        command = f"{sys.executable} -m minkms.cli.main stat --json -k | true"
+        out, err, code = await utils.getProcessOutputAndValue("/bin/sh", ["-c", command], env=environ, path=REPO)
+        self.assertEqual(err, b"")

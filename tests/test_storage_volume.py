@@ -80,6 +80,30 @@ class OpenTests(VolumeTestCase):
         for name in ("kms.db", ".lock"):
             self.assertEqual(stat.S_IMODE(os.stat(os.path.join(self.path, name)).st_mode), 0o600)
 
+    def test_founding_is_part_of_creation(self):
+        """
+        With C{founding}, a new kms.db holds the founding records from the
+        start, and one left half-made (a header, no record) by an earlier
+        start is completed at the next one, once.
+        """
+        founding = [entry(1), HardState(1, None, 1)]
+        volume = self.open(founding=lambda cluster_id: founding)
+        self.assertTrue(volume.created)
+        self.assertEqual(volume.recovered, replay(founding))
+        volume.close()
+        self.assertEqual(self.reopen_state(), replay(founding))
+
+        half_made = os.path.join(self.mktemp(), "vol")
+        self.path = half_made
+        self.open().close()
+        again = self.open(founding=lambda cluster_id: founding)
+        self.assertFalse(again.created)
+        self.assertEqual(again.recovered, replay(founding))
+        self.assertEqual(len(again.warnings), 1)
+        self.assertIn("founded the single-node cluster", again.warnings[0])
+        again.close()
+        self.assertEqual(self.reopen_state(), replay(founding))
+
     def test_state_survives_restart(self):
         """Entries, hard state and snapshot come back after close and open."""
         volume = self.open()

@@ -11,12 +11,17 @@ import zlib
 from minkms.cli import render, session
 from minkms.cli.output import CLIError, print_json
 from minkms.client import ClientError, parse_servers
+from minkms.errors import KMSError
 from minkms.wire import errors as wire_errors
 from minkms.wire import kms_pb2 as pb
 
 ADD_NODE, REMOVE_NODE, STATUS, EDIT = 1, 2, 3, 4
 GZIP_MAGIC = b"\x1f\x8b"
 LABELS = 11
+FORCE = b"\x78\x01"
+"""Field 15 = 1 of C{AddClusterNodeRequest}: minkms's C{--force} (see minkms.server.membership)."""
+PROBE_TIMEOUT = 3.0
+NOT_MEMBER = "server not part of cluster"
 
 
 def _host(text: str) -> str:
@@ -30,15 +35,29 @@ def _host(text: str) -> str:
     return hosts[0]
 
 
+def add_node_request(host: str, force: bool = False):
+    """The C{AddClusterNodeRequest} for C{minkms add [--force] HOST}."""
+    request = pb.AddClusterNodeRequest(Host=host)
+    if force:
+        request = pb.AddClusterNodeRequest.FromString(request.SerializeToString() + FORCE)
+    return request
+
+
 def add(argv: list[str]) -> int:
-    """C{minkms add HOST[:PORT]}: join a fresh node to the cluster."""
+    """
+    C{minkms add HOST[:PORT]}: join a fresh node to the cluster.  A member
+    whose kms.db was deleted (the guide's reset) is replaced by the fresh
+    node; a node that holds data is refused unless C{--force}.
+    """
     p = session.parser("add", add.__doc__)
     p.add_argument("host", metavar="HOST[:PORT]")
+    p.add_argument("--force", action="store_true",
+                   help="add the node even if it holds data (its data is dropped)")
     args = p.parse_args(argv)
     host = _host(args.host)
 
     async def command(client, args):
-        await client.call(ADD_NODE, pb.AddClusterNodeRequest(Host=host))
+        await client.call(ADD_NODE, add_node_request(host, args.force))
         print(f"Added node {host} to the cluster")
 
     return session.run(command, args)
@@ -104,10 +123,10 @@ def _leader(node) -> str:
     return f"Node {node.LeaderID}" if node.LeaderID >= 0 else "none"
 
 
-def _print_node(node_id: int, host: str, node, verbose: bool) -> None:
+def _print_node(node_id: int, host: str, node, verbose: bool, down_state: str = "Offline") -> None:
     print(f"{render.bullet(node is not None)} Node {node_id} at {host}")
     if node is None:
-        render.block([("State", "Offline")], indent="  ", width=LABELS)
+        render.block([("State", down_state)], indent="  ", width=LABELS)
         return
     rows = [
         ("Version", node.Version),
@@ -130,13 +149,33 @@ def _print_node(node_id: int, host: str, node, verbose: bool) -> None:
         ], indent="      ")
 
 
-def print_status(status, verbose: bool = False) -> None:
+async def down_states(client, status) -> dict:
+    """
+    Why each node the cluster counts as down is down: C{Offline}, or
+    C{Not part of the cluster} when the node answers but as another node
+    (its kms.db was reset, or the cluster removed it).
+    """
+    states = {}
+    for node_id, host in status.NodesDown.items():
+        try:
+            own = await client.call(STATUS, pb.ClusterStatusRequest(), host=host, timeout=PROBE_TIMEOUT)
+        except KMSError as e:
+            member = not e.message.startswith(NOT_MEMBER)
+        except ClientError:
+            member = True
+        else:
+            member = all(s.Host != host or i == node_id for i, s in own.NodesUp.items())
+        states[node_id] = "Offline" if member else "Not part of the cluster"
+    return states
+
+
+def print_status(status, verbose: bool = False, down: dict | None = None) -> None:
     """Print a C{ClusterStatusResponse} as the operator guide shows it."""
     nodes = _all_nodes(status)
     for i, (node_id, host, node) in enumerate(nodes):
         if i:
             print()
-        _print_node(node_id, host, node, verbose)
+        _print_node(node_id, host, node, verbose, (down or {}).get(node_id, "Offline"))
     up, total = len(status.NodesUp), len(nodes)
     print()
     if up == total:
@@ -157,7 +196,7 @@ def stat(argv: list[str]) -> int:
         if args.json:
             render.print_message(status)
         else:
-            print_status(status, args.verbose)
+            print_status(status, args.verbose, await down_states(client, status))
 
     return session.run(command, args)
 

@@ -5,6 +5,8 @@ the client commands of the MinIO KMS CLI.
 Every failure is one line on stderr and a non-zero exit; no tracebacks.
 """
 
+import difflib
+import os
 import sys
 
 from minkms import version
@@ -68,12 +70,31 @@ def main(argv: list[str] | None = None) -> int:
         commands = _commands()
         command = commands.get(argv[0])
         if command is None:
-            raise CLIError(f"unknown command '{argv[0]}'; see 'minkms --help'")
+            raise CLIError(_unknown(argv[0], commands))
         return command(argv[1:]) or 0
     except CLIError as e:
         return fail(str(e))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _unknown(name: str, commands) -> str:
+    """The error for an unknown command, naming the nearest one."""
+    near = difflib.get_close_matches(name, [*commands, "--soft-hsm", "--version"], n=1)
+    hint = f"did you mean '{near[0]}'?" if near else "see 'minkms --help'"
+    return f"unknown command '{name}'; {hint}"
+
+
+def _reader_gone() -> int:
+    """
+    Our output's reader went away (C{minkms stat --json | head}): stop
+    quietly, and keep Python from complaining when it flushes stdout.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
 
 
 def run() -> None:

@@ -37,11 +37,16 @@ def policy_document(reply) -> str:
     return policy_to_json(raw_rules_from_proto(reply.Allow), raw_rules_from_proto(reply.Deny))
 
 
+POLICY_FORMAT = ('FILE is a JSON policy: {"allow": {"KEY:ENCRYPT": "app-*"}, "deny": {...}}; '
+                 "the format and an example are in docs/policies.md")
+
+
 def add_policy(argv: list[str]) -> int:
     """C{minkms add-policy NAME FILE}: create or overwrite a policy from a JSON file."""
     p = session.parser("add-policy", add_policy.__doc__, enclave=True)
+    p.epilog = POLICY_FORMAT
     p.add_argument("name", metavar="NAME")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="the policy, as JSON (see docs/policies.md)")
     args = p.parse_args(argv)
     request = read_policy_file(args.name, args.file)
     enclave = session.enclave_of(args)

@@ -7,6 +7,7 @@ print their message, connection and settings problems theirs.
 """
 
 import os
+import sys
 
 from twisted.internet import defer, task
 
@@ -14,6 +15,7 @@ from minkms.cli import render
 from minkms.cli.output import ArgumentParser, CLIError
 from minkms.client import ClientError, KMSClient
 from minkms.errors import KMSError
+from minkms.tls import TLSConfigError, load_ca_directory
 from minkms.wire.commands import BY_CODE
 
 
@@ -28,6 +30,9 @@ def parser(prog: str, description: str, enclave: bool = False,
     p.add_argument("-a", "--api-key", metavar="KEY", help="API key (default: $MINIO_KMS_API_KEY)")
     p.add_argument("-k", "--insecure", action="store_true",
                    help="skip verification of the server certificate")
+    p.add_argument("--cacert", metavar="FILE",
+                   help="trust the CA certificate(s) in FILE or directory "
+                        "(default: the system's, or $SSL_CERT_FILE)")
     if enclave:
         p.add_argument("-e", "--enclave", metavar="NAME",
                        default=os.environ.get("MINIO_KMS_ENCLAVE") or None,
@@ -110,11 +115,12 @@ def run(command, args) -> int:
     @raise CLIError: for every failure, including server errors.
     """
     outcome = {}
+    cas = _ca_certificates(args.cacert)
 
     async def main(reactor):
         try:
             client = KMSClient.from_environment(
-                reactor, api_key=args.api_key, insecure=args.insecure
+                reactor, api_key=args.api_key, insecure=args.insecure, ca_certificates=cas
             )
         except ClientError as e:
             outcome["error"] = str(e)
@@ -127,6 +133,8 @@ def run(command, args) -> int:
             outcome["error"] = e.message.strip() or f"server error {e.status}"
         except (ClientError, CLIError) as e:
             outcome["error"] = str(e)
+        except BrokenPipeError:
+            outcome["broken_pipe"] = True
         except Exception as e:  # a bug: still one line, never a traceback
             outcome["error"] = f"unexpected {type(e).__name__}: {e}"
         finally:
@@ -136,11 +144,23 @@ def run(command, args) -> int:
         task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
     except SystemExit:
         pass
+    if "broken_pipe" in outcome:
+        raise BrokenPipeError()
     if "error" in outcome:
         raise CLIError(outcome["error"])
     if "status" not in outcome:
         raise KeyboardInterrupt  # the reactor stopped before the command ended
     return outcome["status"]
+
+
+def _ca_certificates(path: str | None):
+    """The certificates of C{--cacert}, or None for the system's trust store."""
+    if path is None:
+        return None
+    try:
+        return load_ca_directory(path, warn=lambda line: sys.stderr.write(f"minkms: warning: {line}\n"))
+    except TLSConfigError as e:
+        raise CLIError(f"--cacert: {e}") from None
 
 
 async def list_all(client: KMSClient, code: int, prefix: str = "", enclave: str = "",

@@ -79,12 +79,14 @@ class Node:
         self._failed = None
         self._joining = False
         self._stopped = False
-        self._bootstrap_records = None
         self._restore(_as_durable(volume.recovered))
         from minkms.apikey import APIKey
 
         self._peer_identity = APIKey.parse(hsm.peer_api_key()).identity
         self.peer_protocol = peer.PeerListener(self, self._peer_identity)
+        from minkms.server.membership import Standing
+
+        self.standing = Standing(self)
 
     # -- start-up ---------------------------------------------------------
 
@@ -115,16 +117,6 @@ class Node:
             on_failure=self._crash,
             warn=lambda text: log.warn("{text}", text=text),
         )
-
-    def bootstrap(self) -> None:
-        """
-        Found a single-node cluster on a fresh volume: node 0 at C{--host}.
-        The founding entry is written before the node ticks (L{start}).
-        """
-        config = single_node_config(self.node_id, self.host, self.cluster_id)
-        durable = bootstrap_state(config)
-        self._bootstrap_records = list(durable.entries) + [durable.hard_state]
-        self._restore(durable)
 
     async def reset_to_join(self, cluster_id: str, node_id: int) -> None:
         """
@@ -244,8 +236,7 @@ class Node:
         if self._bootstrap_records:
             self.driver.paused = True
             d = self.volume.append(self._bootstrap_records)
-            self._bootstrap_records = None
-
+    
             def written(_):
                 self.driver.paused = False
                 self.driver.kick()
@@ -261,6 +252,7 @@ class Node:
         """Stop timers and links, let the volume finish, close it."""
         self._stopped = True
         self._links.stopped = True
+        self.standing.close()
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
         self._links.close_all()
@@ -298,13 +290,19 @@ class Node:
         else:
             log.failure("node driver failed", failure)
             reason = f"node failed: {failure.getErrorMessage()}"
+        self.fail(reason)
+        return reason
+
+    def fail(self, reason: str) -> None:
+        """Stop acknowledging writes and stop the process, for C{reason}."""
+        if self._stopped:
+            return
         self._failed = reason
         log.critical("{reason}; stopping", reason=reason)
         self.driver.stop(reason)
         self.exit_status = 1
         if self.fatal_hook is not None:
             self.fatal_hook(reason)
-        return reason
 
     # -- membership and links ---------------------------------------------
 
@@ -312,9 +310,12 @@ class Node:
         if not self._stopped:
             self._links.update(self.config, self.node_id)
 
-    def peer_link(self, address: str) -> peer.PeerLink:
-        """A link to the node at C{address}, authenticated both ways by the peer certificate."""
-        return peer.PeerLink(self.reactor, address, self, self._peer_tls, self._peer_identity)
+    def peer_link(self, address: str, member: bool = True) -> peer.PeerLink:
+        """
+        A link to the node at C{address}, authenticated both ways by the
+        peer certificate (C{member=False}: only to look at a node).
+        """
+        return peer.PeerLink(self.reactor, address, self, self._peer_tls, self._peer_identity, member)
 
     # -- writes -----------------------------------------------------------
 
@@ -323,6 +324,7 @@ class Node:
             raise unavailable(self._failed)
         if self._joining:
             raise unavailable("node is joining a cluster")
+        self.standing.check_serving()
 
     def submit_write(self, ctx, command, request):
         """
@@ -502,6 +504,8 @@ class Node:
             log.warn("dropped an undecodable raft message: {e}", e=e)
             return
         if via is not None:
+            if not self.standing.accept(message, via):
+                return
             self._links.heard_from(message.src, via)
         if self._failed is None and not self._joining and not self._stopped:
             self.driver.step(message)
@@ -511,7 +515,7 @@ class Node:
         Readiness for reads (served under some rule of L{read_mode}) or
         writes (a leader is known).
         """
-        if self._failed is not None or self._joining:
+        if self._failed is not None or self._joining or self.standing.refusal is not None:
             return False
         if not write:
             return self.read_mode() != READS_REFUSED
@@ -612,11 +616,12 @@ def open_node(settings, reactor) -> Node:
     Open the volume and build the node; a fresh volume becomes a
     single-node cluster with this node as node 0 (DESIGN decision 9).
     """
-    volume = open_volume_now(settings.volume, settings.hsm, reactor=reactor)
+    from minkms.server.membership import founding_records
+
+    volume = open_volume_now(settings.volume, settings.hsm, reactor=reactor,
+                             founding=founding_records(settings.host))
     try:
         node = Node(reactor, settings, volume, settings.hsm)
-        if volume.created:
-            node.bootstrap()
         node.check_membership()
     except BaseException:
         volume.close()

@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.protocols import amp
 from zope.interface import implementer
 
+from minkms.client import network_reason
 from minkms.errors import KMSError
 from minkms.tls import ALPN_PEER, PEER_SERVER_NAME, ClientTLS, peer_identity
 
@@ -128,6 +129,38 @@ class Join(amp.Command):
     errors = {RemoteKMSError: b"KMS_ERROR", PeerUnauthenticated: b"UNAUTHENTICATED"}
 
 
+class Hello(amp.Command):
+    """
+    The first call on every link, before anything else goes over it: who
+    the dialling node is (its cluster ID and node ID), and whether it dials
+    as a member of its cluster (C{member}) or only to look at the node
+    (C{minkms add}).  The answer says who the listening node is (with its
+    C{--host}), what it holds, and whether its cluster removed the
+    dialling node (C{removed}).
+    """
+
+    arguments = [(b"cluster_id", amp.Unicode()), (b"node_id", amp.Integer()), (b"member", amp.Boolean())]
+    response = [
+        (b"cluster_id", amp.Unicode()),
+        (b"node_id", amp.Integer()),
+        (b"host", amp.Unicode()),
+        (b"members", amp.Integer()),
+        (b"holds", amp.Unicode()),
+        (b"removed", amp.Unicode()),
+    ]
+    errors = {PeerUnauthenticated: b"UNAUTHENTICATED"}
+
+
+class NotMember(amp.Command):
+    """
+    A member tells a node that its cluster removed it (the node sent a
+    Raft message as a node ID the cluster no longer has); no answer.
+    """
+
+    arguments = [(b"reason", amp.Unicode())]
+    requiresAnswer = False
+
+
 def _to_remote(failure):
     failure.trap(KMSError)
     raise RemoteKMSError(f"{failure.value.status} {failure.value.message}")
@@ -150,12 +183,17 @@ class PeerProtocol(amp.AMP):
 
     authenticated = False
     rejected = False
+    remote = None
+    """The other node's L{Hello} (cluster ID, node ID), once exchanged."""
+    stranger = False
+    """Whether the other node is not the member this link was made for."""
 
-    def __init__(self, node, peer_identity_expected: str, server_side: bool) -> None:
+    def __init__(self, node, peer_identity_expected: str, server_side: bool, member: bool = True) -> None:
         super().__init__()
         self.node = node
         self._expected = peer_identity_expected
         self._server_side = server_side
+        self._member = member
         self.ready = defer.Deferred()
         self.lost = defer.Deferred()
         if server_side:
@@ -179,7 +217,16 @@ class PeerProtocol(amp.AMP):
             self.transport.abortConnection()
             return
         self.authenticated = True
-        self.ready.callback(self)
+        standing = self.node.standing
+        d = self.callRemote(Hello, **standing.hello(self._member))
+        d.addCallback(self._greeted, standing)
+        d.addErrback(lambda _: self.transport.abortConnection())
+
+    def _greeted(self, answer, standing) -> None:
+        self.remote = answer
+        self.stranger = standing.greeted(self, answer, self._member)
+        if not self.ready.called:
+            self.ready.callback(self)
 
     def connectionLost(self, reason):
         super().connectionLost(reason)
@@ -195,6 +242,18 @@ class PeerProtocol(amp.AMP):
     def raft_message(self, data):
         if self.authenticated:
             self.node.receive_raft(data, via=self)
+        return {}
+
+    @Hello.responder
+    def hello(self, cluster_id, node_id, member):
+        self._require_auth()
+        self.remote = {"cluster_id": cluster_id, "node_id": node_id}
+        return self.node.standing.welcome(self, cluster_id, node_id, member)
+
+    @NotMember.responder
+    def not_member(self, reason):
+        if self.authenticated:
+            self.node.standing.told_removed(self, reason)
         return {}
 
     @Forward.responder
@@ -230,6 +289,7 @@ class PeerProtocol(amp.AMP):
     def leave(self):
         self._require_auth()
         d = defer.maybeDeferred(self.node.leave_cluster)
+        d.addCallback(lambda _: self.node.standing.cleared())
         d.addCallback(lambda _: {})
         d.addErrback(_to_remote)
         return d
@@ -277,12 +337,13 @@ class PeerListener:
 class _PeerFactory(Factory):
     noisy = False
 
-    def __init__(self, node, peer_identity_expected: str):
+    def __init__(self, node, peer_identity_expected: str, member: bool = True):
         self._node = node
         self._expected = peer_identity_expected
+        self._member = member
 
     def buildProtocol(self, addr):
-        return PeerProtocol(self._node, self._expected, server_side=False)
+        return PeerProtocol(self._node, self._expected, server_side=False, member=self._member)
 
 
 class PeerLink:
@@ -295,7 +356,8 @@ class PeerLink:
     INITIAL_DELAY = 0.05
     MAX_DELAY = 1.0
 
-    def __init__(self, reactor, address: str, node, tls: ClientTLS, peer_identity_expected: str) -> None:
+    def __init__(self, reactor, address: str, node, tls: ClientTLS, peer_identity_expected: str,
+                 member: bool = True) -> None:
         from minkms.server.config import split_host_port
 
         host, port = split_host_port(address, "peer address")
@@ -303,7 +365,8 @@ class PeerLink:
             tls.creatorForNetloc(host.encode("idna"), port),
             HostnameEndpoint(reactor, host, port, timeout=5),
         )
-        self._factory = _PeerFactory(node, peer_identity_expected)
+        self._factory = _PeerFactory(node, peer_identity_expected, member)
+        self._member = member
         self._reactor = reactor
         self.address = address
         self.protocol = None
@@ -346,6 +409,8 @@ class PeerLink:
         if rejected:
             self._fail_waiting(PeerUnauthenticated(
                 f"{self.address} is not a node of this cluster: it holds another HSM key"))
+        elif not self._member and hasattr(reason, "value"):
+            self._fail_waiting(PeerUnavailable(f"cannot reach {self.address}: {network_reason(reason.value)}"))
         if self._closed or self._retry is not None:
             return
         self._retry = self._reactor.callLater(self._delay, self._connect)
@@ -356,10 +421,22 @@ class PeerLink:
         p = self.protocol
         return p if p is not None and p.transport is not None and p.transport.connected else None
 
-    def send(self, data: bytes) -> bool:
-        """Send a Raft message if connected; say whether it went out."""
+    @property
+    def stranger(self) -> bool:
+        """Whether the node now at this address is not the member the link is for."""
         p = self.usable()
-        if p is None:
+        return p is not None and p.stranger
+
+    @property
+    def remote(self):
+        """The L{Hello} of the node at this address, or None while disconnected."""
+        p = self.usable()
+        return None if p is None else p.remote
+
+    def send(self, data: bytes) -> bool:
+        """Send a Raft message if connected to the member; say whether it went out."""
+        p = self.usable()
+        if p is None or p.stranger:
             return False
         p.callRemote(RaftMessage, data=data)
         return True
@@ -373,6 +450,14 @@ class PeerLink:
         self._waiting.append(waiter)
         waiter.addTimeout(timeout, reactor)
         return waiter
+
+    async def greet(self, timeout: float, reactor) -> dict:
+        """
+        The other node's answer to our L{Hello}, once connected within
+        C{timeout}.  A link made with C{member=False} fails at its first
+        failed connection (L{PeerUnavailable}, in words) instead of retrying.
+        """
+        return (await self.when_connected(timeout, reactor)).remote
 
     async def call(self, command, timeout: float, reactor, **kwargs):
         """Call C{command} on the node once connected, within C{timeout}."""

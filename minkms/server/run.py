@@ -13,6 +13,7 @@ from twisted.logger import (
 )
 from twisted.python import usage
 
+from minkms import version
 from minkms.cli.output import CLIError
 from minkms.server.logstream import line_observer
 from minkms.server.service import Options, makeService
@@ -25,9 +26,20 @@ def start_logging(stream=sys.stderr, level=LogLevel.info, as_json: bool = False)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
+class ServerOptions(Options):
+    """C{Options} as C{minkms server} presents them (its usage line, the minkms version)."""
+
+    synopsis = "Usage: minkms server VOLUME [options]"
+
+    def opt_version(self):
+        """Display the minkms version and exit."""
+        print(f"minkms version {version.VERSION} (commit={version.COMMIT})")
+        raise SystemExit(0)
+
+
 def run_server(argv: list[str], reactor=None) -> int:
     """Run a node until SIGINT/SIGTERM; return the exit status."""
-    options = Options()
+    options = ServerOptions()
     try:
         options.parseOptions(argv)
     except usage.UsageError as e:
@@ -41,4 +53,8 @@ def run_server(argv: list[str], reactor=None) -> int:
     reactor.callWhenRunning(node_service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", node_service.stopService)
     reactor.run()
-    return getattr(node_service.node, "exit_status", 0)
+    status = getattr(node_service.node, "exit_status", 0)
+    refusal = node_service.node.standing.refusal
+    if status and refusal:
+        raise CLIError(refusal)
+    return status

@@ -345,6 +345,13 @@ def makeService(options, reactor=None, environ=os.environ, out=None):
     disable_core_dumps()
     try:
         settings = resolve(options, environ)
-        return build_service(settings, reactor, out)
     except StartupError as e:
         raise SystemExit(f"minkms: error: {e}") from None
+    try:
+        return build_service(settings, reactor, out)
+    except BaseException as e:
+        if settings.temporary_volume:
+            shutil.rmtree(settings.volume, ignore_errors=True)
+        if isinstance(e, StartupError):
+            raise SystemExit(f"minkms: error: {e}") from None
+        raise

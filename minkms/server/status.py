@@ -49,7 +49,12 @@ def local_status(node) -> pb.ServerStatusResponse:
 
 
 async def cluster_status(node) -> pb.ClusterStatusResponse:
-    """Every member's status; the ones that do not answer in time are down."""
+    """
+    Every member's status; the ones that do not answer in time, and a
+    node at a member's address that is not that member (its kms.db was
+    reset), are down.
+    """
+    node.standing.check_serving()
     response = pb.ClusterStatusResponse()
     response.NodesUp[node.node_id].CopyFrom(local_status(node))
     config = node.config
@@ -69,7 +74,8 @@ async def _remote_status(node, node_id: int):
     if link is None:
         return None
     answer = await link.call(peer.NodeStatus, STATUS_TIMEOUT, node.reactor)
-    return pb.ServerStatusResponse.FromString(answer["status"])
+    status = pb.ServerStatusResponse.FromString(answer["status"])
+    return None if link.stranger or status.ID != node_id else status
 
 
 def _role_name(role: str) -> str:

@@ -52,10 +52,16 @@ class LoadedVolume:
     warnings: list[str]
 
 
-def load_volume(directory: str, hsm, files=None) -> LoadedVolume:
+def load_volume(directory: str, hsm, files=None, founding=None) -> LoadedVolume:
     """
     Lock C{directory} and open C{directory/kms.db}, creating both on first
     start (new REK, new random cluster ID, node ID 0).
+
+    @param founding: C{founding(cluster_id)} gives the records that found a
+        single-node cluster.  With it, a new C{kms.db} holds them from the
+        moment it exists (creating the volume and founding the cluster are
+        one step), and a C{kms.db} left half-made (node 0, no record) by an
+        earlier start is completed with them.
 
     @raise StartupError: volume in use, not writable, damaged, or the HSM
         cannot unseal the REK (exactly C{"failed to unseal root encryption
@@ -76,13 +82,13 @@ def load_volume(directory: str, hsm, files=None) -> LoadedVolume:
     except OSError as e:
         raise StartupError(f"volume {directory} is not writable: {e.strerror}") from None
     try:
-        return _load_locked(directory, hsm, files, lock_fd)
+        return _load_locked(directory, hsm, files, lock_fd, founding)
     except BaseException:
         files.close(lock_fd)
         raise
 
 
-def _load_locked(directory: str, hsm, files, lock_fd: int) -> LoadedVolume:
+def _load_locked(directory: str, hsm, files, lock_fd: int, founding) -> LoadedVolume:
     db_path = os.path.join(directory, DB_NAME)
     warnings = []
     try:
@@ -91,7 +97,7 @@ def _load_locked(directory: str, hsm, files, lock_fd: int) -> LoadedVolume:
             files.sync_dir(directory)
             warnings.append(f"removed {temp_path(db_path)} left by an unfinished rewrite")
         if not files.exists(db_path):
-            return _create(directory, db_path, hsm, files, lock_fd, warnings)
+            return _create(directory, db_path, hsm, files, lock_fd, warnings, founding)
         data = files.read(db_path)
     except OSError as e:
         raise StartupError(f"volume {directory} is not writable: {e.strerror}") from None
@@ -131,15 +137,39 @@ def _load_locked(directory: str, hsm, files, lock_fd: int) -> LoadedVolume:
             f"{db_path}: cut {torn.length} bytes of an unfinished write at offset "
             f"{torn.offset} ({torn.reason})"
         )
+    end = result.end
+    if founding is not None and _half_made(header, state):
+        records = founding(header.cluster_id)
+        try:
+            data = RecordSealer(rek, header.file_id).encode_batch(end, records)
+            files.pwrite(fd, data, end)
+            files.sync(fd)
+        except OSError as e:
+            files.close(fd)
+            raise StartupError(f"volume {directory} is not writable: {e.strerror}") from None
+        end += len(data)
+        state = replay(records)
+        warnings.append(f"{db_path}: founded the single-node cluster an earlier start left unfounded")
     return LoadedVolume(
-        directory, db_path, lock_fd, fd, header, rek, state, result.end, False, warnings
+        directory, db_path, lock_fd, fd, header, rek, state, end, False, warnings
     )
 
 
-def _create(directory, db_path, hsm, files, lock_fd, warnings) -> LoadedVolume:
+def _half_made(header: Header, state: DurableState) -> bool:
+    """
+    A C{kms.db} with a header of node 0 and no record: made by a start
+    that stopped before founding its cluster.  (A joining node also waits
+    with no record, but under the ID the cluster gave it, never 0.)
+    """
+    return header.node_id == 0 and state.snapshot is None and not state.entries
+
+
+def _create(directory, db_path, hsm, files, lock_fd, warnings, founding) -> LoadedVolume:
     rek = os.urandom(REK_SIZE)
     header = new_header(hsm, rek, str(uuid.uuid4()), 0)
     data = encode_header(header)
+    records = founding(header.cluster_id) if founding is not None else []
+    data += RecordSealer(rek, header.file_id).encode_batch(len(data), records)
     fd = write_temp(files, db_path, data)
     try:
         commit_temp(files, directory, db_path)
@@ -147,7 +177,7 @@ def _create(directory, db_path, hsm, files, lock_fd, warnings) -> LoadedVolume:
         files.close(fd)
         raise
     return LoadedVolume(
-        directory, db_path, lock_fd, fd, header, rek, DurableState(), len(data), True, warnings
+        directory, db_path, lock_fd, fd, header, rek, replay(records), len(data), True, warnings
     )
 
 

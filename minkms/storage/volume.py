@@ -159,15 +159,16 @@ def open_volume_now(
     files=None,
     runner=None,
     compact_threshold: int = DEFAULT_COMPACT_THRESHOLD,
+    founding=None,
 ) -> "Volume":
     """
     Like L{open_volume} but recovers in the calling thread: for start-up
-    code that runs before the reactor does.
+    code that runs before the reactor does.  C{founding}: see L{load_volume}.
 
     @raise minkms.errors.StartupError: see L{load_volume}.
     """
     files = files or OSFiles()
-    loaded = load_volume(path, hsm, files)
+    loaded = load_volume(path, hsm, files, founding)
     return Volume(loaded, hsm, files, runner or ThreadRunner(reactor), compact_threshold)
 
 

@@ -19,13 +19,13 @@ def ack_before_fsync() -> None:
     append = volume.Volume.append
     write_batch = volume.Volume._write_batch
 
-    def early_append(self, records):
-        append(self, records).addErrback(lambda failure: None)
+    def early_append(self, records, sync=True):
+        append(self, records, sync).addErrback(lambda failure: None)
         return defer.succeed(None)
 
-    def slow_write_batch(self, records, start):
+    def slow_write_batch(self, records, start, sync=True):
         time.sleep(MUTANT_DISK_DELAY)
-        return write_batch(self, records, start)
+        return write_batch(self, records, start, sync)
 
     volume.Volume.append = early_append
     volume.Volume._write_batch = slow_write_batch
@@ -46,7 +46,18 @@ def timeout_answers_500() -> None:
     node._timed_out = timed_out
 
 
+def serves_after_lease() -> None:
+    """A follower keeps answering reads from its own state after its read lease lapsed."""
+    from minkms.raft import lease
+
+    def read_index(self, now):
+        return self.index if self.expiry > lease.NEVER else None
+
+    lease.FollowerLease.read_index = read_index
+
+
 MUTANTS = {
     "ack_before_fsync": ack_before_fsync,
     "timeout_500": timeout_answers_500,
+    "serves_after_lease": serves_after_lease,
 }

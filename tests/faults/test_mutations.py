@@ -2,8 +2,7 @@
 The fault suite can fail: deliberately broken servers (L{tests.faults.mutations},
 patched in by the launcher, never in production code) are caught by short
 runs of the relevant faults.  Without this, a green run proves nothing
-about the checker.  A mutant serving reads after its lease lapsed comes
-with the lease work (issue 8).
+about the checker.
 """
 
 from twisted.internet import defer
@@ -40,3 +39,12 @@ class MutationTests(unittest.TestCase):
     def test_write_timeout_answering_500_is_caught(self):
         """Writes waiting on a leader cut off from its quorum time out: 503, never 500."""
         return defer.ensureDeferred(self._timeout_500())
+
+    async def _serves_after_lease(self):
+        counts = await self._mutant_run("serves_after_lease", ("pause", "partition_link"), 3)
+        self.assertTrue({checker.STALE_READ, checker.STALE_OR_WORSE} & set(counts),
+                        f"a follower serving after its lease went unnoticed: {counts}")
+
+    def test_serving_after_lease_is_caught(self):
+        """A follower paused or cut off past its lease, still serving, answers stale reads."""
+        return defer.ensureDeferred(self._serves_after_lease())

@@ -13,7 +13,7 @@ from tests.faults.run import RunSettings, run
 SEED = 10
 SECONDS = 120
 
-FRESH_READS_REQUIRED = False
+FRESH_READS_REQUIRED = True
 """
 Stale reads are reported but tolerated until follower read leases land
 (issue 8: reads on a follower are served from its own state, which may
@@ -22,14 +22,14 @@ So are violations that the checker could not decide stale reads explain
 within its search budget: with fresh reads, the strict check decides them.
 """
 
-WRITE_TIMEOUT_ANSWERS_503 = False
+WRITE_TIMEOUT_ANSWERS_503 = True
 """
 Tolerate 500s, and the traceback each leaves in the log, from a write that
 timed out (issue 10, item 1: C{Node._timed_out} errbacks the Failure that
 C{addTimeout} hands it).  The lead flips this when the fix lands.
 """
 
-REFUSALS_ON_FRESH_STATE = False
+REFUSALS_ON_FRESH_STATE = True
 """
 Tolerate writes refused (404/409) on a state that missed a write
 acknowledged before they began: the leader dry-runs a write on its applied
@@ -37,7 +37,7 @@ state, which can lag what was acknowledged (a new leader before it applied
 its predecessor's entries).  Found by this suite; flip when fixed.
 """
 
-CLEAN_STOP_WITH_WRITES_IN_FLIGHT = False
+CLEAN_STOP_WITH_WRITES_IN_FLIGHT = True
 """
 Tolerate the traceback of a node stopped by SIGTERM while writes are in
 flight: an append after the volume closed crashes the node ("storage
