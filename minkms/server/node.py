@@ -233,15 +233,6 @@ class Node:
 
     def start(self) -> None:
         """Start ticking and connecting to the other members."""
-        if self._bootstrap_records:
-            self.driver.paused = True
-            d = self.volume.append(self._bootstrap_records)
-    
-            def written(_):
-                self.driver.paused = False
-                self.driver.kick()
-
-            d.addCallbacks(written, self._crash)
         self._update_links()
         self._ticker = task.LoopingCall(self._tick)
         self._ticker.clock = self.reactor
