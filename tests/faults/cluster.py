@@ -21,7 +21,7 @@ from minkms.client import ClientError, KMSClient
 from minkms.errors import KMSError
 from minkms.hsm import SoftHSM
 from minkms.wire import kms_pb2 as pb
-from tests.harness import ProcessNode, free_port
+from tests.harness import ProcessNode, free_port, write_config
 from tests.support import REPO, cli_env
 
 PROXY = "TCP proxy per peer link (source address tells the link; iptables/nft are not installed here)"
@@ -50,7 +50,10 @@ class Workdir:
 class FaultNode(ProcessNode):
     """
     A L{ProcessNode} on its own loopback address, dialing peers from it,
-    advertising its proxy's port, optionally a mutant build.
+    advertising its proxy's port, optionally a mutant build.  It runs with
+    C{cluster.reads_without_leader: refuse}, so every read it answers must
+    be fresh: under C{serve} (the default) a node with no leader answers
+    from its own state, possibly stale, by design (docs/operations.md).
     """
 
     def __init__(self, workdir: Workdir, hsm: SoftHSM, index: int, mutant: str | None = None,
@@ -65,6 +68,8 @@ class FaultNode(ProcessNode):
         self.mutant = mutant
         self.paused = False
         self.expected_down = False
+        self.config = write_config(os.path.join(os.path.dirname(self.volume), "conf"),
+                                   cluster="reads_without_leader: refuse")
 
     def start(self):
         log = open(self.log_path, "ab")
@@ -72,7 +77,7 @@ class FaultNode(ProcessNode):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.faults.launch", "--source", self.ip, *mutant, "--",
              "server", self.volume, "--dev", "--host", self.host, "--address", self.address,
-             *self.extra_args],
+             "--config", self.config, *self.extra_args],
             env=cli_env(MINIO_KMS_HSM_KEY=self.hsm.to_text()),
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
         )
