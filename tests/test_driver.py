@@ -14,7 +14,7 @@ from minkms.driver.waiters import NOT_APPLIED, UNKNOWN_OUTCOME, WriteWaiters
 from minkms.errors import KMSError
 from minkms.raft.core import RaftCore, RaftOptions, bootstrap_state
 from minkms.raft.types import DurableState
-from minkms.server.node import WRITE_TIMEOUT, _timed_out
+from minkms.server.writes import WRITE_TIMEOUT, _timed_out
 from minkms.sim.harness import cluster_config
 
 

@@ -170,6 +170,7 @@ class RaftDriver:
             d = self.storage.persist(ready)
             if not d.called:
                 d.addCallbacks(self._resume, self._fail, callbackArgs=(ready,))
+                d.addErrback(self._fail)
                 return
             outcome: list = []
             d.addBoth(outcome.append)

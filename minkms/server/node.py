@@ -31,11 +31,11 @@ from minkms.raft import codec
 from minkms.raft.config import ConfigChange, encode_config, single_node_config
 from minkms.raft.core import RaftCore, RaftOptions, bootstrap_state
 from minkms.driver import RaftDriver
-from minkms.raft.errors import ConfigChangeRejected, NotLeader, RaftError
-from minkms.raft.ready import LEADER
+from minkms.raft.errors import ConfigChangeRejected
 from minkms.raft.types import DurableState, HardState, Snapshot, SnapshotMeta
-from minkms.server import dispatch, peer, status
+from minkms.server import peer, status
 from minkms.server.ports import KMSMachine, PeerLinks, VolumeStorage
+from minkms.server.writes import WritePath
 from minkms.state.machine import StateMachine
 from minkms.storage.errors import StorageFailed
 from minkms.storage.volume import open_volume_now
@@ -43,8 +43,6 @@ from minkms.storage.volume import open_volume_now
 log = Logger()
 
 TICKS_PER_HEARTBEAT = 1
-WRITE_TIMEOUT = 15.0
-"""Seconds a client write may wait for commit before an ambiguous 503."""
 READ_TIMEOUT = 5.0
 """Seconds a read may wait to prove the local state fresh before a 503."""
 READS_LEASED = "lease"
@@ -87,6 +85,7 @@ class Node:
         from minkms.server.membership import Standing
 
         self.standing = Standing(self)
+        self.writes = WritePath(self)
 
     # -- start-up ---------------------------------------------------------
 
@@ -308,9 +307,10 @@ class Node:
         """
         return peer.PeerLink(self.reactor, address, self, self._peer_tls, self._peer_identity, member)
 
-    # -- writes -----------------------------------------------------------
+    # -- writes (L{minkms.server.writes}) ---------------------------------
 
-    def _check_usable(self) -> None:
+    def check_usable(self) -> None:
+        """503 unless this node can take part in reads and writes now."""
         if self._failed is not None:
             raise unavailable(self._failed)
         if self._joining:
@@ -320,154 +320,29 @@ class Node:
     def submit_write(self, ctx, command, request):
         """
         A client's write: checked and prepared on the leader, whose state is
-        the newest (a lagging follower could answer a wrong 404 or 409),
-        then replicated; fires with the apply result on this node.
+        the newest, then replicated; fires with the apply result here.
         """
-        return self._replicate(
-            lambda: dispatch.prepare_write(self.state, ctx, command, request).encode(),
-            peer.ForwardWrite,
-            code=command.code, enclave=ctx.enclave, caller=ctx.caller,
-            request=request.SerializeToString(),
-        )
+        return self.writes.submit(ctx, command, request)
 
     def propose(self, data: bytes):
         """Replicate a prepared command; fire with its apply result on this node."""
-        return self._replicate(lambda: data, peer.Forward, data=data)
+        return self.writes.propose(data)
 
     def submit_forwarded(self, code: int, enclave: str, caller: str, request: bytes):
         """A client write forwarded by a follower: prepare and propose it here."""
-        from minkms.wire.commands import BY_CODE
-
-        command = BY_CODE[code]
-        ctx = dispatch.CallContext(caller=caller, enclave=enclave,
-                                   sysadmin=self.settings.sysadmin, now_ns=time.time_ns())
-        message = command.request.FromString(request)
-        return self._when_caught_up(lambda: self._propose_as_leader(
-            lambda: dispatch.prepare_write(self.state, ctx, command, message).encode()
-        ))
+        return self.writes.submit_forwarded(code, enclave, caller, request)
 
     def propose_forwarded(self, data: bytes):
         """A prepared command forwarded by a follower: propose it here."""
-        return self._propose_as_leader(lambda: data)
+        return self.writes.propose_here(lambda: data)
 
-    def _replicate(self, prepare, forward, **arguments):
-        """
-        On the leader, propose C{prepare()} and wait for its apply; on a
-        follower, send the leader C{forward(**arguments)} and wait for the
-        entry it placed to be applied here.
-        """
-        try:
-            self._check_usable()
-            if self.core.role == LEADER:
-                return self._when_caught_up(lambda: self._wait_applied(*self._propose_as_leader(prepare)))
-        except KMSError as e:
-            return defer.fail(e)
-        return defer.ensureDeferred(self._via_leader(forward, **arguments))
+    def call_leader(self, command, timeout: float, **arguments):
+        """Call a peer command on the leader (L{WritePath.call_leader})."""
+        return defer.ensureDeferred(self.writes.call_leader(command, timeout, **arguments))
 
-    def _when_caught_up(self, then):
-        """
-        Run C{then()} once this leader has applied everything committed:
-        a write is checked against the leader's state, which must not miss
-        a committed entry (a new leader applies its predecessor's entries
-        only after the lease wait), or it could answer a wrong 404 or 409.
-        """
-        committed = self.core.log.committed
-        if self.driver.applied >= committed:
-            return defer.maybeDeferred(then)
-        d = self.driver.reads.wait_index(committed)
-        d.addTimeout(WRITE_TIMEOUT, self.reactor)
-        d.addCallback(lambda _: then())
-        d.addErrback(_not_caught_up)
-        return d
-
-    def _propose_as_leader(self, prepare) -> tuple[int, int]:
-        """Propose C{prepare()} here; say where the entry went (index, term)."""
-        self._check_usable()
-        if self.core.role != LEADER:
-            raise unavailable("not the leader any more; the write was not applied: try again")
-        data = prepare()
-        try:
-            return self.driver.propose(data)
-        except NotLeader:
-            raise unavailable("no leader: the cluster has no quorum right now; "
-                              "the write was not applied") from None
-        except RaftError as e:
-            raise unavailable(f"write not accepted: {e}; it was not applied") from None
-
-    async def _via_leader(self, command, **arguments):
-        """Have the leader propose; wait until the entry is applied here."""
-        placed = await self.call_leader(command, WRITE_TIMEOUT, **arguments)
-        return await self._wait_applied(placed["index"], placed["term"])
-
-    def _leader_link(self):
-        """The link to the leader, or a 503 saying why there is none (nothing was sent)."""
-        leader = self.core.leader
-        if leader < 0:
-            seconds = self.leader_contact_age()
-            if seconds is not None:
-                raise unavailable(
-                    f"cannot reach the leader: this node last heard from one {seconds:.1f}s ago "
-                    "and cannot reach it now; the write was not applied"
-                )
-            raise unavailable("no leader: the cluster has no quorum right now; the write was not applied")
-        link = self._links.links.get(leader)
-        if link is None:
-            raise unavailable(f"cannot reach the leader (node {leader}); the write was not applied")
-        return leader, link
-
-    async def call_leader(self, command, timeout: float, **arguments):
-        """
-        Call a peer command on the leader; its KMSError comes back as one.
-        A leader that cannot be reached is a 503 that says whether the
-        request left this node (then its outcome is unknown).
-        """
-        leader, link = self._leader_link()
-        try:
-            protocol = await link.when_connected(min(timeout, 2.0), self.reactor)
-        except Exception:
-            raise unavailable(
-                f"cannot reach the leader (node {leader} at {link.address}); "
-                "the write was not applied"
-            ) from None
-        d = protocol.callRemote(command, **arguments)
-        d.addTimeout(timeout, self.reactor)
-        try:
-            return await d
-        except peer.RemoteKMSError as e:
-            raise peer.kms_error_of(e) from None
-        except (defer.TimeoutError, defer.CancelledError, ConnectionError) as e:
-            raise unavailable(
-                f"lost the leader (node {leader}) after sending it the write "
-                f"({e.__class__.__name__}): it may or may not have been applied"
-            ) from None
-        except Exception as e:
-            if isinstance(e, (TypeError, AttributeError, KeyError, ValueError)):
-                log.failure("calling the leader failed", Failure(e))
-                raise
-            raise unavailable(
-                f"lost the leader (node {leader}) after sending it the write "
-                f"({e.__class__.__name__}): it may or may not have been applied"
-            ) from None
-
-    async def propose_membership(self, change) -> None:
-        """
-        Propose a single-server membership change here (the leader) and
-        wait until it is committed and applied.
-        """
-        try:
-            index = self.core.propose_config(change)
-        except NotLeader:
-            raise unavailable("leadership changed; try again") from None
-        except RaftError as e:
-            raise KMSError(409, f"membership change refused: {e}") from None
-        d = self._wait_applied(index, self.core.term)
-        self.driver.kick()
-        await d
-
-    def _wait_applied(self, index: int, term: int):
-        d = self.driver.wait_applied(index, term)
-        d.addTimeout(WRITE_TIMEOUT, self.reactor, onTimeoutCancel=_timed_out)
-        return d
+    def propose_membership(self, change):
+        """Propose a membership change here (the leader); fires once applied."""
+        return defer.ensureDeferred(self.writes.propose_membership(change))
 
     # -- reads and status -------------------------------------------------
 
@@ -477,7 +352,7 @@ class Node:
         path), else a Deferred that fires once it may, or fails with 503
         (L{minkms.driver.reads}).
         """
-        self._check_usable()
+        self.check_usable()
         d = self.driver.read_barrier()
         if d is not None:
             d.addTimeout(READ_TIMEOUT, self.reactor, onTimeoutCancel=_read_timed_out)
@@ -574,20 +449,6 @@ class Node:
         from minkms.server.membership import join
 
         return defer.ensureDeferred(join(self, cluster_id, node_id, host))
-
-
-def _timed_out(result, timeout):
-    """C{addTimeout}'s replacement result for a write that waited too long."""
-    return Failure(unavailable(
-        f"write timed out after {timeout:g}s waiting for a quorum; it may or may not have been applied"
-    ))
-
-
-def _not_caught_up(failure):
-    """A leader that could not apply what was committed in time: the write was not proposed."""
-    if failure.check(defer.TimeoutError, defer.CancelledError):
-        raise unavailable("the leader is still applying committed entries; the write was not applied")
-    return failure
 
 
 def _read_timed_out(result, timeout):

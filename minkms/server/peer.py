@@ -217,6 +217,9 @@ class PeerProtocol(amp.AMP):
             self.transport.abortConnection()
             return
         self.authenticated = True
+        if self.node is None:
+            self.ready.callback(self)
+            return
         standing = self.node.standing
         d = self.callRemote(Hello, **standing.hello(self._member))
         d.addCallback(self._greeted, standing)

@@ -54,8 +54,12 @@ class _Disk:
         node.sim.scheduler.after(node.sim.rng.randint(0, 1), self._done, d)
 
     def _done(self, d: defer.Deferred) -> None:
-        if self._incarnation == self._node.incarnation and not self._node.frozen(self._done, d):
+        node = self._node
+        if self._incarnation == node.incarnation and not node.frozen(self._done, d):
             d.callback(None)
+            failure, node.driver_failure = node.driver_failure, None
+            if failure is not None:
+                failure.raiseException()
 
     def save_snapshot(self, snapshot: Snapshot) -> defer.Deferred:
         self._node.disk.compact(snapshot)
@@ -130,6 +134,7 @@ class SimNode:
         self.clock_rate = 1 + sim.rng.random() * options.clock_drift
         self._clock_offset = sim.rng.randint(0, 10**6)
         self._pending: dict[int, Operation] = {}
+        self.driver_failure = None
 
     def clock(self) -> float:
         """This node's monotonic clock, in seconds."""
@@ -158,6 +163,7 @@ class SimNode:
             applied,
             reads_without_leader=self.reads_without_leader,
             compact_every=self.sim.compact_every,
+            on_failure=self._driver_failed,
         )
         self.alive = True
         self.tick_ms = self.sim.rng.randint(9, 11)
@@ -180,6 +186,11 @@ class SimNode:
         self.driver = None
         self.core = None
         self.machine = None
+
+    def _driver_failed(self, failure) -> str:
+        """A check failed inside the driver's loop: the simulation raises it (L{_Disk._done})."""
+        self.driver_failure = failure
+        return failure.getErrorMessage()
 
     def pause(self, until: int) -> None:
         """Freeze the process (a long GC or SIGSTOP) until C{until}."""

@@ -21,7 +21,7 @@ from minkms.client import ClientError, KMSClient
 from minkms.errors import KMSError
 from minkms.hsm import SoftHSM
 from minkms.wire import kms_pb2 as pb
-from tests.harness import ProcessNode, free_port, write_config
+from tests.harness import ProcessNode, write_config
 from tests.support import REPO, cli_env
 
 PROXY = "TCP proxy per peer link (source address tells the link; iptables/nft are not installed here)"

@@ -38,12 +38,12 @@ def timeout_answers_500() -> None:
     that says the write may or may not have been applied.
     """
     from minkms.errors import unavailable
-    from minkms.server import node
+    from minkms.server import writes
 
     def timed_out(d, timeout):
         d.errback(unavailable("write timed out waiting for a quorum; it may or may not have been applied"))
 
-    node._timed_out = timed_out
+    writes._timed_out = timed_out
 
 
 def serves_after_lease() -> None:
