@@ -179,3 +179,16 @@ class CoreLeaseTests(SynchronousTestCase):
         new.tick()
         cluster.stabilize()
         self.assertIn(index, normal_applied(cluster, 2))
+
+
+class ReadLeaseViewTests(SynchronousTestCase):
+    def test_leases_shown_with_time_left(self):
+        """The leader shows its own lease and each holder's; a follower its own."""
+        clock = Clock()
+        cluster = leased_cluster(clock)
+        clock.now += 2 * LEASE
+        heartbeat_rounds(cluster, clock)
+        shown = cluster.cores[1].read_leases()
+        self.assertEqual(sorted(shown), [1, 2, 3])
+        self.assertTrue(all(0 < left <= LEASE * 1.02 for left in shown.values()), shown)
+        self.assertEqual(sorted(cluster.cores[2].read_leases()), [2])

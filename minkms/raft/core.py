@@ -392,6 +392,26 @@ class RaftCore:
                 self._commit_to_broadcast = True
         return min(committed, self._acked)
 
+    def read_leases(self) -> dict[int, float]:
+        """
+        Node -> seconds left on a read lease this node knows of: on the
+        leader its own and each holder's (as the leader holds it), on a
+        follower its own.
+        """
+        if not self.options.read_lease:
+            return {}
+        now = self._clock()
+        if self.role == LEADER and self._leader_leases is not None:
+            leases = self._leader_leases
+            left = {n: until - now for n, until in leases.held_until(now).items()}
+            if leases.serves_reads(now):
+                left[self.id] = leases.expiry - now
+            return left
+        lease = self._follower_lease
+        if lease is not None and lease.read_index(now) is not None:
+            return {self.id: lease.expiry - now}
+        return {}
+
     def lease_holders(self) -> list[int]:
         """The members whose read lease from this leader may still hold."""
         if self.role != LEADER or self._leader_leases is None:

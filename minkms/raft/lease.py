@@ -140,7 +140,11 @@ class LeaderLeases:
 
     def holders(self, now: float) -> list[int]:
         """The members whose lease may still hold (the leader not included)."""
-        return sorted(n for n, h in self._members.items() if h.until > now)
+        return sorted(self.held_until(now))
+
+    def held_until(self, now: float) -> dict[int, float]:
+        """Member -> until when the leader counts it as a holder (the leader not included)."""
+        return {n: h.until for n, h in self._members.items() if h.until > now}
 
     # -- the acknowledgement rule ---------------------------------------
 
