@@ -97,8 +97,9 @@ class RaftDriver:
         Raises L{NotLeader} or another L{RaftError}.
         """
         index = self.core.propose(data)
+        term = self.core.term
         self.kick()
-        return index, self.core.term
+        return index, term
 
     def wait_applied(self, index: int, term: int) -> defer.Deferred:
         """

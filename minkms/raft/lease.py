@@ -24,6 +24,9 @@ Three promises make the rule:
     a holder and acknowledges a write only once every holder has told it
     that the write is committed; a follower serves a read only after
     applying everything it knew to be committed when the read arrived.
+    No node applies (so shows) an entry before every holder knows it is
+    committed: the leader tells that frontier (C{acked}) with its Appends
+    and heartbeats, so two reads never see a write appear and vanish.
  3. A new leader acknowledges nothing until every lease its predecessors
     could have given has run out: each ended with their own lease, which
     began before this election (promise 1), so C{duration} after it, with
