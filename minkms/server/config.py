@@ -190,7 +190,8 @@ def load_config(path: str) -> FileConfig:
     snapshot_entries = cluster.get("snapshot_entries", DEFAULT_SNAPSHOT_ENTRIES)
     if not isinstance(snapshot_entries, int) or isinstance(snapshot_entries, bool) or snapshot_entries < 1:
         raise StartupError(f"invalid config {path}: cluster.snapshot_entries must be a positive integer")
-    read_lease = parse_duration(cluster.get("read_lease", DEFAULT_READ_LEASE), "cluster.read_lease")
+    raw_lease = cluster.get("read_lease", DEFAULT_READ_LEASE)
+    read_lease = 0.0 if raw_lease in (0, "0", "0s") else parse_duration(raw_lease, "cluster.read_lease")
     if read_lease and read_lease < 2 * heartbeat:
         raise StartupError(
             f"invalid config {path}: cluster.read_lease must be 0 (off) or at least twice "
