@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 
-from minkms.driver import REFUSE, SERVE, RaftDriver
+from minkms.driver import SERVE, RaftDriver
 from minkms.driver.waiters import NOT_APPLIED
 from minkms.errors import KMSError
 from minkms.raft.core import RaftCore, RaftOptions
@@ -306,5 +306,3 @@ class SimNode:
         self.driver.kick()
         self._after_input()
 
-
-__all__ = ["SimNode", "REFUSE", "SERVE"]

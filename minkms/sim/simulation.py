@@ -39,7 +39,8 @@ from minkms.sim.linearizability import NOT_LINEARIZABLE
 from minkms.sim.linearizability import check_history as check_linearizable
 from minkms.sim.network import LinkFaults, SimNetwork
 from minkms.sim.machines import MACHINES
-from minkms.sim.node import REFUSE, SERVE, SimNode
+from minkms.driver import REFUSE, SERVE
+from minkms.sim.node import SimNode
 
 MAX_NODES = 7
 MAX_NODE_IDS = 12
