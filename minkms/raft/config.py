@@ -17,8 +17,8 @@ leader committed in its term) belong to the core.
 """
 
 import json
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 import attrs
 

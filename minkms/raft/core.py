@@ -53,13 +53,13 @@ import attrs
 
 from minkms.raft import codec, quorum
 from minkms.raft.config import ClusterConfig, ConfigChange, encode_config
-from minkms.raft.lease import Clock, FollowerLease, LeaderLeases, no_clock
 from minkms.raft.errors import (
     ConfigChangeRejected,
     InvariantViolation,
     NotLeader,
     ProposalDropped,
 )
+from minkms.raft.lease import Clock, FollowerLease, LeaderLeases, no_clock
 from minkms.raft.log import RaftLog, SizeBudget
 from minkms.raft.messages import (
     LEADER_MESSAGES,

@@ -46,7 +46,7 @@ def encode_message(message) -> bytes:
     C{SerializeToString()}, for anything that goes on the wire.
     """
     if needs_field_order(message.DESCRIPTOR):
-        return _encode(message)
+        return encode_field_by_field(message)
     return message.SerializeToString(deterministic=True)
 
 
@@ -77,7 +77,11 @@ def _is_map(field) -> bool:
     return field.message_type is not None and field.message_type.GetOptions().map_entry
 
 
-def _encode(message) -> bytes:
+def encode_field_by_field(message) -> bytes:
+    """
+    C{message} encoded here, field by field in field-number order, with map
+    entries in ascending key order: the path for types upb would order wrongly.
+    """
     out = bytearray()
     for field, value in message.ListFields():
         if _is_map(field):

@@ -10,8 +10,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from minkms.errors import KMSError
-from minkms.wire import kms_pb2 as pb
-from minkms.wire import jsonfmt
+from minkms.wire import jsonfmt, kms_pb2 as pb
 from minkms.wire.canonical import encode_message
 
 MAX_ERROR_BODY = 5000
