@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 from minkms.sim.__main__ import nodes_for  # noqa: E402
 from minkms.sim.machines import MACHINES, machine_for  # noqa: E402
-from minkms.sim.simulation import Simulation, SimulationFailure, SimSettings  # noqa: E402
+from minkms.sim.simulation import SimSettings, Simulation, SimulationFailure  # noqa: E402
 
 
 def run_seed(job: tuple[int, int, str]) -> tuple[int, int, dict, int, str | None]:

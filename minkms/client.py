@@ -25,8 +25,7 @@ from zope.interface import implementer
 
 from minkms.apikey import APIKey, APIKeyError
 from minkms.tls import ClientTLS
-from minkms.wire import errors as wire_errors
-from minkms.wire import frames
+from minkms.wire import errors as wire_errors, frames
 from minkms.wire.commands import BY_CODE
 
 DEFAULT_SERVER = "https://localhost:7373"
@@ -210,7 +209,7 @@ class KMSClient:
         targets = [host] if host else self.servers
         errors = []
         for target in targets:
-            url = f"https://{target}{path}".encode("utf-8")
+            url = f"https://{target}{path}".encode()
             headers = Headers({b"accept": [accept]})
             producer = None
             if body is not None:
@@ -243,7 +242,7 @@ class KMSClient:
         headers = Headers({b"accept": [OCTET_STREAM], b"content-type": [OCTET_STREAM]})
         producer = webclient.FileBodyProducer(io.BytesIO(body))
         try:
-            response = await self._agent.request(method, f"https://{target}{path}".encode("utf-8"),
+            response = await self._agent.request(method, f"https://{target}{path}".encode(),
                                                  headers, producer)
         except _TRANSPORT_ERRORS as e:
             raise ClientError(f"cannot reach https://{target}: {await self._why(target, e)}") from None

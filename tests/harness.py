@@ -165,7 +165,7 @@ class ProcessNode:
                 return
             except Exception:
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"node {self.host} not up in time:\n{self.log()}")
+                    raise AssertionError(f"node {self.host} not up in time:\n{self.log()}") from None
                 await task.deferLater(reactor, 0.1, lambda: None)
 
     def kill(self):

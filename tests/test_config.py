@@ -34,14 +34,18 @@ class ConfigFileTests(unittest.TestCase):
 
     def test_guide_layout(self):
         """The guide's config (ca beside certs) loads."""
-        path = self.write(f"version: v1\ntls:\n  certs:\n  - key: {self.key}\n    cert: {self.cert}\n  ca: {self.cas}\n")
+        path = self.write(
+            f"version: v1\ntls:\n  certs:\n  - key: {self.key}\n    cert: {self.cert}\n  ca: {self.cas}\n"
+        )
         loaded = cfg.load_config(path)
         self.assertEqual(len(loaded.credentials), 1)
         self.assertEqual(loaded.heartbeat, cfg.DEFAULT_HEARTBEAT)
 
     def test_ca_inside_certs_item(self):
         """The flattened reading of the guide (ca inside a certs item) loads too."""
-        path = self.write(f"version: v1\ntls:\n  certs:\n  - key: {self.key}\n    cert: {self.cert}\n    ca: {self.cas}\n")
+        path = self.write(
+            f"version: v1\ntls:\n  certs:\n  - key: {self.key}\n    cert: {self.cert}\n    ca: {self.cas}\n"
+        )
         self.assertEqual(len(cfg.load_config(path).credentials), 1)
 
     def test_cluster_timing(self):
@@ -64,7 +68,9 @@ class ConfigFileTests(unittest.TestCase):
                            "cannot read certificate /no/cert")
         self.assertOneLine(self.write(f"version: v1\ntls:\n  certs:\n  - key: {self.cert}\n    cert: {self.cert}\n"),
                            "invalid private key")
-        self.assertOneLine(self.write("version: v1\ntls:\n" + good + "  ca: /no/CAs\n"), "cannot read CA directory /no/CAs")
+        self.assertOneLine(
+            self.write("version: v1\ntls:\n" + good + "  ca: /no/CAs\n"), "cannot read CA directory /no/CAs"
+        )
         other_key, _ = write_server_certificate(self.cas)
         os.remove(os.path.join(self.cas, "public.crt"))
         self.assertOneLine(self.write(f"version: v1\ntls:\n  certs:\n  - key: {other_key}\n    cert: {self.cert}\n"),

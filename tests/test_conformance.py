@@ -44,8 +44,7 @@ from minkms.errors import (
     ErrPolicyNotFound,
     KMSError,
 )
-from minkms.wire import frames
-from minkms.wire import kms_pb2 as pb
+from minkms.wire import frames, kms_pb2 as pb
 from tests.harness import InProcessServer
 from tests.support import read_tsv
 
@@ -249,7 +248,7 @@ class RawClient:
                         if not chunk:
                             break
                         chunks.append(chunk)
-                except (socket.timeout, OSError):
+                except (TimeoutError, OSError):
                     pass
                 data = b"".join(chunks)
             else:
@@ -410,7 +409,7 @@ class TLSTests(ServerTestCase):
         vectors = SPEC_IDENTITY_VECTORS + [
             (row["api_key"], row["identity"]) for row in read_tsv("api-key-identity.tsv")
         ]
-        for api_key, expected in vectors:
+        for _api_key, expected in vectors:
             await self.call(
                 IDENTITY_CREATE, pb.CreateIdentityRequest(Identity=expected, Privilege="User"), "e1"
             )

@@ -23,7 +23,6 @@ from minkms.state.machine import StateMachine
 from minkms.state.policy import policy_from_json, rules_to_proto
 from minkms.wire import kms_pb2 as pb
 from minkms.wire.commands import BY_CODE, BY_NAME
-
 from tests.test_state_fixtures import T0, ident
 
 ROOT = ident("dispatch-sysadmin")
@@ -331,7 +330,7 @@ class PolicyTests(DispatchTestCase):
     def test_round_trip(self):
         h = self.h
         for form in ('"k*"', '["k*"]', '{"k*":{}}'):
-            self.create("p", '{"allow":{"key:encrypt":%s},"deny":{"KEY:DECRYPT":["a","bb"]}}' % form)
+            self.create("p", '{"allow":{"key:encrypt":' + form + '},"deny":{"KEY:DECRYPT":["a","bb"]}}')
             policy = h.read("POLICY:GET", pb.PolicyRequest(Name="p"), "e1")
             self.assertEqual(dict(policy.Allow), {"KEY:ENCRYPT": pb.RuleSet(Rules={"k*": pb.Rule()})})
             self.assertEqual(sorted(policy.Deny["KEY:DECRYPT"].Rules), ["a", "bb"])

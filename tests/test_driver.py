@@ -14,7 +14,7 @@ from minkms.driver.waiters import NOT_APPLIED, UNKNOWN_OUTCOME, WriteWaiters
 from minkms.errors import KMSError
 from minkms.raft.core import RaftCore, RaftOptions, bootstrap_state
 from minkms.raft.types import DurableState
-from minkms.server.writes import WRITE_TIMEOUT, _timed_out
+from minkms.server.writes import WRITE_TIMEOUT, timed_out
 from minkms.sim.harness import cluster_config
 
 
@@ -174,7 +174,7 @@ class WaiterTests(SynchronousTestCase):
         clock = task.Clock()
         waiters = WriteWaiters()
         d = waiters.wait(4, 2, applied=0)
-        d.addTimeout(WRITE_TIMEOUT, clock, onTimeoutCancel=_timed_out)
+        d.addTimeout(WRITE_TIMEOUT, clock, onTimeoutCancel=timed_out)
         clock.advance(WRITE_TIMEOUT)
         error = self.failureResultOf(d, KMSError).value
         self.assertEqual(error.status, 503)

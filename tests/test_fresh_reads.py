@@ -446,7 +446,7 @@ class FreshReadTests(unittest.TestCase):
         for name in SHARED_KEYS:
             await client.call(KEY_CREATE, pb.CreateKeyRequest(Name=name), enclave=ENCLAVE, host=first)
         for node in nodes:
-            for attempt in range(300):
+            for _attempt in range(300):
                 try:
                     await client.call(KEY_STATUS, pb.KeyStatusRequest(Name=SHARED_KEYS[-1]),
                                       enclave=ENCLAVE, host=node.host)
@@ -468,7 +468,7 @@ class FreshReadTests(unittest.TestCase):
 
     async def wait_for_new_leader(self, client, survivors, dead):
         """Wait until every survivor sees the dead node down and one survivor leads."""
-        for attempt in range(300):
+        for _attempt in range(300):
             views = []
             for node in survivors:
                 try:

@@ -16,24 +16,20 @@ import struct
 
 import yaml
 from google.protobuf import json_format
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 from twisted.trial import unittest
 
 from minkms.errors import KMSError, StartupError
 from minkms.hsm import SoftHSM
 from minkms.raft.types import ENTRY_CONFIG, Entry, HardState, Snapshot, SnapshotMeta
 from minkms.server.config import load_config
-from minkms.state import commands as sc
-from minkms.state import policy, snapshot
+from minkms.state import commands as sc, policy, snapshot
 from minkms.state.machine import StateMachine
 from minkms.storage.errors import CorruptVolume
 from minkms.storage.layout import RecordSealer, decode_header, encode_header, new_header
 from minkms.storage.records import RecordDecodeError, decode_record
 from minkms.storage.recovery import scan
-from minkms.wire import errors as wire_errors
-from minkms.wire import frames, jsonfmt
-from minkms.wire import kms_pb2 as pb
+from minkms.wire import errors as wire_errors, frames, jsonfmt, kms_pb2 as pb
 from minkms.wire.commands import BY_CODE
 from tests.support import write_server_certificate
 from tests.test_state_fixtures import ROOT, T0

@@ -15,9 +15,9 @@ import datetime
 import hashlib
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
 from twisted.trial import unittest
 
 from minkms.apikey import identity_of_certificate

@@ -24,7 +24,7 @@ from minkms.wire import kms_pb2 as pb
 from tests.harness import ProcessNode, free_port
 from tests.support import REPO, cli_env
 from tests.test_cli_commands import CLIAssertions, inline, run_minkms
-from tests.test_cluster_process import ENCLAVE, form_cluster, list_keys
+from tests.test_cluster_process import ENCLAVE, form_cluster
 
 
 async def eventually(check, timeout=60.0, interval=0.2):

@@ -12,8 +12,8 @@ deadline; nothing asserts on elapsed time.
 import http.client
 import shutil
 import socket
-import subprocess
 import ssl
+import subprocess
 import time
 
 from twisted.internet import defer, reactor, task, threads

@@ -31,7 +31,10 @@ class AuditTrailTests(unittest.TestCase):
         self.server = InProcessServer(self, extra_args=["--config", config])
         await self.server.wait_ready()
         root = self.server.client()
-        call = lambda name, message, enclave="": root.call(BY_NAME[name].code, message, enclave=enclave)
+
+        def call(name, message, enclave=""):
+            return root.call(BY_NAME[name].code, message, enclave=enclave)
+
         await call("ENCLAVE:CREATE", pb.CreateEnclaveRequest(Name="e1"))
         await call("KEY:CREATE", pb.CreateKeyRequest(Name="k1"), "e1")
         for _ in range(5):

@@ -71,7 +71,9 @@ class MetricsTests(unittest.TestCase):
                         ENCLAVE)
         after = await self.scrape()
 
-        moved = lambda name, **labels: value(after, name, **labels) - value(before, name, **labels)
+        def moved(name, **labels):
+            return value(after, name, **labels) - value(before, name, **labels)
+
         requests = "minkms_api_requests_total"
         self.assertEqual(moved(requests, command="KEY:ENCRYPT", status="200"), 3)
         self.assertEqual(moved(requests, command="KEY:DECRYPT", status=str(failed.exception.status)), 1)
@@ -142,7 +144,8 @@ class MetricsTests(unittest.TestCase):
         deadline = time.monotonic() + 30
         while True:
             after = await self.scrape()
-            if value(after, "minkms_tls_handshake_failures_total") > value(before, "minkms_tls_handshake_failures_total"):
+            failures = "minkms_tls_handshake_failures_total"
+            if value(after, failures) > value(before, failures):
                 break
             self.assertLess(time.monotonic(), deadline, "handshake failure not counted")
             from twisted.internet import task

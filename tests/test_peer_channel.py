@@ -8,10 +8,9 @@ another HSM key can neither join nor be joined.
 import socket
 import ssl
 
+from cryptography.hazmat.primitives import serialization
 from twisted.internet import defer, threads
 from twisted.trial import unittest
-
-from cryptography.hazmat.primitives import serialization
 
 from minkms.apikey import APIKey, generate_api_key
 from minkms.errors import KMSError
@@ -25,8 +24,9 @@ def _raft_handshake(port: int, api_key: APIKey, directory: str):
     """Connect asking for the peer protocol; return (ALPN, server identity, closed by server)."""
     import os
 
-    from minkms.apikey import identity_of_certificate
     from cryptography import x509
+
+    from minkms.apikey import identity_of_certificate
 
     key_path, cert_path = os.path.join(directory, "k.pem"), os.path.join(directory, "c.pem")
     with open(key_path, "wb") as f:

@@ -8,7 +8,6 @@ that applies there.
 import random
 
 import attrs
-
 from twisted.trial.unittest import SynchronousTestCase
 
 from minkms.raft import codec

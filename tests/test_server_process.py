@@ -6,6 +6,7 @@ C{twistd -n minkms}, and one test per kind of bad start-up input (each is
 one clear line on stderr and a non-zero exit).
 """
 
+import json
 import os
 import re
 import socket
@@ -15,7 +16,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import json
 
 from twisted.trial import unittest
 

@@ -27,7 +27,7 @@ from minkms.sim.linearizability import (
 )
 from minkms.sim.machines import machine_for
 from minkms.sim.node import SimNode
-from minkms.sim.simulation import Simulation, SimulationFailure, SimSettings
+from minkms.sim.simulation import SimSettings, Simulation, SimulationFailure
 
 
 def write(value, call, ret, key="k", answer=True):

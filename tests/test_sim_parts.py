@@ -9,8 +9,8 @@ import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from minkms.raft.core import RaftCore, bootstrap_state
 from minkms.errors import ErrEnclaveNotFound, ErrKeyExists, ErrKeyNotFound
+from minkms.raft.core import RaftCore, bootstrap_state
 from minkms.raft.types import ENTRY_NORMAL, Entry
 from minkms.sim.__main__ import main
 from minkms.sim.checker import Checker, SafetyViolation
@@ -19,7 +19,7 @@ from minkms.sim.harness import cluster_config
 from minkms.sim.history import OK, READ, WRITE, History
 from minkms.sim.kmsmachine import KMSMachine, KMSWorkload, write_id
 from minkms.sim.kmsmodel import KeyRingModel
-from minkms.sim.simulation import Simulation, SimulationFailure, SimSettings
+from minkms.sim.simulation import SimSettings, Simulation, SimulationFailure
 from minkms.sim.statemachine import RegisterMachine, RegisterWorkload, encode_write
 from minkms.state import commands
 

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from minkms.sim.__main__ import nodes_for
 from minkms.sim.machines import machine_for
-from minkms.sim.simulation import Simulation, SimSettings
+from minkms.sim.simulation import SimSettings, Simulation
 
 SEEDS = 500
 CHUNK = 50

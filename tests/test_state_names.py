@@ -8,7 +8,6 @@ from twisted.trial import unittest
 from minkms.errors import KMSError
 from minkms.state import names
 from minkms.wire import names as wire_names
-
 from tests.test_state_fixtures import ident
 
 

@@ -205,7 +205,9 @@ class DocumentTests(unittest.TestCase):
             json.loads(text),
             {"allow": {"KEY:ENCRYPT": ["a", "bb", "ccc*"], "KEY:MAC": "x"}, "deny": {"KEY:LIST": []}},
         )
-        self.assertEqual(p.policy_from_json(text), ({"KEY:ENCRYPT": ("a", "bb", "ccc*"), "KEY:MAC": ("x",)}, {"KEY:LIST": ()}))
+        self.assertEqual(
+            p.policy_from_json(text), ({"KEY:ENCRYPT": ("a", "bb", "ccc*"), "KEY:MAC": ("x",)}, {"KEY:LIST": ()})
+        )
 
     def test_action_table_matches_wire(self):
         self.assertEqual(p.ACTIONS, POLICY_ACTIONS)

@@ -14,9 +14,7 @@ from minkms.errors import (
     ErrPolicyNotFound,
     KMSError,
 )
-from minkms.state import commands as sc
-from minkms.state import reads
-
+from minkms.state import commands as sc, reads
 from tests.test_state_fixtures import ADMIN, USER, Driver, ident
 
 NAMES = sorted(["a", "a-1", "a-2", "ab", "b", "b-1", "c", "\u00e9t\u00e9", "Z"])
@@ -33,7 +31,9 @@ class PaginateTests(unittest.TestCase):
                 return out
 
     def test_byte_order(self):
-        self.assertEqual(reads.paginate(NAMES, "", "", 0), (["Z", "a", "a-1", "a-2", "ab", "b", "b-1", "c", "\u00e9t\u00e9"], ""))
+        self.assertEqual(
+            reads.paginate(NAMES, "", "", 0), (["Z", "a", "a-1", "a-2", "ab", "b", "b-1", "c", "\u00e9t\u00e9"], "")
+        )
 
     def test_limit_one_round_trip(self):
         pages = self.pages(limit=1)

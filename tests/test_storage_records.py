@@ -9,6 +9,7 @@ import sys
 
 from twisted.trial.unittest import TestCase
 
+from minkms.errors import KMSError
 from minkms.hsm import SoftHSM
 from minkms.raft.types import ENTRY_CONFIG, Entry, HardState, SnapshotMeta
 from minkms.storage.backup import backup_cluster_id, open_backup, seal_backup
@@ -165,7 +166,7 @@ class HeaderTests(TestCase):
             rek_associated_data(header.file_id, "d", 3),
             rek_associated_data(b"x" * 16, "c", 3),
         ):
-            self.assertRaises(Exception, hsm.unseal, header.sealed_rek, aad)
+            self.assertRaises(KMSError, hsm.unseal, header.sealed_rek, aad)
 
     def test_every_header_byte_is_checked(self):
         """Flipping any header byte is reported as damage at a header offset."""

@@ -413,7 +413,7 @@ class CompactionTests(VolumeTestCase):
         threshold = 8000
         index = 0
         sizes = []
-        for restart in range(20):
+        for _restart in range(20):
             volume = self.open(compact_threshold=threshold)
             for _ in range(40):
                 index += 1

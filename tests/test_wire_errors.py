@@ -38,7 +38,7 @@ class ErrorBodyTests(SynchronousTestCase):
         """Quotes, backslashes, control and non-ASCII characters stay valid JSON."""
         error = KMSError(400, 'bad "name" \\ \n é')
         ctype, body = error_body(error)
-        self.assertEqual(body, '{"message":"bad \\"name\\" \\\\ \\n é"}'.encode("utf-8"))
+        self.assertEqual(body, '{"message":"bad \\"name\\" \\\\ \\n é"}'.encode())
         self.assertEqual(parse_error(400, ctype, body), error)
 
     def test_empty_message(self):

@@ -9,8 +9,7 @@ import struct
 from twisted.trial.unittest import SynchronousTestCase
 
 from minkms.errors import KMSError
-from minkms.wire import frames
-from minkms.wire import kms_pb2 as pb
+from minkms.wire import frames, kms_pb2 as pb
 from minkms.wire.commands import BY_CODE
 
 IDENTITY = "h1:Rvxa7nj8zkL48CeDkN6LhpX-K7KK6uhIhpBOcTHNhWw"

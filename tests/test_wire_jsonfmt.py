@@ -7,8 +7,7 @@ import json
 from google.protobuf import json_format
 from twisted.trial.unittest import SynchronousTestCase
 
-from minkms.wire import jsonfmt
-from minkms.wire import kms_pb2 as pb
+from minkms.wire import jsonfmt, kms_pb2 as pb
 
 
 class ToJsonTests(SynchronousTestCase):

@@ -13,8 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from minkms import errors as kms_errors
 from minkms.errors import KMSError
-from minkms.wire import frames, jsonfmt
-from minkms.wire import kms_pb2 as pb
+from minkms.wire import frames, jsonfmt, kms_pb2 as pb
 from minkms.wire.canonical import encode_message
 from minkms.wire.commands import BY_CODE
 from minkms.wire.errors import error_body, parse_error

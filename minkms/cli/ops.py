@@ -33,7 +33,9 @@ def parse_since(text: str, now: float) -> float:
     try:
         stamp = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise CLIError(f"invalid --since {text!r}: use a duration like 10m or a time like 2026-01-02T15:04:05Z")
+        raise CLIError(
+            f"invalid --since {text!r}: use a duration like 10m or a time like 2026-01-02T15:04:05Z"
+        ) from None
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=datetime.timezone.utc)
     return stamp.timestamp()

@@ -19,7 +19,6 @@ from minkms.tls import TLSConfigError, load_ca_directory
 from minkms.wire.commands import BY_CODE
 
 
-
 def parser(prog: str, description: str, enclave: bool = False,
            json: bool = False) -> ArgumentParser:
     """

@@ -18,7 +18,7 @@ entries, settle writes and reads, advance; then the hooks run
 (C{on_ready(ready)}: links and the like) and compaction is considered.
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.internet import defer
 from twisted.python.failure import Failure

@@ -18,6 +18,7 @@ splits any message over several AMP values.
 """
 
 import struct
+from typing import Any
 
 from minkms.raft.messages import (
     Append,
@@ -54,7 +55,7 @@ _BYTES = "bytes"
 _ENTRIES = "entries"
 _META = "meta"
 
-_SCHEMAS: dict[type, tuple[int, tuple[tuple[str, str], ...]]] = {
+_SCHEMAS: dict[type[Message], tuple[int, tuple[tuple[str, str], ...]]] = {
     VoteRequest: (
         1,
         (("last_index", _UINT), ("last_term", _UINT), ("pre", _BOOL), ("transfer", _BOOL)),
@@ -119,7 +120,7 @@ def _bytes_field(value: bytes) -> bytes:
     return _I.pack(len(value)) + value
 
 
-def _encode_field(kind: str, value: object) -> bytes:
+def _encode_field(kind: str, value: Any) -> bytes:
     if kind == _UINT:
         return _Q.pack(value)
     if kind == _BOOL:
@@ -161,7 +162,7 @@ class _Reader:
         self._pos = end
         return chunk
 
-    def unpack(self, layout: struct.Struct) -> tuple:
+    def unpack(self, layout: struct.Struct) -> tuple[Any, ...]:
         return layout.unpack(self._take(layout.size))
 
     def bytes(self) -> bytes:

@@ -17,12 +17,16 @@ leader committed in its term) belong to the core.
 """
 
 import json
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 import attrs
 
 from minkms.raft.errors import ConfigChangeRejected
+
+
+def _node_set(nodes: Iterable[int]) -> frozenset[int]:
+    return frozenset(nodes)
 
 
 def _frozen_addresses(addresses: Mapping[int, str]) -> Mapping[int, str]:
@@ -42,8 +46,8 @@ class ClusterConfig:
     @ivar cluster_id: the identity that a joining node adopts.
     """
 
-    voters: frozenset[int] = attrs.field(factory=frozenset, converter=frozenset)
-    learners: frozenset[int] = attrs.field(factory=frozenset, converter=frozenset)
+    voters: frozenset[int] = attrs.field(factory=frozenset, converter=_node_set)
+    learners: frozenset[int] = attrs.field(factory=frozenset, converter=_node_set)
     addresses: Mapping[int, str] = attrs.field(
         factory=dict, converter=_frozen_addresses, hash=False
     )

@@ -53,13 +53,13 @@ import attrs
 
 from minkms.raft import codec, quorum
 from minkms.raft.config import ClusterConfig, ConfigChange, encode_config
-from minkms.raft.lease import Clock, FollowerLease, LeaderLeases, no_clock
 from minkms.raft.errors import (
     ConfigChangeRejected,
     InvariantViolation,
     NotLeader,
     ProposalDropped,
 )
+from minkms.raft.lease import Clock, FollowerLease, LeaderLeases, no_clock
 from minkms.raft.log import RaftLog, SizeBudget
 from minkms.raft.messages import (
     LEADER_MESSAGES,
@@ -104,12 +104,12 @@ from minkms.raft.types import (
 MAX_SNAPSHOT_CHUNK = 32 * 1024
 
 
-def _check_append_bytes(instance: "RaftOptions", attribute: attrs.Attribute, value: int) -> None:
+def _check_append_bytes(instance: "RaftOptions", attribute: "attrs.Attribute[int]", value: int) -> None:
     if codec.append_size(value, 0) > codec.MAX_MESSAGE_BYTES:
         raise ValueError(f"max_append_bytes {value} would exceed {codec.MAX_MESSAGE_BYTES}")
 
 
-def _check_chunk(instance: "RaftOptions", attribute: attrs.Attribute, value: int) -> None:
+def _check_chunk(instance: "RaftOptions", attribute: "attrs.Attribute[int]", value: int) -> None:
     if not 0 < value <= MAX_SNAPSHOT_CHUNK:
         raise ValueError(f"snapshot_chunk_bytes must be in 1..{MAX_SNAPSHOT_CHUNK}")
 
@@ -977,7 +977,7 @@ class RaftCore:
         for node, pr in sorted(self._progress.items()):
             if node != self.id:
                 commit = min(pr.match, self.log.committed)
-                grant, micros = leases.grant(node, now) if grants else (0, 0)
+                grant, micros = leases.grant(node, now) if grants and leases is not None else (0, 0)
                 self._send(
                     Heartbeat(
                         self.id,

@@ -37,7 +37,7 @@ ReadIndex before it answers; see L{minkms.raft.core.RaftCore.read_index}.
 """
 
 import math
-from typing import Callable, Collection
+from collections.abc import Callable, Collection
 
 import attrs
 

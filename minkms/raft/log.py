@@ -9,7 +9,7 @@ in the last C{ENTRY_CONFIG} entry, or the snapshot's.
 """
 
 import bisect
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from minkms.raft.config import EMPTY_CONFIG, ClusterConfig, decode_config
 from minkms.raft.errors import InvariantViolation

@@ -10,7 +10,7 @@ turns them into bytes for the peer channel.
 
 import attrs
 
-from minkms.raft.types import Entry, SnapshotMeta
+from minkms.raft.types import Entry, SnapshotMeta, entry_tuple
 
 
 @attrs.frozen
@@ -59,7 +59,7 @@ class Append(Message):
     prev_index: int = 0
     prev_term: int = 0
     commit: int = 0
-    entries: tuple[Entry, ...] = attrs.field(default=(), converter=tuple)
+    entries: tuple[Entry, ...] = attrs.field(default=(), converter=entry_tuple)
     acked: int = 0
 
 

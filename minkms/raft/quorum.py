@@ -3,7 +3,7 @@ Majority arithmetic: which index a majority holds, who won an election,
 whether a majority is alive.  Only voters count; learners never do.
 """
 
-from typing import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 WON = "won"
 LOST = "lost"

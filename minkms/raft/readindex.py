@@ -9,7 +9,7 @@ context C{n} confirms every request numbered C{n} or less.
 """
 
 from collections import deque
-from typing import Collection
+from collections.abc import Collection
 
 import attrs
 

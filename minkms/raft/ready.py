@@ -10,7 +10,7 @@ The driver loop (see L{minkms.raft.core} for the full contract)::
     core.advance(rd)
 """
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import attrs
 

@@ -5,6 +5,8 @@ These are plain, immutable data: the core produces them, the storage layer
 persists them (its own byte layout), the driver moves them around.
 """
 
+from collections.abc import Iterable
+
 import attrs
 
 ENTRY_NORMAL = 0
@@ -25,6 +27,11 @@ class Entry:
     term: int
     kind: int = ENTRY_NORMAL
     data: bytes = b""
+
+
+def entry_tuple(entries: Iterable[Entry]) -> tuple[Entry, ...]:
+    """The converter of every C{entries} field: any iterable of entries, kept as a tuple."""
+    return tuple(entries)
 
 
 @attrs.frozen
@@ -76,4 +83,4 @@ class DurableState:
 
     hard_state: HardState = HardState()
     snapshot: Snapshot | None = None
-    entries: tuple[Entry, ...] = attrs.field(default=(), converter=tuple)
+    entries: tuple[Entry, ...] = attrs.field(default=(), converter=entry_tuple)

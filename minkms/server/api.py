@@ -7,6 +7,7 @@ C{application/json} C{{"message": ...}} with the exact canonical texts.
 """
 
 import time
+
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import server
@@ -16,10 +17,9 @@ from minkms import version
 from minkms.errors import ErrPermission, KMSError, bad_request, internal, not_found, not_implemented
 from minkms.server import dispatch
 from minkms.server.http import MAX_BODY, MAX_OTHER_BODY, caller_identity, send_error, send_ok
-from minkms.state import authz
 from minkms.server.observe import note_command
-from minkms.wire import canonical, frames, jsonfmt
-from minkms.wire import kms_pb2 as pb
+from minkms.state import authz
+from minkms.wire import canonical, frames, jsonfmt, kms_pb2 as pb
 from minkms.wire.names import validate_name
 
 log = Logger()

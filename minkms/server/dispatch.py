@@ -21,13 +21,11 @@ import attrs
 
 from minkms import crypto
 from minkms.errors import ErrPermission, bad_request, internal, not_implemented
-from minkms.state import authz, reads
-from minkms.state import commands as sc
+from minkms.state import authz, commands as sc, reads
 from minkms.state.machine import StateMachine, check, result_error
 from minkms.state.model import PRIVILEGE_NUMBERS, SYSADMIN, State
 from minkms.state.policy import raw_rules_from_proto, rules_to_proto
-from minkms.wire import kms_pb2 as pb
-from minkms.wire import names as wire_names
+from minkms.wire import kms_pb2 as pb, names as wire_names
 from minkms.wire.commands import SCOPE_CLUSTER, Command
 
 __all__ = ["CallContext", "execute_read", "prepare_write", "result_error"]

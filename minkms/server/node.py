@@ -26,11 +26,11 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from minkms.driver import RaftDriver
 from minkms.errors import KMSError, StartupError, bad_request, unavailable
 from minkms.raft import codec
 from minkms.raft.config import ConfigChange, encode_config, single_node_config
 from minkms.raft.core import RaftCore, RaftOptions, bootstrap_state
-from minkms.driver import RaftDriver
 from minkms.raft.errors import ConfigChangeRejected
 from minkms.raft.types import DurableState, HardState, Snapshot, SnapshotMeta
 from minkms.server import peer, status

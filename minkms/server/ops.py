@@ -24,7 +24,7 @@ from minkms.server.audit import DEFAULT_MAX_SIZE, AuditWriter
 from minkms.server.logstream import LogBuffer, LogResource
 from minkms.server.metrics import Metrics, MetricsResource, instrument_volume
 from minkms.server.observe import MeteredSwitchFactory, ObservedRoot, RequestObserver
-from minkms.server.pprof import ProfileResource, Profiler
+from minkms.server.pprof import Profiler, ProfileResource
 from minkms.server.tlsreload import CertificateReloader
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
@@ -110,8 +110,9 @@ class Operations:
                                                 s.ca_certificates, self.metrics, reactor=self._reactor)
             certificates = self.reloader.certificates
         else:
-            certificates = lambda: (("server", i, c.chain[0].not_valid_after_utc.timestamp())
-                                    for i, c in enumerate(s.credentials))
+            def certificates():
+                return (("server", i, c.chain[0].not_valid_after_utc.timestamp())
+                        for i, c in enumerate(s.credentials))
         watcher = self.metrics.watch_node(self._node, certificates)
         self._poll = task.LoopingCall(watcher.sample)
         self._poll.clock = self._reactor

@@ -16,9 +16,9 @@ L{LongBytes}, so snapshots and large entries need no special case here.
 
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.internet.interfaces import IHandshakeListener
 from twisted.protocols import amp
 from zope.interface import implementer
 

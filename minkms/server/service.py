@@ -15,23 +15,20 @@ import tempfile
 
 import attrs
 from twisted.application import service
-from twisted.internet import error as ierror
-from twisted.internet import threads
+from twisted.internet import error as ierror, threads
 from twisted.logger import Logger
 from twisted.python import usage
 
 from minkms.apikey import APIKey
 from minkms.errors import StartupError
 from minkms.hsm import SoftHSM
-from minkms.server import config as cfg
+from minkms.server import config as cfg, peer
 from minkms.server.api import build_root
 from minkms.server.banner import banner
 from minkms.server.http import APISite
-from minkms.server import peer
 from minkms.server.limits import DESCRIPTOR_MARGIN, ConnectionLimits, fit_to_descriptors
 from minkms.server.ops import Operations
 from minkms.tls import ServerContextFactory
-
 
 log = Logger()
 

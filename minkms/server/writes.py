@@ -177,11 +177,11 @@ class WritePath:
     def wait_applied(self, index: int, term: int):
         """The apply result of the entry at (C{index}, C{term}) here, within L{WRITE_TIMEOUT}."""
         d = self._node.driver.wait_applied(index, term)
-        d.addTimeout(WRITE_TIMEOUT, self._node.reactor, onTimeoutCancel=_timed_out)
+        d.addTimeout(WRITE_TIMEOUT, self._node.reactor, onTimeoutCancel=timed_out)
         return d
 
 
-def _timed_out(result, timeout):
+def timed_out(result, timeout):
     """C{addTimeout}'s replacement result for a write that waited too long."""
     return Failure(unavailable(
         f"write timed out after {timeout:g}s waiting for a quorum; it may or may not have been applied"

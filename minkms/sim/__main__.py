@@ -13,7 +13,7 @@ import sys
 import time
 
 from minkms.sim.machines import MACHINES, machine_for
-from minkms.sim.simulation import Simulation, SimulationFailure, SimSettings
+from minkms.sim.simulation import SimSettings, Simulation, SimulationFailure
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

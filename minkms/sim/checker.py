@@ -15,7 +15,7 @@ acknowledged before the read started (linearizable reads).
 """
 
 import bisect
-from typing import Callable
+from collections.abc import Callable
 
 from minkms.raft.types import ENTRY_NORMAL, Entry
 from minkms.sim.history import OK, READ, UNANSWERED, WRITE, History, Operation

@@ -6,7 +6,8 @@ run in the order they were scheduled, so a run depends only on its seed.
 """
 
 import heapq
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class Scheduler:

@@ -8,7 +8,7 @@ etcd-io/raft's paper tests drive their C{network}.
 """
 
 import random
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from minkms.raft.config import ClusterConfig
 from minkms.raft.core import RaftCore, RaftOptions, bootstrap_state

@@ -20,7 +20,8 @@ the KMS workload's (L{minkms.sim.kmsmodel} semantics, one key at a time).
 """
 
 import hashlib
-from typing import Callable, Hashable, Iterable, Protocol
+from collections.abc import Callable, Hashable, Iterable
+from typing import Protocol
 
 import attrs
 
@@ -30,8 +31,7 @@ from minkms.errors import (
     ErrKeyExists,
     ErrKeyNotFound,
 )
-from minkms.sim.history import OK, PENDING, READ, UNANSWERED, WRITE, History, Operation
-from minkms.sim.history import UNKNOWN as UNKNOWN_OUTCOME
+from minkms.sim.history import OK, PENDING, READ, UNANSWERED, UNKNOWN as UNKNOWN_OUTCOME, WRITE, History, Operation
 from minkms.sim.kmsmodel import DEFAULT_KEY_TYPE, describe_error, describe_key
 from minkms.state import commands
 

@@ -8,7 +8,7 @@ one-way; a crashed or removed node receives nothing.
 """
 
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 

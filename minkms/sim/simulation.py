@@ -25,6 +25,7 @@ import traceback
 
 import attrs
 
+from minkms.driver import REFUSE, SERVE
 from minkms.raft.config import ClusterConfig, ConfigChange
 from minkms.raft.core import RaftOptions, bootstrap_state
 from minkms.raft.errors import RaftError
@@ -35,11 +36,9 @@ from minkms.sim.checker import Checker, SafetyViolation
 from minkms.sim.clock import Scheduler
 from minkms.sim.figure8 import Figure8
 from minkms.sim.history import FAIL, OK, PENDING, READ, UNKNOWN, WRITE, History, Operation
-from minkms.sim.linearizability import NOT_LINEARIZABLE
-from minkms.sim.linearizability import check_history as check_linearizable
-from minkms.sim.network import LinkFaults, SimNetwork
+from minkms.sim.linearizability import NOT_LINEARIZABLE, check_history as check_linearizable
 from minkms.sim.machines import MACHINES
-from minkms.driver import REFUSE, SERVE
+from minkms.sim.network import LinkFaults, SimNetwork
 from minkms.sim.node import SimNode
 
 MAX_NODES = 7

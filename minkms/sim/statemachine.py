@@ -13,7 +13,8 @@ replays the committed log through.
 import hashlib
 import json
 import random
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import attrs
 

@@ -11,6 +11,7 @@ Planning alone is the dry run a proposer uses to answer early.
 """
 
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import attrs
 
@@ -45,6 +46,16 @@ from minkms.state.policy import check_policy_size, normalize_rules
 Commit = Callable[[], None]
 
 
+class _InEnclave(Protocol):
+    """A client command that acts inside one enclave."""
+
+    @property
+    def enclave(self) -> str: ...
+
+    @property
+    def sysadmin(self) -> bool: ...
+
+
 def plan(state: State, command: c.Command) -> Commit:
     """
     Check a command against the state.
@@ -58,11 +69,11 @@ def plan(state: State, command: c.Command) -> Commit:
     return handler(state, command)
 
 
-def _enclave(state: State, command: c.ClientCommand) -> Enclave:
+def _enclave(state: State, command: _InEnclave) -> Enclave:
     return authz.enclave_of(state, command.enclave, command.sysadmin)
 
 
-def _authorize(state: State, command: c.ClientCommand, action: str, argument: str):
+def _authorize(state: State, command: c.ClientCommand, action: str, argument: str) -> authz.Subject:
     enclave = getattr(command, "enclave", None)
     return authz.authorize(
         state, command.caller, command.sysadmin, enclave, action, argument
@@ -75,7 +86,7 @@ def _create_enclave(state: State, command: c.CreateEnclave) -> Commit:
         raise ErrEnclaveExists
     check_name("enclave", command.name)
 
-    def commit():
+    def commit() -> None:
         state.enclaves[command.name] = Enclave(
             command.name, command.time, command.caller
         )
@@ -87,7 +98,7 @@ def _delete_enclave(state: State, command: c.DeleteEnclave) -> Commit:
     _authorize(state, command, "ENCLAVE:DELETE", command.name)
     authz.enclave_of(state, command.name, True)
 
-    def commit():
+    def commit() -> None:
         del state.enclaves[command.name]
 
     return commit
@@ -101,7 +112,7 @@ def _next_version(enclave: Enclave, name: str) -> int:
 
 
 def _add_version(enclave: Enclave, name: str, version: int, record: KeyVersion) -> Commit:
-    def commit():
+    def commit() -> None:
         key = enclave.keys.get(name)
         if key is None:
             key = enclave.keys[name] = Key(name)
@@ -162,7 +173,7 @@ def _delete_key(state: State, command: c.DeleteKey) -> Commit:
             raise ErrKeyNotFound
         doomed = {version}
 
-    def commit():
+    def commit() -> None:
         for version in doomed:
             del key.versions[version]
         if not key.versions:
@@ -181,7 +192,7 @@ def _create_policy(state: State, command: c.CreatePolicy) -> Commit:
     check_policy_size(allow, deny)
     record = Policy(command.name, allow, deny, command.time, command.caller)
 
-    def commit():
+    def commit() -> None:
         enclave.policies[command.name] = record
 
     return commit
@@ -193,7 +204,7 @@ def _delete_policy(state: State, command: c.DeletePolicy) -> Commit:
     if command.name not in enclave.policies:
         raise ErrPolicyNotFound
 
-    def commit():
+    def commit() -> None:
         del enclave.policies[command.name]
         for identity, record in list(enclave.identities.items()):
             if record.policy == command.name:
@@ -220,7 +231,7 @@ def _assign_policy(state: State, command: c.AssignPolicy) -> Commit:
             "only User identities have policies"
         )
 
-    def commit():
+    def commit() -> None:
         enclave.identities[command.identity] = attrs.evolve(record, policy=command.policy)
 
     return commit
@@ -302,7 +313,7 @@ def _create_identity(state: State, command: c.CreateIdentity) -> Commit:
         tags=dict(sorted(command.tags.items())),
     )
 
-    def commit():
+    def commit() -> None:
         enclave.identities[command.identity] = record
 
     return commit
@@ -319,7 +330,7 @@ def _delete_identity(state: State, command: c.DeleteIdentity) -> Commit:
         if record.service_account and record.parent == command.identity
     ]
 
-    def commit():
+    def commit() -> None:
         for identity in doomed:
             del enclave.identities[identity]
 
@@ -334,13 +345,13 @@ def _restore_state(state: State, command: c.RestoreState) -> Commit:
     except snapshot.SnapshotError:
         raise bad_request("invalid backup: not a state snapshot") from None
 
-    def commit():
+    def commit() -> None:
         state.enclaves = restored.enclaves
 
     return commit
 
 
-_HANDLERS = {
+_HANDLERS: dict[type[c.Command], Callable[[State, Any], Commit]] = {
     c.RestoreState: _restore_state,
     c.CreateEnclave: _create_enclave,
     c.DeleteEnclave: _delete_enclave,

@@ -73,9 +73,10 @@ def subject(state: State, caller: str, sysadmin: bool, enclave: str | None) -> S
         raise ErrPermission
     owner = record
     if record.service_account:
-        owner = records.get(record.parent)
-        if owner is None or owner.service_account:
+        parent = records.get(record.parent)
+        if parent is None or parent.service_account:
             raise ErrPermission
+        owner = parent
     if owner.privilege == ADMIN:
         return Subject(caller, ADMIN, record=record)
     policy = enclave_of(state, enclave, False).policies.get(owner.policy)

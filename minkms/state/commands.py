@@ -24,7 +24,8 @@ tags, missing or extra fields and wrong types are rejected.
 import base64
 import binascii
 import json
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 
@@ -32,6 +33,8 @@ FORMAT_VERSION = 1
 
 Tags = dict[str, str]
 RawRules = dict[str, tuple[str, ...]]
+
+_T = TypeVar("_T")
 
 
 class CommandError(ValueError):
@@ -46,7 +49,7 @@ class Command:
 
     def encode(self) -> bytes:
         """The canonical bytes of this command (equal commands, equal bytes)."""
-        doc = {"op": self.op, "v": FORMAT_VERSION}
+        doc: dict[str, Any] = {"op": self.op, "v": FORMAT_VERSION}
         for field in attrs.fields(type(self)):
             doc[field.name] = _ENCODERS[field.type](getattr(self, field.name))
         return json.dumps(
@@ -214,7 +217,8 @@ def decode(data: bytes) -> Command:
         raise CommandError("not a JSON object")
     if doc.get("v") != FORMAT_VERSION or type(doc.get("v")) is not int:
         raise CommandError(f"unsupported command format {doc.get('v')!r}")
-    cls = COMMAND_TYPES.get(doc.get("op")) if isinstance(doc.get("op"), str) else None
+    op = doc.get("op")
+    cls = COMMAND_TYPES.get(op) if isinstance(op, str) else None
     if cls is None:
         raise CommandError(f"unknown command {doc.get('op')!r}")
     fields = attrs.fields(cls)
@@ -232,34 +236,35 @@ def decode(data: bytes) -> Command:
     return cls(**values)
 
 
-def _expect(value, kind):
+def _expect(value: object, kind: type[_T]) -> _T:
     if type(value) is not kind:
         raise TypeError(kind.__name__)
     return value
 
 
-def _decode_bytes(value) -> bytes:
+def _decode_bytes(value: object) -> bytes:
     return base64.b64decode(_expect(value, str), validate=True)
 
 
-def _decode_int(value) -> int:
-    if not 0 <= _expect(value, int) < 2**63:
+def _decode_int(value: object) -> int:
+    number = _expect(value, int)
+    if not 0 <= number < 2**63:
         raise ValueError("out of range")
-    return value
+    return number
 
 
-def _decode_tags(value) -> Tags:
+def _decode_tags(value: object) -> Tags:
     return {_expect(k, str): _expect(v, str) for k, v in _expect(value, dict).items()}
 
 
-def _decode_rules(value) -> RawRules:
+def _decode_rules(value: object) -> RawRules:
     return {
         _expect(action, str): tuple(_expect(p, str) for p in _expect(patterns, list))
         for action, patterns in _expect(value, dict).items()
     }
 
 
-_ENCODERS = {
+_ENCODERS: dict[object, Callable[[Any], Any]] = {
     str: lambda v: v,
     bool: lambda v: v,
     int: lambda v: v,
@@ -268,7 +273,7 @@ _ENCODERS = {
     RawRules: lambda v: {action: list(patterns) for action, patterns in v.items()},
 }
 
-_DECODERS = {
+_DECODERS: dict[object, Callable[[Any], Any]] = {
     str: lambda v: _expect(v, str),
     bool: lambda v: _expect(v, bool),
     int: _decode_int,

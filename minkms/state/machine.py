@@ -95,6 +95,6 @@ class StateMachine:
         return hashlib.sha256(self.snapshot()).hexdigest()
 
 
-def result_error(result) -> KMSError | None:
+def result_error(result: object) -> KMSError | None:
     """The error in an L{StateMachine.apply} result, if it is one."""
     return result if isinstance(result, KMSError) else None

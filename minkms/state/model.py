@@ -36,7 +36,7 @@ class KeyVersion:
     created_at: int
     created_by: str
     imported: bool = False
-    _ciphers: dict = attrs.field(init=False, factory=dict, eq=False, repr=False)
+    _ciphers: dict[int, VersionCipher] = attrs.field(init=False, factory=dict, eq=False, repr=False)
 
     def cipher(self, version: int) -> VersionCipher:
         """The derived cipher of this record as key version C{version}."""

@@ -16,10 +16,16 @@ no tenant's policy can stall the node (issue 11).
 
 import json
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from minkms.errors import bad_request
 from minkms.state.model import Policy, Rules
 from minkms.state.patterns import Glob
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.containers import MessageMap
+
+    from minkms.wire import kms_pb2 as pb
 
 CLUSTER_ACTIONS = frozenset(
     {
@@ -180,7 +186,7 @@ def normalize_rules(raw: Mapping[str, Iterable[str]], section: str) -> Rules:
     return {action: tuple(sorted(patterns)) for action, patterns in merged.items()}
 
 
-def _rule_set(action: str, value) -> list[str]:
+def _rule_set(action: str, value: object) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):
@@ -244,8 +250,8 @@ def policy_to_json(allow: Rules, deny: Rules) -> str:
     text.
     """
 
-    def section(rules):
-        out = {}
+    def section(rules: Rules) -> dict[str, str | list[str]]:
+        out: dict[str, str | list[str]] = {}
         for action in sorted(rules):
             patterns = _kms_go_order(rules[action])
             out[action] = patterns[0] if len(patterns) == 1 else patterns
@@ -254,7 +260,7 @@ def policy_to_json(allow: Rules, deny: Rules) -> str:
     return json.dumps({"allow": section(allow), "deny": section(deny)}, indent=2)
 
 
-def raw_rules_from_proto(rule_sets) -> dict[str, tuple[str, ...]]:
+def raw_rules_from_proto(rule_sets: "Mapping[str, pb.RuleSet]") -> dict[str, tuple[str, ...]]:
     """
     The rules of a protobuf C{map<string, RuleSet>} as sent, unvalidated:
     action name -> sorted patterns.
@@ -262,7 +268,7 @@ def raw_rules_from_proto(rule_sets) -> dict[str, tuple[str, ...]]:
     return {action: tuple(sorted(rule_sets[action].Rules)) for action in rule_sets}
 
 
-def rules_to_proto(rules: Rules, rule_sets) -> None:
+def rules_to_proto(rules: Rules, rule_sets: "MessageMap[str, pb.RuleSet]") -> None:
     """Fill a protobuf C{map<string, RuleSet>} from canonical rules."""
     for action in sorted(rules):
         rule_set = rule_sets.get_or_create(action)

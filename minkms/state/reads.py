@@ -9,6 +9,7 @@ are reads too: their randomness (nonces, data keys) is never replicated.
 
 import bisect
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -31,7 +32,7 @@ DEFAULT_LIST_LIMIT = 1000
 class Page:
     """One page of a listing; C{continue_at} is the next page's first name."""
 
-    items: list
+    items: list[Any]
     continue_at: str = ""
 
 

@@ -10,6 +10,7 @@ bytes.  The bytes contain key material in the clear: storage seals them.
 import base64
 import binascii
 import json
+from typing import Any, TypeVar
 
 from minkms.state.model import (
     Enclave,
@@ -17,17 +18,20 @@ from minkms.state.model import (
     Key,
     KeyVersion,
     Policy,
+    Rules,
     State,
 )
 
 FORMAT_VERSION = 1
+
+_V = TypeVar("_V")
 
 
 class SnapshotError(ValueError):
     """Bytes that are not a snapshot of this format."""
 
 
-def _version_doc(v: KeyVersion) -> dict:
+def _version_doc(v: KeyVersion) -> dict[str, Any]:
     return {
         "material": base64.b64encode(v.material).decode("ascii"),
         "type": v.key_type,
@@ -37,11 +41,11 @@ def _version_doc(v: KeyVersion) -> dict:
     }
 
 
-def _rules_doc(rules) -> dict:
+def _rules_doc(rules: Rules) -> dict[str, Any]:
     return {action: list(patterns) for action, patterns in rules.items()}
 
 
-def _enclave_doc(e: Enclave) -> dict:
+def _enclave_doc(e: Enclave) -> dict[str, Any]:
     return {
         "created_at": e.created_at,
         "created_by": e.created_by,
@@ -88,11 +92,11 @@ def dump(state: State) -> bytes:
     ).encode("ascii")
 
 
-def _sorted(mapping: dict) -> dict:
+def _sorted(mapping: dict[str, _V]) -> dict[str, _V]:
     return dict(sorted(mapping.items()))
 
 
-def _key(name: str, doc: dict) -> Key:
+def _key(name: str, doc: dict[str, Any]) -> Key:
     versions = {
         int(n): KeyVersion(
             base64.b64decode(v["material"], validate=True),
@@ -106,7 +110,7 @@ def _key(name: str, doc: dict) -> Key:
     return Key(name, dict(sorted(versions.items())), doc["highest"])
 
 
-def _enclave(name: str, doc: dict) -> Enclave:
+def _enclave(name: str, doc: dict[str, Any]) -> Enclave:
     return Enclave(
         name,
         doc["created_at"],

@@ -22,12 +22,16 @@ Only the 32-byte key goes through the HSM, so a large state never has to
 
 import os
 import struct
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from minkms.errors import KMSError
 from minkms.storage.errors import BackupError
+
+if TYPE_CHECKING:
+    from minkms.hsm import SoftHSM
 
 MAGIC = b"MINKMSBK"
 FORMAT_VERSION = 1
@@ -38,7 +42,7 @@ _U16 = struct.Struct(">H")
 _NONCE = 12
 
 
-def seal_backup(hsm, cluster_id: str, state_bytes: bytes) -> bytes:
+def seal_backup(hsm: "SoftHSM", cluster_id: str, state_bytes: bytes) -> bytes:
     """Seal C{state_bytes} so that only a holder of C{hsm}'s key can open it."""
     cluster = cluster_id.encode("utf-8")
     head = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(cluster)) + cluster
@@ -81,7 +85,7 @@ def backup_cluster_id(blob: bytes) -> str:
     return _parse(blob)[0]
 
 
-def open_backup(hsm, blob: bytes) -> bytes:
+def open_backup(hsm: "SoftHSM", blob: bytes) -> bytes:
     """
     The state bytes sealed in C{blob}.
 

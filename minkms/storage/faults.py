@@ -11,6 +11,10 @@ disk after a simulated crash are what recovery must cope with.
 
 import errno
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from minkms.storage.files import Files
 
 
 class SimulatedCrash(Exception):
@@ -38,12 +42,12 @@ class FaultyFiles:
     @ivar rename_lands: for a crash at a C{rename}, whether it happens first.
     """
 
-    def __init__(self, inner=None) -> None:
+    def __init__(self, inner: "Files | None" = None) -> None:
         if inner is None:
             from minkms.storage.files import OSFiles
 
             inner = OSFiles()
-        self.inner = inner
+        self.inner: Files = inner
         self.ops: list[tuple[str, object]] = []
         self.sync_threads: list[int] = []
         self.crash_at: int | None = None

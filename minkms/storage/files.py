@@ -10,9 +10,29 @@ which thread runs these.
 import errno
 import fcntl
 import os
+from collections.abc import Callable
+from typing import Protocol
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+
+
+class Files(Protocol):
+    """The file operations the volume needs: L{OSFiles}, or a stand-in of a test or the simulator."""
+
+    def makedirs(self, path: str) -> bool: ...
+    def open_lock(self, path: str) -> int: ...
+    def exists(self, path: str) -> bool: ...
+    def read(self, path: str) -> bytes: ...
+    def create(self, path: str) -> int: ...
+    def open_rw(self, path: str) -> int: ...
+    def pwrite(self, fd: int, data: bytes, offset: int) -> None: ...
+    def sync(self, fd: int) -> None: ...
+    def truncate(self, fd: int, size: int) -> None: ...
+    def close(self, fd: int) -> None: ...
+    def rename(self, source: str, target: str) -> None: ...
+    def sync_dir(self, path: str) -> None: ...
+    def remove(self, path: str) -> None: ...
 
 
 class OSFiles:
@@ -110,7 +130,7 @@ def temp_path(target: str) -> str:
     return target + ".tmp"
 
 
-def write_temp(files, target: str, data: bytes) -> int:
+def write_temp(files: Files, target: str, data: bytes) -> int:
     """
     Write C{data} to the temporary sibling of C{target} and fsync it.
 
@@ -125,7 +145,8 @@ def write_temp(files, target: str, data: bytes) -> int:
         files.pwrite(fd, data, 0)
         files.sync(fd)
     except BaseException:
-        for cleanup in (lambda: files.close(fd), lambda: files.remove(tmp)):
+        cleanups: tuple[Callable[[], None], ...] = (lambda: files.close(fd), lambda: files.remove(tmp))
+        for cleanup in cleanups:
             try:
                 cleanup()
             except Exception:
@@ -134,7 +155,7 @@ def write_temp(files, target: str, data: bytes) -> int:
     return fd
 
 
-def commit_temp(files, directory: str, target: str) -> None:
+def commit_temp(files: Files, directory: str, target: str) -> None:
     """
     Rename the temporary sibling over C{target} and fsync C{directory}.
 

@@ -45,6 +45,8 @@ start.
 import os
 import struct
 import zlib
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import attrs
 from cryptography.exceptions import InvalidTag
@@ -57,6 +59,9 @@ from minkms.storage.records import (
     decode_record,
     encode_record,
 )
+
+if TYPE_CHECKING:
+    from minkms.hsm import SoftHSM
 
 MAGIC = b"MINKMSDB"
 FORMAT_VERSION = 1
@@ -102,7 +107,7 @@ def rek_associated_data(file_id: bytes, cluster_id: str, node_id: int) -> bytes:
     return DOMAIN_REK + MAGIC + _U16.pack(FORMAT_VERSION) + fields
 
 
-def new_header(hsm, rek: bytes, cluster_id: str, node_id: int) -> Header:
+def new_header(hsm: "SoftHSM", rek: bytes, cluster_id: str, node_id: int) -> Header:
     """
     A header for a new file: a fresh file ID and C{rek} sealed by C{hsm}
     to this header's fields.
@@ -195,7 +200,7 @@ FRAME_OVERHEAD = _FRAME_FIELDS.size + _U32.size + NONCE_SIZE + TAG_SIZE
 """Bytes a frame adds to its record's plaintext."""
 
 
-def sealed_size(records) -> int:
+def sealed_size(records: Iterable[Record]) -> int:
     """The bytes C{records} take as frames, without sealing them."""
     return sum(FRAME_OVERHEAD + len(encode_record(record)) for record in records)
 
@@ -224,7 +229,7 @@ class RecordSealer:
         fields = _FRAME_FIELDS.pack(MARKER, length, batch_start, zlib.crc32(sealed))
         return fields + _U32.pack(zlib.crc32(fields)) + sealed
 
-    def encode_batch(self, start: int, records) -> bytes:
+    def encode_batch(self, start: int, records: Iterable[Record]) -> bytes:
         """
         The frames for C{records} written by one write at offset C{start},
         all carrying C{start} as their batch start.

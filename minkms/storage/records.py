@@ -19,7 +19,6 @@ plaintext; their length comes from the frame.  Node 0 is a valid vote, so
 
 import struct
 
-
 from minkms.raft.types import Entry, HardState, Snapshot, SnapshotMeta
 
 KIND_ENTRY = 1

@@ -51,6 +51,8 @@ a sector slice under 16 bytes while later frames of it survived is reported
 as damage rather than repaired.
 """
 
+from collections.abc import Iterator
+
 import attrs
 
 from minkms.storage.errors import CorruptVolume
@@ -88,7 +90,7 @@ def scan(data: bytes, start: int, sealer: RecordSealer) -> ScanResult:
 
     @raise CorruptVolume: damage, with the offset of the first bad frame.
     """
-    frames = []
+    frames: list[Frame] = []
     pos = start
     batch = pos
     while pos < len(data):
@@ -123,7 +125,7 @@ def _check_torn(data: bytes, bad: Unfinished, batch: int, sealer: RecordSealer) 
         )
 
 
-def _good_frames_after(data: bytes, cursor: int, sealer: RecordSealer):
+def _good_frames_after(data: bytes, cursor: int, sealer: RecordSealer) -> Iterator[Frame]:
     while True:
         found = data.find(MARKER, cursor)
         if found < 0:

@@ -7,11 +7,12 @@ queued, and compaction writes its L{DurableState.records}.
 """
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
 
 import attrs
 
-from minkms.raft.types import Entry, HardState
-from minkms.storage.records import Record, Snapshot
+from minkms.raft.types import Entry, HardState, Snapshot
+from minkms.storage.records import Record
 
 
 def _index(entry: Entry) -> int:
@@ -66,7 +67,7 @@ class DurableState:
         return out
 
 
-def replay(records) -> DurableState:
+def replay(records: Iterable[Record]) -> DurableState:
     """The state that C{records}, applied in order, leave behind."""
     state = DurableState()
     for record in records:

@@ -8,13 +8,15 @@ reason not to start is a one-line L{StartupError}.
 
 import os
 import uuid
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
 from minkms.errors import KMSError, StartupError
 from minkms.hsm import unseal_error_text
 from minkms.storage.errors import CorruptVolume
-from minkms.storage.files import OSFiles, commit_temp, temp_path, write_temp
+from minkms.storage.files import Files, OSFiles, commit_temp, temp_path, write_temp
 from minkms.storage.layout import (
     REK_SIZE,
     Header,
@@ -26,6 +28,13 @@ from minkms.storage.layout import (
 )
 from minkms.storage.recovery import scan
 from minkms.storage.replay import DurableState, replay
+
+if TYPE_CHECKING:
+    from minkms.hsm import SoftHSM
+    from minkms.storage.records import Record
+
+Founding = Callable[[str], "Sequence[Record]"]
+"""C{founding(cluster_id)}: the records that found a new cluster."""
 
 DB_NAME = "kms.db"
 LOCK_NAME = ".lock"
@@ -52,7 +61,9 @@ class LoadedVolume:
     warnings: list[str]
 
 
-def load_volume(directory: str, hsm, files=None, founding=None) -> LoadedVolume:
+def load_volume(
+    directory: str, hsm: "SoftHSM", files: Files | None = None, founding: Founding | None = None
+) -> LoadedVolume:
     """
     Lock C{directory} and open C{directory/kms.db}, creating both on first
     start (new REK, new random cluster ID, node ID 0).
@@ -88,7 +99,9 @@ def load_volume(directory: str, hsm, files=None, founding=None) -> LoadedVolume:
         raise
 
 
-def _load_locked(directory: str, hsm, files, lock_fd: int, founding) -> LoadedVolume:
+def _load_locked(
+    directory: str, hsm: "SoftHSM", files: Files, lock_fd: int, founding: Founding | None
+) -> LoadedVolume:
     db_path = os.path.join(directory, DB_NAME)
     warnings = []
     try:
@@ -164,7 +177,15 @@ def _half_made(header: Header, state: DurableState) -> bool:
     return header.node_id == 0 and state.snapshot is None and not state.entries
 
 
-def _create(directory, db_path, hsm, files, lock_fd, warnings, founding) -> LoadedVolume:
+def _create(
+    directory: str,
+    db_path: str,
+    hsm: "SoftHSM",
+    files: Files,
+    lock_fd: int,
+    warnings: list[str],
+    founding: Founding | None,
+) -> LoadedVolume:
     rek = os.urandom(REK_SIZE)
     header = new_header(hsm, rek, str(uuid.uuid4()), 0)
     data = encode_header(header)

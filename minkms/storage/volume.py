@@ -27,11 +27,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from minkms.raft.types import HardState, SnapshotMeta
+from minkms.raft.types import HardState, Snapshot, SnapshotMeta
 from minkms.storage.errors import CompactionAborted, StorageFailed
 from minkms.storage.files import OSFiles, commit_temp, write_temp
 from minkms.storage.layout import RecordSealer, encode_header, new_header, sealed_size
-from minkms.storage.records import Snapshot, check_record
+from minkms.storage.records import check_record
 from minkms.storage.replay import DurableState
 from minkms.storage.startup import LoadedVolume, load_volume
 

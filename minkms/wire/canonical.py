@@ -15,8 +15,10 @@ encodes messages it built itself).
 
 import functools
 import struct
+from typing import Any
 
-from google.protobuf.descriptor import FieldDescriptor as FD
+from google.protobuf.descriptor import Descriptor, FieldDescriptor as FD
+from google.protobuf.message import Message
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 
@@ -39,19 +41,19 @@ _INT_KEYS = _UNSIGNED | _SIGNED | set(_ZIGZAG) | {
 }
 
 
-def encode_message(message) -> bytes:
+def encode_message(message: Message) -> bytes:
     """
     The canonical bytes of C{message}: kms-go's field order, defaults left
     out, map entries in ascending key order.  Use this, never a bare
     C{SerializeToString()}, for anything that goes on the wire.
     """
     if needs_field_order(message.DESCRIPTOR):
-        return _encode(message)
+        return encode_field_by_field(message)
     return message.SerializeToString(deterministic=True)
 
 
 @functools.cache
-def needs_field_order(descriptor) -> bool:
+def needs_field_order(descriptor: Descriptor) -> bool:
     """
     Whether upb would order some map of this message type (or of a nested
     one) differently from kms-go, i.e. whether an integer-keyed map occurs.
@@ -59,7 +61,7 @@ def needs_field_order(descriptor) -> bool:
     return _has_int_map(descriptor, set())
 
 
-def _has_int_map(descriptor, seen) -> bool:
+def _has_int_map(descriptor: Descriptor, seen: set[Descriptor]) -> bool:
     if descriptor in seen:
         return False
     seen.add(descriptor)
@@ -73,11 +75,15 @@ def _has_int_map(descriptor, seen) -> bool:
     return False
 
 
-def _is_map(field) -> bool:
+def _is_map(field: FD) -> bool:
     return field.message_type is not None and field.message_type.GetOptions().map_entry
 
 
-def _encode(message) -> bytes:
+def encode_field_by_field(message: Message) -> bytes:
+    """
+    C{message} encoded here, field by field in field-number order, with map
+    entries in ascending key order: the path for types upb would order wrongly.
+    """
     out = bytearray()
     for field, value in message.ListFields():
         if _is_map(field):
@@ -89,8 +95,9 @@ def _encode(message) -> bytes:
     return bytes(out)
 
 
-def _put_map(out, field, mapping) -> None:
+def _put_map(out: bytearray, field: FD, mapping: Any) -> None:
     entry = field.message_type
+    assert entry is not None  # every map field has an entry type
     key_field = entry.fields_by_name["key"]
     value_field = entry.fields_by_name["value"]
     for key in sorted(mapping, key=_map_sort_key):
@@ -100,11 +107,11 @@ def _put_map(out, field, mapping) -> None:
         _put_len(out, field.number, body)
 
 
-def _map_sort_key(key):
+def _map_sort_key(key: str | int) -> bytes | int:
     return key.encode("utf-8") if isinstance(key, str) else key
 
 
-def _put_repeated(out, field, values) -> None:
+def _put_repeated(out: bytearray, field: FD, values: Any) -> None:
     if field.type in (FD.TYPE_MESSAGE, FD.TYPE_STRING, FD.TYPE_BYTES) or not field.is_packed:
         for value in values:
             _put_single(out, field, value)
@@ -115,7 +122,7 @@ def _put_repeated(out, field, values) -> None:
     _put_len(out, field.number, body)
 
 
-def _put_single(out, field, value) -> None:
+def _put_single(out: bytearray, field: FD, value: Any) -> None:
     kind = field.type
     if kind == FD.TYPE_MESSAGE:
         _put_len(out, field.number, encode_message(value))
@@ -128,17 +135,17 @@ def _put_single(out, field, value) -> None:
         out += _scalar(kind, value)
 
 
-def _put_len(out, number, payload) -> None:
+def _put_len(out: bytearray, number: int, payload: bytes | bytearray) -> None:
     out += _varint(number << 3 | _LEN)
     out += _varint(len(payload))
     out += payload
 
 
-def _wire_type(kind) -> int:
+def _wire_type(kind: int) -> int:
     return _FIXED[kind][1] if kind in _FIXED else _VARINT
 
 
-def _scalar(kind, value) -> bytes:
+def _scalar(kind: int, value: Any) -> bytes:
     if kind == FD.TYPE_BOOL:
         return b"\x01" if value else b"\x00"
     if kind in _UNSIGNED:

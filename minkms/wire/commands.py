@@ -7,6 +7,7 @@ API dispatcher and the client.
 """
 
 import attrs
+from google.protobuf.message import Message
 
 from minkms.wire import kms_pb2 as pb
 
@@ -22,12 +23,20 @@ class Command:
     name: str
     write: bool
     scope: str
-    request: type
-    response: type | None
+    request: type[Message]
+    response: type[Message] | None
     batch: bool
 
 
-def _c(code, name, write, scope, request, response, batch):
+def _c(
+    code: int,
+    name: str,
+    write: bool,
+    scope: str,
+    request: type[Message],
+    response: type[Message] | None,
+    batch: bool,
+) -> Command:
     return Command(code, name, write, scope, request, response, batch)
 
 

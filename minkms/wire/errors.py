@@ -10,14 +10,13 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from minkms.errors import KMSError
-from minkms.wire import kms_pb2 as pb
-from minkms.wire import jsonfmt
+from minkms.wire import jsonfmt, kms_pb2 as pb
 from minkms.wire.canonical import encode_message
 
 MAX_ERROR_BODY = 5000
 
 
-def error_body(error: KMSError, accept=None) -> tuple[bytes, bytes]:
+def error_body(error: KMSError, accept: jsonfmt.Accept = None) -> tuple[bytes, bytes]:
     """
     The (Content-Type, body) of the reply for C{error}, both as bytes ready
     for the HTTP layer.
@@ -34,7 +33,7 @@ def error_body(error: KMSError, accept=None) -> tuple[bytes, bytes]:
     return jsonfmt.JSON.encode("ascii"), jsonfmt.to_json(message)
 
 
-def parse_error(status: int, content_type, body: bytes) -> KMSError:
+def parse_error(status: int, content_type: str | bytes | None, body: bytes) -> KMSError:
     """
     The error a kms-go client reports for a non-200 reply: only the first
     5000 bytes count; the Content-Type (str, bytes or None) is compared

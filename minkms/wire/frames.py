@@ -21,8 +21,10 @@ Server rules chosen here (the spec leaves them open):
 """
 
 import struct
+from collections.abc import Iterable
+from typing import TypeVar
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from minkms.errors import KMSError
 from minkms.wire import kms_pb2 as pb
@@ -32,6 +34,7 @@ from minkms.wire.commands import BY_CODE, Command
 MAX_FRAMES = 1000
 HEADER = struct.Struct(">HI")
 _MAX_LENGTH = 0xFFFFFFFF
+_M = TypeVar("_M", bound=Message)
 
 
 class FrameError(ValueError):
@@ -41,7 +44,7 @@ class FrameError(ValueError):
     """
 
 
-def decode_request(body: bytes, max_frames: int = MAX_FRAMES) -> list[tuple[Command, object]]:
+def decode_request(body: bytes, max_frames: int = MAX_FRAMES) -> list[tuple[Command, Message]]:
     """
     Split a request body into (command, request message) pairs, in order.
 
@@ -53,8 +56,8 @@ def decode_request(body: bytes, max_frames: int = MAX_FRAMES) -> list[tuple[Comm
     if not body:
         raise KMSError(400, "empty request body: expected at least one command frame")
     view = memoryview(body)
-    command = None
-    result = []
+    command: Command | None = None
+    result: list[tuple[Command, Message]] = []
     offset = 0
     while offset < len(body):
         index = len(result) + 1
@@ -76,7 +79,7 @@ def decode_request(body: bytes, max_frames: int = MAX_FRAMES) -> list[tuple[Comm
     return result
 
 
-def encode_request(code: int, messages) -> bytes:
+def encode_request(code: int, messages: Iterable[Message]) -> bytes:
     """
     The body our client sends for one call: one frame per message, all with
     C{code}.  Refuses (ValueError/TypeError) what kms-go never sends: no
@@ -94,7 +97,7 @@ def encode_request(code: int, messages) -> bytes:
     return b"".join(_frame(code, encode_message(m)) for m in messages)
 
 
-def encode_response(code: int, messages) -> bytes:
+def encode_response(code: int, messages: Iterable[Message | None]) -> bytes:
     """
     The success body for C{code}: one frame per item, in order.  An item
     C{None} becomes the zero-length frame C{[code][00 00 00 00]}, the
@@ -119,7 +122,7 @@ def zero_frame(code: int) -> bytes:
     return HEADER.pack(code, 0)
 
 
-def decode_response(code: int, body: bytes, expect: int | None = None) -> list:
+def decode_response(code: int, body: bytes, expect: int | None = None) -> list[Message]:
     """
     Decode a 200 response body of command C{code} as kms-go does.
 
@@ -134,7 +137,7 @@ def decode_response(code: int, body: bytes, expect: int | None = None) -> list:
     if command.response is None:
         return []
     view = memoryview(body)
-    messages = []
+    messages: list[Message] = []
     offset = 0
     while offset < len(body):
         if messages and _is_list(command):
@@ -157,7 +160,7 @@ def decode_response(code: int, body: bytes, expect: int | None = None) -> list:
     return messages
 
 
-def decode_message(cls, data: bytes):
+def decode_message(cls: type[_M], data: bytes) -> _M:
     """
     Parse a plain (unframed) protobuf body such as a LogRequest; a malformed
     one is the caller's fault (L{KMSError} 400).
@@ -168,7 +171,7 @@ def decode_message(cls, data: bytes):
         raise KMSError(400, f"invalid {cls.DESCRIPTOR.name}: malformed protobuf") from None
 
 
-def _split_frame(view, offset, index, what):
+def _split_frame(view: memoryview, offset: int, index: int, what: str) -> tuple[int, memoryview, int]:
     left = len(view) - offset
     if left < HEADER.size:
         raise KMSError(
@@ -186,7 +189,7 @@ def _split_frame(view, offset, index, what):
     return code, view[start : start + length], start + length
 
 
-def _parse(cls, payload, name, index):
+def _parse(cls: type[_M], payload: memoryview, name: str, index: int) -> _M:
     try:
         return cls.FromString(bytes(payload))
     except DecodeError:
@@ -196,35 +199,35 @@ def _parse(cls, payload, name, index):
         ) from None
 
 
-def _known(code) -> Command:
+def _known(code: int) -> Command:
     command = BY_CODE.get(code)
     if command is None:
         raise KMSError(400, f"unknown command code {code}")
     return command
 
 
-def _command(code) -> Command:
+def _command(code: int) -> Command:
     command = BY_CODE.get(code)
     if command is None:
         raise ValueError(f"unknown command code {code}")
     return command
 
 
-def _name(code) -> str:
+def _name(code: int) -> str:
     command = BY_CODE.get(code)
     return command.name if command else f"!INVALID:{code}"
 
 
-def _is_list(command) -> bool:
+def _is_list(command: Command) -> bool:
     return command.request is pb.ListRequest
 
 
-def _check_type(message, cls, name) -> None:
+def _check_type(message: Message, cls: type[Message], name: str) -> None:
     if message.DESCRIPTOR.full_name != cls.DESCRIPTOR.full_name:
         raise TypeError(f"{name} takes {cls.DESCRIPTOR.name}, not {message.DESCRIPTOR.name}")
 
 
-def _frame(code, payload) -> bytes:
+def _frame(code: int, payload: bytes) -> bytes:
     if len(payload) > _MAX_LENGTH:
         raise ValueError(f"message of {len(payload)} bytes does not fit a frame")
     return HEADER.pack(code, len(payload)) + payload

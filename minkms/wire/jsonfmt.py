@@ -23,17 +23,25 @@ header listing both.
 import base64
 import json
 import math
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor as FD
+from google.protobuf.message import Message
 
 JSON = "application/json"
 PROTOBUF = "application/octet-stream"
 _INT64 = {FD.TYPE_INT64, FD.TYPE_UINT64, FD.TYPE_SINT64, FD.TYPE_FIXED64, FD.TYPE_SFIXED64}
 _FLOATS = {FD.TYPE_FLOAT, FD.TYPE_DOUBLE}
 
+_M = TypeVar("_M", bound=Message)
 
-def to_json(message, defaults: bool = True) -> bytes:
+Accept = str | bytes | Iterable[str | bytes] | None
+"""An C{Accept} header's value(s): a str or bytes, a list of them (a header sent several times), or None."""
+
+
+def to_json(message: Message, defaults: bool = True) -> bytes:
     """
     The proto-JSON bytes of C{message}.
 
@@ -48,7 +56,7 @@ def to_json(message, defaults: bool = True) -> bytes:
     ).encode("utf-8")
 
 
-def to_dict(message, defaults: bool = False) -> dict:
+def to_dict(message: Message, defaults: bool = False) -> dict[str, Any]:
     """
     The proto-JSON value of C{message} as Python data.  Without
     C{defaults} it is the form of the vectors: fields holding their default
@@ -56,7 +64,8 @@ def to_dict(message, defaults: bool = False) -> dict:
     """
     if message.DESCRIPTOR.full_name.startswith("google.protobuf."):
         return json_format.MessageToDict(message)
-    out = {}
+    out: dict[str, Any] = {}
+    fields: Sequence[tuple[Any, Any]]
     if defaults:
         fields = [
             (f, getattr(message, f.name))
@@ -70,7 +79,7 @@ def to_dict(message, defaults: bool = False) -> dict:
     return out
 
 
-def from_json(data, cls):
+def from_json(data: str | bytes | bytearray | memoryview, cls: type[_M]) -> _M:
     """
     Parse proto-JSON bytes or text into a new C{cls} message.  Both the
     json_name and the proto field name are accepted; unknown keys are an
@@ -85,12 +94,12 @@ def from_json(data, cls):
     return json_format.Parse(data, cls(), ignore_unknown_fields=False)
 
 
-def from_dict(value: dict, cls):
+def from_dict(value: dict[str, Any], cls: type[_M]) -> _M:
     """Build a C{cls} message from proto-JSON data (the inverse of L{to_dict})."""
     return json_format.ParseDict(value, cls(), ignore_unknown_fields=False)
 
 
-def negotiate(accept) -> str:
+def negotiate(accept: Accept) -> str:
     """
     C{"protobuf"} or C{"json"} for the C{Accept} header value(s) C{accept}:
     a str or bytes, a list of them (a header sent several times), or None.
@@ -101,7 +110,7 @@ def negotiate(accept) -> str:
     return "json"
 
 
-def _media_types(accept) -> set[str]:
+def _media_types(accept: Accept) -> set[str]:
     if accept is None:
         return set()
     values = [accept] if isinstance(accept, (str, bytes)) else list(accept)
@@ -116,7 +125,7 @@ def _media_types(accept) -> set[str]:
     return types
 
 
-def _quality(params) -> float:
+def _quality(params: Iterable[str]) -> float:
     for param in params:
         name, _, value = param.partition("=")
         if name.strip().lower() == "q":
@@ -127,7 +136,7 @@ def _quality(params) -> float:
     return 1.0
 
 
-def _field_value(field, value, defaults):
+def _field_value(field: FD, value: Any, defaults: bool) -> Any:
     if field.message_type is not None and field.message_type.GetOptions().map_entry:
         value_field = field.message_type.fields_by_name["value"]
         return {
@@ -139,7 +148,7 @@ def _field_value(field, value, defaults):
     return _single(field, value, defaults)
 
 
-def _single(field, value, defaults):
+def _single(field: FD, value: Any, defaults: bool) -> Any:
     kind = field.type
     if kind == FD.TYPE_MESSAGE:
         if value.DESCRIPTOR.full_name.startswith("google.protobuf."):
@@ -156,16 +165,17 @@ def _single(field, value, defaults):
             return "Infinity" if value > 0 else "-Infinity"
         return value
     if kind == FD.TYPE_ENUM:
+        assert field.enum_type is not None  # every enum field has its enum type
         known = field.enum_type.values_by_number.get(value)
         return known.name if known else value
     return value
 
 
-def _map_key(key) -> str:
+def _map_key(key: object) -> str:
     if isinstance(key, bool):
         return "true" if key else "false"
     return str(key)
 
 
-def _sort_key(key):
+def _sort_key(key: str | int) -> bytes | int:
     return key.encode("utf-8") if isinstance(key, str) else key

@@ -11,6 +11,7 @@ checking.
 
 import datetime
 import struct
+from collections.abc import Iterable
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
@@ -26,9 +27,9 @@ _MESSAGE_TAG = 1
 
 def encode_log_record(
     level: int,
-    time,
+    time: datetime.datetime | timestamp_pb2.Timestamp | float,
     message: str,
-    trace=(),
+    trace: Iterable[pb.LogRecord.StackFrame | tuple[str, str, int]] = (),
     *,
     legacy: bool = True,
     ip: str = LEGACY_IP,
@@ -65,7 +66,7 @@ def encode_log_record(
     return _PREFIX.pack(len(data)) + data
 
 
-def decode_log_records(buffer: bytes) -> tuple[list, bytes]:
+def decode_log_records(buffer: bytes) -> tuple[list[pb.LogRecord], bytes]:
     """
     Split stream bytes into complete LogRecords and the unfinished rest, for
     our client.  A record longer than L{MAX_RECORD} is an error, as in
@@ -89,7 +90,7 @@ def decode_log_records(buffer: bytes) -> tuple[list, bytes]:
     return records, bytes(view[offset:])
 
 
-def _shorten(record, message: str) -> str:
+def _shorten(record: pb.LogRecord, message: str) -> str:
     record.Message = ""
     budget = MAX_RECORD - len(record.SerializeToString(deterministic=True))
     size = budget - _MESSAGE_TAG - 1
@@ -108,7 +109,7 @@ def _varint_size(value: int) -> int:
     return size
 
 
-def _timestamp(time) -> timestamp_pb2.Timestamp:
+def _timestamp(time: datetime.datetime | timestamp_pb2.Timestamp | float) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     if isinstance(time, timestamp_pb2.Timestamp):
         stamp.CopyFrom(time)

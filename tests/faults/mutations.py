@@ -43,7 +43,7 @@ def timeout_answers_500() -> None:
     def timed_out(d, timeout):
         d.errback(unavailable("write timed out waiting for a quorum; it may or may not have been applied"))
 
-    writes._timed_out = timed_out
+    writes.timed_out = timed_out
 
 
 def serves_after_lease() -> None:
