@@ -14,7 +14,7 @@ from minkms.errors import (
     ErrPolicyNotFound,
     KMSError,
 )
-from minkms.state import commands as sc
+from minkms.state import changes as sc
 from minkms.state import reads
 
 from tests.test_state_fixtures import ADMIN, USER, Driver, ident

@@ -14,13 +14,13 @@ from twisted.web.resource import Resource
 
 from minkms import version
 from minkms.errors import ErrPermission, KMSError, bad_request, internal, not_found, not_implemented
-from minkms.server import dispatch
+from minkms.kms import dispatch
 from minkms.server.http import MAX_BODY, MAX_OTHER_BODY, caller_identity, send_error, send_ok
 from minkms.state import authz
 from minkms.server.observe import note_command
 from minkms.wire import canonical, frames, jsonfmt
 from minkms.wire import kms_pb2 as pb
-from minkms.wire.names import validate_name
+from minkms.names import validate_name
 
 log = Logger()
 

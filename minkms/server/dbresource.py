@@ -12,7 +12,7 @@ import time
 from minkms.errors import KMSError, bad_request
 from minkms.server.api import APIResource, _finish_later, _raise_result_error, require_sysadmin
 from minkms.server.http import MAX_DB_BODY, MAX_OTHER_BODY, caller_identity, send_error, send_ok
-from minkms.state.commands import RestoreState
+from minkms.state.changes import RestoreState
 from minkms.storage.backup import open_backup, seal_backup
 from minkms.storage.errors import BackupError
 

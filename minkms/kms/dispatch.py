@@ -22,12 +22,12 @@ import attrs
 from minkms import crypto
 from minkms.errors import ErrPermission, bad_request, internal, not_implemented
 from minkms.state import authz, reads
-from minkms.state import commands as sc
+from minkms.state import changes as sc
 from minkms.state.machine import StateMachine, check, result_error
 from minkms.state.model import PRIVILEGE_NUMBERS, SYSADMIN, State
 from minkms.state.policy import raw_rules_from_proto, rules_to_proto
 from minkms.wire import kms_pb2 as pb
-from minkms.wire import names as wire_names
+from minkms.names import validate_name
 from minkms.wire.commands import SCOPE_CLUSTER, Command
 
 __all__ = ["CallContext", "execute_read", "prepare_write", "result_error"]
@@ -379,7 +379,7 @@ def prepare_write(state, ctx: CallContext, command: Command, request) -> sc.Clie
 
     Authorizes, dry-runs the command against the local state (so most
     errors are answered without a round of replication), checks the full
-    name rules (see L{minkms.state.names}), generates key material and
+    name rules (see L{minkms.state.arguments}), generates key material and
     stamps the time.
 
     @return: a command; propose C{command.encode()}, then pass the apply
@@ -400,6 +400,6 @@ def prepare_write(state, ctx: CallContext, command: Command, request) -> sc.Clie
         raise error
     kind = _NEW_NAMES.get(command.code)
     if kind is not None:
-        wire_names.validate_name(kind, request.Name)
+        validate_name(kind, request.Name)
     return prepared
 

@@ -1,5 +1,5 @@
 """
-End-to-end tests of L{minkms.server.dispatch} on protobuf messages:
+End-to-end tests of L{minkms.kms.dispatch} on protobuf messages:
 prepare_write -> encode -> apply -> execute_read, following the
 conformance checklist items 5-16 of the spec (section 12).
 """
@@ -17,8 +17,8 @@ from minkms.errors import (
     ErrPolicyNotFound,
     KMSError,
 )
-from minkms.server.dispatch import CallContext, execute_read, prepare_write, result_error
-from minkms.state import commands as sc
+from minkms.kms.dispatch import CallContext, execute_read, prepare_write, result_error
+from minkms.state import changes as sc
 from minkms.state.machine import StateMachine
 from minkms.state.policy import policy_from_json, rules_to_proto
 from minkms.wire import kms_pb2 as pb
