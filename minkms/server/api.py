@@ -16,6 +16,7 @@ from minkms import version
 from minkms.errors import ErrPermission, KMSError, bad_request, internal, not_found, not_implemented
 from minkms.kms import dispatch
 from minkms.server.http import MAX_BODY, MAX_OTHER_BODY, caller_identity, send_error, send_ok
+from minkms.server.membership import node_commands
 from minkms.state import authz
 from minkms.server.observe import note_command
 from minkms.wire import canonical, frames, jsonfmt
@@ -24,7 +25,6 @@ from minkms.names import validate_name
 
 log = Logger()
 
-CLUSTER_NODE_COMMANDS = frozenset({1, 2, 3, 4, 5, 6})
 OCTET_STREAM = b"application/octet-stream"
 
 
@@ -261,7 +261,7 @@ class KMSResource(APIResource):
             sysadmin=self._sysadmin,
             now_ns=self._clock.time_ns(),
         )
-        if command.code in CLUSTER_NODE_COMMANDS:
+        if command.code in node_commands.codes():
             return self._cluster(ctx, command, decoded[0][1])
         if not command.write:
             barrier = self._node.read_barrier()
@@ -280,15 +280,12 @@ class KMSResource(APIResource):
         return frames.encode_response(command.code, replies)
 
     def _cluster(self, ctx, command, message):
+        """A cluster row the node runs (L{minkms.server.membership.node_commands})."""
         require_sysadmin(ctx.caller, self._sysadmin)
         if ctx.enclave:
             raise bad_request(f"{command.name} is a cluster command: send it without an enclave")
-        if command.code == 3:
-            d = self._node.cluster_status()
-            d.addCallback(lambda status: frames.encode_response(3, [status]))
-        else:
-            d = defer.maybeDeferred(self._node.cluster_command, command, message)
-            d.addCallback(lambda _: frames.encode_response(command.code, [None]))
+        d = defer.maybeDeferred(self._node.cluster_command, command, message)
+        d.addCallback(lambda answer: frames.encode_response(command.code, [answer]))
         return d
 
 

@@ -425,7 +425,7 @@ class Node:
     # -- cluster membership -----------------------------------------------
 
     def cluster_command(self, command, request):
-        """CLUSTER:ADDNODE and friends, from the API (SysAdmin checked)."""
+        """A cluster row of the command table, from the API (SysAdmin checked); fires with its answer."""
         from minkms.server.membership import run_cluster_command
 
         return defer.ensureDeferred(run_cluster_command(self, command.code, request))
