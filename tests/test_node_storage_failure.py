@@ -23,9 +23,12 @@ class DiskFullTests(unittest.TestCase):
         await client.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="e"))
         stopped = []
         server.node.fatal_hook = stopped.append
-        faulty = FaultyFiles(server.node.volume._files)
-        faulty.fail("pwrite", enospc())
-        server.node.volume._files = faulty
+        def failing(files):
+            faulty = FaultyFiles(files)
+            faulty.fail("pwrite", enospc())
+            return faulty
+
+        server.node.volume.instrument(failing, lambda records: None)
         with self.assertRaises(KMSError) as e:
             await client.call(KEY_CREATE, pb.CreateKeyRequest(Name="k"), enclave="e")
         self.assertEqual(e.exception.status, 503)

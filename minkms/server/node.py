@@ -25,6 +25,7 @@ import uuid
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from minkms.errors import KMSError, StartupError, bad_request, unavailable
 from minkms.raft import codec
@@ -34,6 +35,7 @@ from minkms.driver import RaftDriver
 from minkms.raft.errors import ConfigChangeRejected
 from minkms.raft.types import DurableState, HardState, Snapshot, SnapshotMeta
 from minkms.server import peer, status
+from minkms.server.interfaces import INode
 from minkms.server.ports import KMSMachine, PeerLinks, VolumeStorage
 from minkms.server.writes import WritePath
 from minkms.state.machine import StateMachine
@@ -51,11 +53,11 @@ READS_UNLEASED = "without-leader"
 READS_REFUSED = "refused"
 
 
+@implementer(INode)
 class Node:
     """
-    One cluster member: local reads from L{state}, writes through Raft.
-
-    Implements L{minkms.server.interfaces.INode}.
+    One cluster member: local reads from L{state}, writes through Raft;
+    to the API an L{INode}.
     """
 
     def __init__(self, reactor, settings, volume, hsm, rng=None, clock=time.monotonic) -> None:
