@@ -67,8 +67,8 @@ def _check_scope(state: State, ctx: CallContext, command: Command, resolve_calle
     The checks every command of a request passes first: cluster commands
     are the SysAdmin's and name no enclave; enclave commands name one that
     exists and in which the caller is known.  Reads leave the last part
-    (C{resolve_caller=False}) to their handler, which authorizes before
-    anything else, so the caller is resolved once per frame.
+    (C{resolve_caller=False}) to their row's authorization rule, which runs
+    before anything else, so the caller is resolved once per frame.
     """
     root = ctx.is_sysadmin
     if command.scope == SCOPE_CLUSTER:
