@@ -256,7 +256,7 @@ class KMSResource(APIResource):
             sysadmin=self._sysadmin,
             now_ns=self._clock.time_ns(),
         )
-        if command.code in node_commands.codes():
+        if node_commands.get(command.code) is not None:
             return self._cluster(ctx, command, decoded[0][1])
         if not command.write:
             barrier = self._node.read_barrier()
