@@ -122,7 +122,7 @@ def _identity_of_file(path: str) -> str:
 
 def server(argv: list[str]) -> int:
     """C{minkms server VOLUME ...}: the friendly front of C{twistd -n minkms}."""
-    from minkms.cli.server import run_server
+    from minkms.cli.serve import run_server
 
     return run_server(argv)
 
