@@ -278,7 +278,7 @@ def ceiling_main(args) -> None:
     from twisted.internet import reactor
     from twisted.web import resource, server
 
-    from minkms.server.run import start_logging
+    from minkms.server.logstream import start_logging
     from minkms.server.service import dev_credentials
     from minkms.tls import ServerContextFactory
 

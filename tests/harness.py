@@ -18,6 +18,7 @@ from minkms.errors import KMSError
 from minkms.hsm import SoftHSM
 from minkms.server import service
 from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import CLUSTER_ADDNODE, CLUSTER_STATUS
 from tests.support import REPO, cli_env, stop_process
 
 
@@ -200,7 +201,7 @@ async def form_cluster(testcase, size=3, extra_args=()):
     for node in nodes:
         await node.wait_up(client, write=True)
     for node in nodes[1:]:
-        await client.call(1, pb.AddClusterNodeRequest(Host=node.host), host=nodes[0].host)
+        await client.call(CLUSTER_ADDNODE, pb.AddClusterNodeRequest(Host=node.host), host=nodes[0].host)
     return nodes, client
 
 
@@ -208,7 +209,7 @@ async def leader_of(client: KMSClient, nodes: list[ProcessNode]) -> ProcessNode 
     """The node that some answering node reports as Leader, if any."""
     for node in nodes:
         try:
-            status = await client.call(3, pb.ClusterStatusRequest(), host=node.host)
+            status = await client.call(CLUSTER_STATUS, pb.ClusterStatusRequest(), host=node.host)
         except (KMSError, ClientError):
             continue
         for server in status.NodesUp.values():

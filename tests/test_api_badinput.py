@@ -17,6 +17,7 @@ from tests.test_conformance import (
     ENCLAVE_CREATE,
     ENCLAVE_LIST,
     KEY_CREATE,
+    KEY_ENCRYPT,
     KEY_STATUS,
     POLICY_CREATE,
     ServerTestCase,
@@ -79,7 +80,7 @@ class BadInputTests(ServerTestCase):
         )
 
     async def test_mixed_codes(self):
-        body = body_of(KEY_STATUS, pb.KeyStatusRequest(Name="k1")) + frame(205, unhex("0a 02 6b 31"))
+        body = body_of(KEY_STATUS, pb.KeyStatusRequest(Name="k1")) + frame(KEY_ENCRYPT, unhex("0a 02 6b 31"))
         await self.refused(
             body, 400, "mixed commands in one request: frame 2 is KEY:ENCRYPT, frame 1 is KEY:STATUS"
         )

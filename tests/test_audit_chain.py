@@ -44,7 +44,7 @@ class ChainTests(unittest.TestCase):
         record = json.loads(lines[6])
         record["object"] = "other"
         del record["h"]
-        record["h"] = chain._digest(record)
+        record["h"] = chain.record_hash(record)
         lines[6] = chain.canonical(record) + b"\n"
         problem = check(lines).problem
         self.assertEqual((problem.line, problem.seq), (7, 6))

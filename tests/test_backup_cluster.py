@@ -9,6 +9,7 @@ from twisted.trial import unittest
 
 from minkms.hsm import SoftHSM
 from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import CLUSTER_ADDNODE, ENCLAVE_CREATE, ENCLAVE_DELETE, KEY_CREATE
 from tests.harness import InProcessServer
 
 KEYS = 300
@@ -28,16 +29,16 @@ class ClusterRestoreTests(unittest.TestCase):
         await second.wait_ready()
         client = first.client()
         self.addCleanup(client.close)
-        await client.call(1, pb.AddClusterNodeRequest(Host=second.host))
-        await client.call(101, pb.CreateEnclaveRequest(Name="e"))
+        await client.call(CLUSTER_ADDNODE, pb.AddClusterNodeRequest(Host=second.host))
+        await client.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="e"))
         for start in range(0, KEYS, BATCH):
             await defer.gatherResults([
-                defer.ensureDeferred(client.call(201, pb.CreateKeyRequest(Name=f"key-{i:04d}"), enclave="e"))
+                defer.ensureDeferred(client.call(KEY_CREATE, pb.CreateKeyRequest(Name=f"key-{i:04d}"), enclave="e"))
                 for i in range(start, start + BATCH)
             ])
         backup = await client.get("/v1/db", host=first.host)
         self.assertGreater(len(first.node.state.snapshot()), 60_000, "the state must exceed one batch")
-        await client.call(102, pb.DeleteEnclaveRequest(Name="e"))
+        await client.call(ENCLAVE_DELETE, pb.DeleteEnclaveRequest(Name="e"))
         status, _, body = await client.request(b"PUT", "/v1/db", backup, host=second.host)
         self.assertEqual(status, 200, body)
         self.assertEqual(len(second.node.state.state.enclaves["e"].keys), KEYS)

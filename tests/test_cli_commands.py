@@ -22,6 +22,7 @@ from minkms.cli import cluster, keys, render, session
 from minkms.cli.main import main
 from minkms.cli.output import CLIError
 from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import ENCLAVE_CREATE, KEY_CREATE, KEY_DELETE
 from tests.harness import InProcessServer, free_port
 from tests.support import REPO, cli_env
 
@@ -117,7 +118,7 @@ class ServerTestCase(CLIAssertions, unittest.TestCase):
 
     async def new_enclave(self, name=ENCLAVE):
         """Create an enclave without a CLI round trip."""
-        await self.call(101, pb.CreateEnclaveRequest(Name=name))
+        await self.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name=name))
 
 
 class GuideTests(ServerTestCase):
@@ -193,7 +194,7 @@ class GuideTests(ServerTestCase):
     @inline
     async def test_backup_and_restore(self):
         await self.new_enclave()
-        await self.call(201, pb.CreateKeyRequest(Name="kept"), enclave=ENCLAVE)
+        await self.call(KEY_CREATE, pb.CreateKeyRequest(Name="kept"), enclave=ENCLAVE)
         directory = self.path()
         os.makedirs(directory)
         path = os.path.join(directory, "state.db.gzip")
@@ -214,7 +215,7 @@ class GuideTests(ServerTestCase):
         with open(raw, "rb") as f, gzip.open(path) as g:
             self.assertEqual(f.read(8), g.read(8))
 
-        await self.call(202, pb.DeleteKeyRequest(Name="kept", AllVersions=True), enclave=ENCLAVE)
+        await self.call(KEY_DELETE, pb.DeleteKeyRequest(Name="kept", AllVersions=True), enclave=ENCLAVE)
         for backup_file in (path, raw):
             restored = await self.minkms("restore", self.server.host, backup_file)
             expected = f"Restored {backup_file} on {self.server.host}\n"
@@ -279,8 +280,8 @@ class KeyTests(ServerTestCase):
         await self.new_enclave()
         names = [f"key-{i}" for i in range(7)]
         for name in names:
-            await self.call(201, pb.CreateKeyRequest(Name=name), enclave=ENCLAVE)
-        await self.call(201, pb.CreateKeyRequest(Name="other"), enclave=ENCLAVE)
+            await self.call(KEY_CREATE, pb.CreateKeyRequest(Name=name), enclave=ENCLAVE)
+        await self.call(KEY_CREATE, pb.CreateKeyRequest(Name="other"), enclave=ENCLAVE)
         client = self.server.client()
         try:
             paged = await session.list_all(client, 208, "key-", enclave=ENCLAVE, limit=2)
@@ -307,7 +308,7 @@ class AccessTests(ServerTestCase):
         await self.new_enclave()
         e = ("-e", ENCLAVE)
         for name in ("app-1", "app-2", "app-secret", "db"):
-            await self.call(201, pb.CreateKeyRequest(Name=name), enclave=ENCLAVE)
+            await self.call(KEY_CREATE, pb.CreateKeyRequest(Name=name), enclave=ENCLAVE)
         path = self.path()
         with open(path, "w") as f:
             json.dump({

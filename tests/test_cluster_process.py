@@ -13,6 +13,7 @@ from twisted.trial import unittest
 from minkms.client import ClientError, KMSClient
 from minkms.errors import KMSError
 from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import CLUSTER_ADDNODE, CLUSTER_STATUS, ENCLAVE_CREATE, KEY_CREATE, KEY_LIST
 from tests.harness import ProcessNode, form_cluster, leader_of, write_config
 
 ENCLAVE = "e"
@@ -22,7 +23,7 @@ async def list_keys(client: KMSClient, host: str) -> set[str]:
     """Every key name in the enclave, as one node sees it (all pages)."""
     names, cont = set(), ""
     while True:
-        page = await client.call(208, pb.ListRequest(ContinueAt=cont, Limit=500), enclave=ENCLAVE, host=host)
+        page = await client.call(KEY_LIST, pb.ListRequest(ContinueAt=cont, Limit=500), enclave=ENCLAVE, host=host)
         names.update(k.Name for k in page.Keys)
         if not page.ContinueAt or not page.Keys:
             return names
@@ -39,7 +40,7 @@ class ClusterFailoverTests(unittest.TestCase):
             name = f"{name_prefix}-{i}"
             i += 1
             try:
-                await client.call(201, pb.CreateKeyRequest(Name=name), enclave=ENCLAVE, host=node.host)
+                await client.call(KEY_CREATE, pb.CreateKeyRequest(Name=name), enclave=ENCLAVE, host=node.host)
             except (KMSError, ClientError):
                 await task.deferLater(reactor, 0.05, lambda: None)
                 continue
@@ -47,10 +48,10 @@ class ClusterFailoverTests(unittest.TestCase):
 
     async def _kill_leader_during_writes(self):
         nodes, client = await form_cluster(self)
-        status = await client.call(3, pb.ClusterStatusRequest(), host=nodes[1].host)
+        status = await client.call(CLUSTER_STATUS, pb.ClusterStatusRequest(), host=nodes[1].host)
         self.assertEqual(len(status.NodesUp), 3, status)
         self.assertEqual(len(status.NodesDown), 0)
-        await client.call(101, pb.CreateEnclaveRequest(Name=ENCLAVE))
+        await client.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name=ENCLAVE))
         acknowledged: set[str] = set()
         stop: list = []
         rng = random.Random(7)
@@ -79,7 +80,7 @@ class ClusterFailoverTests(unittest.TestCase):
                 break
             await task.deferLater(reactor, 0.2, lambda: None)
         self.assertEqual(acknowledged - present, set(), "the restarted node did not catch up")
-        status = await client.call(3, pb.ClusterStatusRequest(), host=leader.host)
+        status = await client.call(CLUSTER_STATUS, pb.ClusterStatusRequest(), host=leader.host)
         self.assertEqual(len(status.NodesUp), 3)
 
     def test_kill_leader_during_writes(self):
@@ -98,15 +99,15 @@ class SnapshotCatchUpTests(unittest.TestCase):
     async def _catch_up(self):
         config = write_config(self.mktemp(), "snapshot_entries: 10")
         nodes, client = await form_cluster(self, extra_args=["--config", config])
-        await client.call(101, pb.CreateEnclaveRequest(Name=ENCLAVE))
+        await client.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name=ENCLAVE))
         nodes[2].stop()
         names = {f"k{i}" for i in range(60)}
         for name in sorted(names):
-            await client.call(201, pb.CreateKeyRequest(Name=name), enclave=ENCLAVE, host=nodes[0].host)
+            await client.call(KEY_CREATE, pb.CreateKeyRequest(Name=name), enclave=ENCLAVE, host=nodes[0].host)
         nodes[2].start()
         newcomer = ProcessNode(self, nodes[0].hsm, extra_args=["--config", config]).start()
         await newcomer.wait_up(client, write=True)
-        await client.call(1, pb.AddClusterNodeRequest(Host=newcomer.host), host=nodes[0].host)
+        await client.call(CLUSTER_ADDNODE, pb.AddClusterNodeRequest(Host=newcomer.host), host=nodes[0].host)
         for node in (nodes[2], newcomer):
             await node.wait_up(client)
             for _ in range(100):
@@ -116,7 +117,7 @@ class SnapshotCatchUpTests(unittest.TestCase):
                 await task.deferLater(reactor, 0.2, lambda: None)
             self.assertEqual(names - present, set(), f"{node.host} did not catch up")
             self.assertIn("installed a snapshot from the leader", node.log())
-        status = await client.call(3, pb.ClusterStatusRequest(), host=newcomer.host)
+        status = await client.call(CLUSTER_STATUS, pb.ClusterStatusRequest(), host=newcomer.host)
         self.assertEqual(len(status.NodesUp), 4, status)
 
     def test_catch_up_by_snapshot(self):
@@ -149,7 +150,7 @@ class WrongHostTests(unittest.TestCase):
         member.host = right_host
         member.start()
         await member.wait_up(client, write=True)
-        status = await client.call(3, pb.ClusterStatusRequest(), host=member.host)
+        status = await client.call(CLUSTER_STATUS, pb.ClusterStatusRequest(), host=member.host)
         self.assertEqual(len(status.NodesUp), 2)
 
     def test_wrong_host_refused(self):

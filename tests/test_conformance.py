@@ -49,6 +49,8 @@ from tests.harness import InProcessServer
 from tests.support import read_tsv
 
 # --- command codes (spec section 4.5) ----------------------------------------
+# Written out as kms-go numbers them, not imported from minkms.wire.commands:
+# a wrong code in the server's table must fail this conformance run.
 
 CLUSTER_STATUS = 3
 ENCLAVE_CREATE, ENCLAVE_DELETE, ENCLAVE_STATUS, ENCLAVE_LIST = 101, 102, 103, 104

@@ -17,6 +17,7 @@ from twisted.trial import unittest
 from minkms.apikey import APIKey
 from minkms.client import KMSClient
 from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import CLUSTER_STATUS
 from tests.harness import free_port
 from tests.support import REPO, cli_env
 
@@ -66,7 +67,7 @@ class DevClusterTests(unittest.TestCase):
         api_key = re.search(r"API Key\s+(k1:\S+)", output).group(1)
         client = KMSClient(reactor, [e[len("https://"):] for e in endpoints], APIKey.parse(api_key), insecure=True)
         self.addCleanup(client.close)
-        status = await client.call(3, pb.ClusterStatusRequest())
+        status = await client.call(CLUSTER_STATUS, pb.ClusterStatusRequest())
         self.assertEqual(len(status.NodesUp), 3)
         self.assertEqual(sorted(s.Role for s in status.NodesUp.values()), ["Follower", "Follower", "Leader"])
         await client.close()

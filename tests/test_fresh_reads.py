@@ -41,6 +41,20 @@ from minkms.errors import (
     KMSError,
 )
 from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import (
+    CLUSTER_STATUS,
+    ENCLAVE_CREATE,
+    IDENTITY_CREATE,
+    IDENTITY_DELETE,
+    KEY_CREATE,
+    KEY_DECRYPT,
+    KEY_DELETE,
+    KEY_ENCRYPT,
+    KEY_GENERATE,
+    KEY_STATUS,
+    POLICY_ASSIGN,
+    POLICY_CREATE,
+)
 from tests.harness import form_cluster, leader_of, write_config
 
 ENCLAVE = "e"
@@ -54,9 +68,6 @@ SHOWN = 12
 SHARED_KEYS = ("shared-a", "shared-b")
 # Only a failed assertion is expected: a broken run or a hang still fails the suite.
 
-KEY_CREATE, KEY_DELETE, KEY_STATUS, KEY_ENCRYPT, KEY_DECRYPT, KEY_GENERATE = 201, 202, 204, 205, 206, 207
-POLICY_CREATE, POLICY_ASSIGN = 301, 303
-IDENTITY_CREATE, IDENTITY_DELETE = 401, 402
 OK = object()
 
 
@@ -442,7 +453,7 @@ class FreshReadTests(unittest.TestCase):
         config = write_config(self.mktemp(), f"read_lease: {READ_LEASE}s")
         nodes, client = await form_cluster(self, extra_args=["--config", config])
         first = nodes[0].host
-        await client.call(101, pb.CreateEnclaveRequest(Name=ENCLAVE), host=first)
+        await client.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name=ENCLAVE), host=first)
         for name in SHARED_KEYS:
             await client.call(KEY_CREATE, pb.CreateKeyRequest(Name=name), enclave=ENCLAVE, host=first)
         for node in nodes:
@@ -472,7 +483,7 @@ class FreshReadTests(unittest.TestCase):
             views = []
             for node in survivors:
                 try:
-                    views.append(await client.call(3, pb.ClusterStatusRequest(), host=node.host))
+                    views.append(await client.call(CLUSTER_STATUS, pb.ClusterStatusRequest(), host=node.host))
                 except (KMSError, ClientError):
                     break
             else:

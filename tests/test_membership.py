@@ -9,6 +9,13 @@ from twisted.trial import unittest
 
 from minkms.errors import KMSError
 from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import (
+    CLUSTER_ADDNODE,
+    CLUSTER_EDIT,
+    CLUSTER_REMOVENODE,
+    CLUSTER_STATUS,
+    ENCLAVE_CREATE,
+)
 from tests.harness import InProcessServer
 
 
@@ -22,7 +29,7 @@ async def three_node_cluster(testcase):
     client = a.client()
     testcase.addCleanup(client.close)
     for server in (b, c):
-        await client.call(1, pb.AddClusterNodeRequest(Host=server.host))
+        await client.call(CLUSTER_ADDNODE, pb.AddClusterNodeRequest(Host=server.host))
     return a, b, c, client
 
 
@@ -33,8 +40,8 @@ class RemoveNodeTests(unittest.TestCase):
         a, b, c, client = await three_node_cluster(self)
         old_cluster = a.node.cluster_id
 
-        await client.call(2, pb.RemoveClusterNodeRequest(Host=c.host, DeleteClusterOnHost=True))
-        status = await client.call(3, pb.ClusterStatusRequest())
+        await client.call(CLUSTER_REMOVENODE, pb.RemoveClusterNodeRequest(Host=c.host, DeleteClusterOnHost=True))
+        status = await client.call(CLUSTER_STATUS, pb.ClusterStatusRequest())
         self.assertEqual(sorted(s.Host for s in status.NodesUp.values()), sorted([a.host, b.host]))
         self.assertEqual(dict(status.NodesDown), {})
         for _ in range(100):
@@ -45,18 +52,18 @@ class RemoveNodeTests(unittest.TestCase):
         self.assertEqual(c.node.members(), {0: c.host})
         self.assertEqual(c.node.state.state.enclaves, {})
 
-        await client.call(1, pb.AddClusterNodeRequest(Host=c.host))
-        status = await client.call(3, pb.ClusterStatusRequest())
+        await client.call(CLUSTER_ADDNODE, pb.AddClusterNodeRequest(Host=c.host))
+        status = await client.call(CLUSTER_STATUS, pb.ClusterStatusRequest())
         self.assertEqual(len(status.NodesUp), 3)
         self.assertEqual(c.node.cluster_id, old_cluster)
 
-        await client.call(2, pb.RemoveClusterNodeRequest(Host=b.host))
-        status = await client.call(3, pb.ClusterStatusRequest())
+        await client.call(CLUSTER_REMOVENODE, pb.RemoveClusterNodeRequest(Host=b.host))
+        status = await client.call(CLUSTER_STATUS, pb.ClusterStatusRequest())
         self.assertEqual(sorted(s.Host for s in status.NodesUp.values()), sorted([a.host, c.host]))
         with self.assertRaises(KMSError) as e:
-            await client.call(2, pb.RemoveClusterNodeRequest(Host=b.host))
+            await client.call(CLUSTER_REMOVENODE, pb.RemoveClusterNodeRequest(Host=b.host))
         self.assertEqual(e.exception.status, 404)
-        await client.call(101, pb.CreateEnclaveRequest(Name="after-removal"))
+        await client.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="after-removal"))
 
     def test_remove_nodes(self):
         return defer.ensureDeferred(self._remove())
@@ -74,7 +81,7 @@ class EditClusterTests(unittest.TestCase):
 
     async def _edit(self):
         a, b, c, client = await three_node_cluster(self)
-        await client.call(101, pb.CreateEnclaveRequest(Name="kept"))
+        await client.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="kept"))
         ids = {address: node_id for node_id, address in a.node.members().items()}
         await b.stop()
         await c.stop()
@@ -83,22 +90,22 @@ class EditClusterTests(unittest.TestCase):
                 break
             await task.deferLater(reactor, 0.05, lambda: None)
         with self.assertRaises(KMSError) as e:
-            await client.call(101, pb.CreateEnclaveRequest(Name="lost"))
+            await client.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="lost"))
         self.assertEqual(e.exception.status, 503)
 
         with self.assertRaises(KMSError) as e:
-            await client.call(4, pb.EditClusterRequest(Host=a.host, RemoveIDs=[ids[a.host]]))
+            await client.call(CLUSTER_EDIT, pb.EditClusterRequest(Host=a.host, RemoveIDs=[ids[a.host]]))
         self.assertEqual(e.exception.status, 400)
         with self.assertRaises(KMSError) as e:
-            await client.call(4, pb.EditClusterRequest(Host=b.host, RemoveIDs=[ids[b.host]]))
+            await client.call(CLUSTER_EDIT, pb.EditClusterRequest(Host=b.host, RemoveIDs=[ids[b.host]]))
         self.assertEqual(e.exception.status, 400)
 
-        await client.call(4, pb.EditClusterRequest(Host=a.host, RemoveIDs=[ids[b.host], ids[c.host]]))
+        await client.call(CLUSTER_EDIT, pb.EditClusterRequest(Host=a.host, RemoveIDs=[ids[b.host], ids[c.host]]))
         self.assertEqual(a.node.members(), {ids[a.host]: a.host})
         await a.wait_ready()
-        await client.call(101, pb.CreateEnclaveRequest(Name="after-edit"))
+        await client.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="after-edit"))
         self.assertEqual(sorted(a.node.state.state.enclaves), ["after-edit", "kept"])
-        status = await client.call(3, pb.ClusterStatusRequest())
+        status = await client.call(CLUSTER_STATUS, pb.ClusterStatusRequest())
         self.assertEqual(len(status.NodesUp), 1)
         await client.close()
         await a.stop()

@@ -21,6 +21,7 @@ from minkms.client import KMSClient
 from minkms.errors import KMSError
 from minkms.hsm import SoftHSM
 from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import ENCLAVE_CREATE, KEY_LIST
 from tests.harness import ProcessNode, free_port
 from tests.support import REPO, cli_env
 from tests.test_cli_commands import CLIAssertions, inline, run_minkms
@@ -93,7 +94,7 @@ class GuideResetTests(MembershipTestCase):
 
         async def refused():
             try:
-                await client.call(208, pb.ListRequest(), enclave=ENCLAVE, host=wiped.host)
+                await client.call(KEY_LIST, pb.ListRequest(), enclave=ENCLAVE, host=wiped.host)
             except KMSError as e:
                 return e if e.status == 503 else None
             return None
@@ -233,7 +234,7 @@ class FirstStartTests(unittest.TestCase):
         self.addCleanup(client.close)
         await node.wait_up(client, write=True)
         self.assertRegex(node.log(), rf"Node 0: 127\.0\.0\.1:{port} <-")
-        await client.call(101, pb.CreateEnclaveRequest(Name="after-failed-start"))
+        await client.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="after-failed-start"))
 
     def test_dev_start_failure_removes_its_volume(self):
         tmp = os.path.abspath(self.mktemp())

@@ -10,6 +10,7 @@ from twisted.trial import unittest
 from minkms.errors import KMSError
 from minkms.storage.faults import FaultyFiles, enospc
 from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import ENCLAVE_CREATE, KEY_CREATE
 from tests.harness import InProcessServer
 
 
@@ -19,14 +20,17 @@ class DiskFullTests(unittest.TestCase):
         await server.wait_ready()
         client = server.client()
         self.addCleanup(client.close)
-        await client.call(101, pb.CreateEnclaveRequest(Name="e"))
+        await client.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="e"))
         stopped = []
         server.node.fatal_hook = stopped.append
-        faulty = FaultyFiles(server.node.volume._files)
-        faulty.fail("pwrite", enospc())
-        server.node.volume._files = faulty
+        def failing(files):
+            faulty = FaultyFiles(files)
+            faulty.fail("pwrite", enospc())
+            return faulty
+
+        server.node.volume.instrument(failing, lambda records: None)
         with self.assertRaises(KMSError) as e:
-            await client.call(201, pb.CreateKeyRequest(Name="k"), enclave="e")
+            await client.call(KEY_CREATE, pb.CreateKeyRequest(Name="k"), enclave="e")
         self.assertEqual(e.exception.status, 503)
         self.assertIn("storage failed", e.exception.message)
         self.assertIn("No space left on device", e.exception.message)
@@ -34,7 +38,7 @@ class DiskFullTests(unittest.TestCase):
         self.assertIn("storage failed", stopped[0])
         self.assertFalse(server.node.ready(False))
         with self.assertRaises(KMSError) as again:
-            await client.call(201, pb.CreateKeyRequest(Name="k2"), enclave="e")
+            await client.call(KEY_CREATE, pb.CreateKeyRequest(Name="k2"), enclave="e")
         self.assertEqual(again.exception.status, 503)
         self.assertIn("storage failed", again.exception.message)
         self.assertEqual(server.node.state.state.enclaves["e"].keys, {}, "nothing unsynced was applied")

@@ -17,6 +17,7 @@ from minkms.errors import KMSError
 from minkms.hsm import SoftHSM
 from minkms.tls import ALPN_PEER, PEER_SERVER_NAME
 from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import CLUSTER_ADDNODE
 from tests.harness import InProcessServer
 
 
@@ -79,7 +80,7 @@ class PeerChannelTests(unittest.TestCase):
         client = a.client()
         self.addCleanup(client.close)
         with self.assertRaises(KMSError) as e:
-            await client.call(1, pb.AddClusterNodeRequest(Host=b.host))
+            await client.call(CLUSTER_ADDNODE, pb.AddClusterNodeRequest(Host=b.host))
         self.assertEqual(e.exception.status, 400)
         self.assertEqual(e.exception.message, f"cannot add {b.host}: it holds another HSM key "
                                               "(every node of a cluster needs the same one)")

@@ -8,6 +8,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import ENCLAVE_CREATE, KEY_CREATE, KEY_STATUS
 from tests.harness import InProcessServer, write_config
 
 
@@ -20,9 +21,9 @@ class ReadLeaseOffTests(unittest.TestCase):
         await server.wait_ready()
         client = server.client()
         try:
-            await client.call(101, pb.CreateEnclaveRequest(Name="e"))
-            await client.call(201, pb.CreateKeyRequest(Name="k"), enclave="e")
-            status = await client.call(204, pb.KeyStatusRequest(Name="k"), enclave="e")
+            await client.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="e"))
+            await client.call(KEY_CREATE, pb.CreateKeyRequest(Name="k"), enclave="e")
+            status = await client.call(KEY_STATUS, pb.KeyStatusRequest(Name="k"), enclave="e")
         finally:
             await client.close()
         self.assertEqual(status.Name, "k")

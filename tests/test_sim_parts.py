@@ -21,7 +21,7 @@ from minkms.sim.kmsmachine import KMSMachine, KMSWorkload, write_id
 from minkms.sim.kmsmodel import KeyRingModel
 from minkms.sim.simulation import SimSettings, Simulation, SimulationFailure
 from minkms.sim.statemachine import RegisterMachine, RegisterWorkload, encode_write
-from minkms.state import commands
+from minkms.state import changes
 
 
 class DiskTests(SynchronousTestCase):
@@ -189,7 +189,7 @@ class KMSMachineTests(SynchronousTestCase):
 
         def kind(op, **fields):
             def accept(data):
-                command = commands.decode(data)
+                command = changes.decode(data)
                 return command.op == op and all(getattr(command, f) == v for f, v in fields.items())
 
             return accept

@@ -3,7 +3,9 @@
 from twisted.trial import unittest
 
 from minkms.errors import ErrEnclaveNotFound, ErrPermission, KMSError
-from minkms.state import authz, commands as sc
+from minkms.state import authz
+from minkms.state import changes as sc
+
 from tests.test_state_fixtures import ADMIN, OTHER, ROOT, USER, Driver, ident
 
 SVC = ident("user-service-account")

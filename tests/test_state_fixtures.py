@@ -8,7 +8,7 @@ import hashlib
 
 import attrs
 
-from minkms.state import commands as sc
+from minkms.state import changes as sc
 from minkms.state.machine import StateMachine
 
 T0 = 1_700_000_000_000_000_000

@@ -19,7 +19,8 @@ from minkms.errors import (
     ErrPolicyNotFound,
     KMSError,
 )
-from minkms.state import commands as sc, reads
+from minkms.state import changes as sc
+from minkms.state import reads
 from minkms.state.machine import StateMachine, check, result_error
 from minkms.state.snapshot import SnapshotError
 from tests.test_state_fixtures import ADMIN, OTHER, ROOT, T0, USER, Driver, ident, material

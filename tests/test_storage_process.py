@@ -12,6 +12,7 @@ from minkms.client import ClientError, KMSClient
 from minkms.errors import KMSError
 from minkms.hsm import SoftHSM
 from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import ENCLAVE_CREATE, KEY_CREATE
 from tests.harness import ProcessNode
 from tests.test_cluster_process import ENCLAVE, list_keys
 
@@ -25,7 +26,7 @@ class KillNineTests(unittest.TestCase):
         client = KMSClient(reactor, [node.host], APIKey.parse(hsm.sysadmin_api_key()), insecure=True, timeout=5)
         self.addCleanup(client.close)
         await node.wait_up(client, write=True)
-        await client.call(101, pb.CreateEnclaveRequest(Name=ENCLAVE))
+        await client.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name=ENCLAVE))
         acknowledged: set[str] = set()
         failed = []
 
@@ -35,7 +36,7 @@ class KillNineTests(unittest.TestCase):
                 name = f"{prefix}-{i}"
                 i += 1
                 try:
-                    await client.call(201, pb.CreateKeyRequest(Name=name), enclave=ENCLAVE)
+                    await client.call(KEY_CREATE, pb.CreateKeyRequest(Name=name), enclave=ENCLAVE)
                 except (KMSError, ClientError) as e:
                     failed.append(e)
                     return

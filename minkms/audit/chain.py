@@ -34,7 +34,8 @@ def canonical(fields: dict) -> bytes:
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _digest(fields: dict) -> str:
+def record_hash(fields: dict) -> str:
+    """The C{h} of a record: the SHA-256 of its canonical form without C{h}."""
     body = {k: v for k, v in fields.items() if k != "h"}
     return hashlib.sha256(canonical(body)).hexdigest()
 
@@ -150,7 +151,7 @@ def _check(name, number, line, expect, seal_key):
     seq = record.get("seq")
     if not isinstance(seq, int) or not isinstance(record.get("h"), str) or not isinstance(record.get("prev"), str):
         return Problem(name, number, None, "missing seq, prev or h (edited)")
-    if _digest(record) != record["h"]:
+    if record_hash(record) != record["h"]:
         return Problem(name, number, seq, "content does not match its hash (edited)")
     if expect is None:
         if record.get("kind") == KIND_START and (seq != 0 or record["prev"] != GENESIS):

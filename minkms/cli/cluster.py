@@ -12,9 +12,10 @@ from minkms.cli import render, session
 from minkms.cli.output import CLIError, print_json
 from minkms.client import ClientError, parse_servers
 from minkms.errors import KMSError
-from minkms.wire import errors as wire_errors, kms_pb2 as pb
+from minkms.wire import errors as wire_errors
+from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import CLUSTER_ADDNODE, CLUSTER_EDIT, CLUSTER_REMOVENODE, CLUSTER_STATUS
 
-ADD_NODE, REMOVE_NODE, STATUS, EDIT = 1, 2, 3, 4
 GZIP_MAGIC = b"\x1f\x8b"
 LABELS = 11
 FORCE = b"\x78\x01"
@@ -56,7 +57,7 @@ def add(argv: list[str]) -> int:
     host = _host(args.host)
 
     async def command(client, args):
-        await client.call(ADD_NODE, add_node_request(host, args.force))
+        await client.call(CLUSTER_ADDNODE, add_node_request(host, args.force))
         print(f"Added node {host} to the cluster")
 
     return session.run(command, args)
@@ -73,7 +74,7 @@ def rm(argv: list[str]) -> int:
 
     async def command(client, args):
         request = pb.RemoveClusterNodeRequest(Host=host, DeleteClusterOnHost=args.delete)
-        await client.call(REMOVE_NODE, request)
+        await client.call(CLUSTER_REMOVENODE, request)
         print(f"Removed node {host} from the cluster")
 
     return session.run(command, args)
@@ -104,7 +105,7 @@ def edit(argv: list[str]) -> int:
     ids = _node_ids(args.rm)
 
     async def command(client, args):
-        await client.call(EDIT, pb.EditClusterRequest(Host=host, RemoveIDs=ids), host=host)
+        await client.call(CLUSTER_EDIT, pb.EditClusterRequest(Host=host, RemoveIDs=ids), host=host)
         listed = ", ".join(str(i) for i in ids)
         print(f"Removed node {listed} from the cluster definition of {host}")
 
@@ -157,7 +158,7 @@ async def down_states(client, status) -> dict:
     states = {}
     for node_id, host in status.NodesDown.items():
         try:
-            own = await client.call(STATUS, pb.ClusterStatusRequest(), host=host, timeout=PROBE_TIMEOUT)
+            own = await client.call(CLUSTER_STATUS, pb.ClusterStatusRequest(), host=host, timeout=PROBE_TIMEOUT)
         except KMSError as e:
             member = not e.message.startswith(NOT_MEMBER)
         except ClientError:
@@ -191,7 +192,7 @@ def stat(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     async def command(client, args):
-        status = await client.call(STATUS, pb.ClusterStatusRequest())
+        status = await client.call(CLUSTER_STATUS, pb.ClusterStatusRequest())
         if args.json:
             render.print_message(status)
         else:
@@ -212,7 +213,7 @@ def ls(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     async def command(client, args):
-        status = await client.call(STATUS, pb.ClusterStatusRequest())
+        status = await client.call(CLUSTER_STATUS, pb.ClusterStatusRequest())
         nodes = _all_nodes(status)
         if args.json:
             print_json([_node_summary(i, host, node) for i, host, node in nodes])

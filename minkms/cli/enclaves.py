@@ -5,8 +5,8 @@ C{ls-enclave} and C{stat-enclave}.
 
 from minkms.cli import render, session
 from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import ENCLAVE_CREATE, ENCLAVE_DELETE, ENCLAVE_LIST, ENCLAVE_STATUS
 
-CREATE, DELETE, STATUS, LIST = 101, 102, 103, 104
 
 
 def add_enclave(argv: list[str]) -> int:
@@ -16,7 +16,7 @@ def add_enclave(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     async def command(client, args):
-        await client.call(CREATE, pb.CreateEnclaveRequest(Name=args.name))
+        await client.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name=args.name))
         print(f"Created enclave {args.name}")
 
     return session.run(command, args)
@@ -24,12 +24,12 @@ def add_enclave(argv: list[str]) -> int:
 
 rm_enclave = session.deleter(
     "rm-enclave", "C{minkms rm-enclave NAME...}: delete enclaves with all their keys.",
-    DELETE, lambda name: pb.DeleteEnclaveRequest(Name=name), "enclave", enclave=False,
+    ENCLAVE_DELETE, lambda name: pb.DeleteEnclaveRequest(Name=name), "enclave", enclave=False,
 )
 
 
 ls_enclave = session.lister(
-    "ls-enclave", "C{minkms ls-enclave [PREFIX]}: list enclaves.", LIST,
+    "ls-enclave", "C{minkms ls-enclave [PREFIX]}: list enclaves.", ENCLAVE_LIST,
     ("Created", "Name"), lambda e: (render.timestamp(e.CreatedAt), e.Name), enclave=False,
 )
 
@@ -41,7 +41,7 @@ def stat_enclave(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     async def command(client, args):
-        replies = await client.send(STATUS, [pb.EnclaveStatusRequest(Name=n) for n in args.names])
+        replies = await client.send(ENCLAVE_STATUS, [pb.EnclaveStatusRequest(Name=n) for n in args.names])
         if args.json:
             render.print_messages(replies)
             return

@@ -8,8 +8,8 @@ from minkms.cli import render, session
 from minkms.cli.local import show_new_key
 from minkms.cli.output import CLIError, print_json
 from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import IDENTITY_CREATE, IDENTITY_DELETE, IDENTITY_LIST, IDENTITY_STATUS
 
-CREATE, DELETE, STATUS, LIST = 401, 402, 403, 404
 PRIVILEGES = {1: "SysAdmin", 2: "Admin", 3: "User"}
 
 
@@ -51,7 +51,7 @@ def add_identity(argv: list[str]) -> int:
         for identity in identities:
             request = pb.CreateIdentityRequest(Identity=identity, Privilege=privilege,
                                                IsServiceAccount=args.service, Tags=tags)
-            await client.call(CREATE, request, enclave=enclave)
+            await client.call(IDENTITY_CREATE, request, enclave=enclave)
         if new_key is not None:
             show_new_key(new_key, identities[0], args.json)
         elif args.json:
@@ -88,7 +88,7 @@ def get_identity(argv: list[str]) -> int:
     wanted = args.identities or [""]
 
     async def command(client, args):
-        replies = await client.send(STATUS, [pb.IdentityRequest(Identity=i) for i in wanted],
+        replies = await client.send(IDENTITY_STATUS, [pb.IdentityRequest(Identity=i) for i in wanted],
                                     enclave=enclave)
         if args.json:
             render.print_messages(replies)
@@ -102,7 +102,7 @@ def get_identity(argv: list[str]) -> int:
 
 
 ls_identity = session.lister(
-    "ls-identity", "C{minkms ls-identity [PREFIX]}: list the identities of an enclave.", LIST,
+    "ls-identity", "C{minkms ls-identity [PREFIX]}: list the identities of an enclave.", IDENTITY_LIST,
     ("Privilege", "Policy", "Created", "Identity"),
     lambda i: (privilege_name(i.Privilege), i.Policy or "-", render.timestamp(i.CreatedAt), i.Identity),
 )
@@ -110,7 +110,7 @@ ls_identity = session.lister(
 
 rm_identity = session.deleter(
     "rm-identity", "C{minkms rm-identity IDENTITY...}: delete identities and their service accounts.",
-    DELETE, lambda identity: pb.DeleteIdentityRequest(Identity=identity), "identity", metavar="IDENTITY",
+    IDENTITY_DELETE, lambda identity: pb.DeleteIdentityRequest(Identity=identity), "identity", metavar="IDENTITY",
 )
 
 

@@ -11,9 +11,18 @@ import re
 from minkms.cli import render, session
 from minkms.cli.output import CLIError
 from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import (
+    KEY_CREATE,
+    KEY_DECRYPT,
+    KEY_DELETE,
+    KEY_ENCRYPT,
+    KEY_GENERATE,
+    KEY_IMPORT,
+    KEY_LIST,
+    KEY_MAC,
+    KEY_STATUS,
+)
 
-CREATE, DELETE, IMPORT, STATUS = 201, 202, 203, 204
-ENCRYPT, DECRYPT, GENERATE, LIST, MAC = 205, 206, 207, 208, 210
 KEY_TYPES = {"aes256": "AES256", "chacha20": "ChaCha20"}
 _VERSIONED = re.compile(r"v(\d+):(.*)", re.DOTALL)
 
@@ -84,11 +93,11 @@ def add_key(argv: list[str]) -> int:
     async def command(client, args):
         if material is not None:
             request = pb.ImportKeyRequest(Name=args.name, Type=key_type, Key=material)
-            await client.call(IMPORT, request, enclave=enclave)
+            await client.call(KEY_IMPORT, request, enclave=enclave)
             print(f"Imported key {args.name}")
             return
         request = pb.CreateKeyRequest(Name=args.name, Type=key_type, AddVersion=args.version)
-        await client.call(CREATE, request, enclave=enclave)
+        await client.call(KEY_CREATE, request, enclave=enclave)
         if args.version:
             print(f"Added a new version to key {args.name}")
         else:
@@ -98,7 +107,7 @@ def add_key(argv: list[str]) -> int:
 
 
 ls_key = session.lister(
-    "ls-key", "C{minkms ls-key [PREFIX]}: list the keys of an enclave.", LIST,
+    "ls-key", "C{minkms ls-key [PREFIX]}: list the keys of an enclave.", KEY_LIST,
     ("Type", "Created", "Name"), lambda k: (k.Type, render.timestamp(k.CreatedAt), k.Name),
 )
 
@@ -114,7 +123,7 @@ def stat_key(argv: list[str]) -> int:
 
     async def command(client, args):
         requests = [pb.KeyStatusRequest(Name=n, Version=args.version) for n in args.names]
-        replies = await client.send(STATUS, requests, enclave=enclave)
+        replies = await client.send(KEY_STATUS, requests, enclave=enclave)
         if args.json:
             render.print_messages(replies)
             return
@@ -148,7 +157,7 @@ def rm_key(argv: list[str]) -> int:
 
     async def command(client, args):
         request = pb.DeleteKeyRequest(Name=args.name, Version=args.version, AllVersions=args.all)
-        await client.call(DELETE, request, enclave=enclave)
+        await client.call(KEY_DELETE, request, enclave=enclave)
         if args.all:
             print(f"Deleted key {args.name}")
         elif args.version:
@@ -185,7 +194,7 @@ def keygen(argv: list[str]) -> int:
     async def command(client, args):
         request = pb.GenerateKeyRequest(Name=args.name, Version=args.version, Length=args.length,
                                         AssociatedData=args.context.encode("utf-8"))
-        reply = await client.call(GENERATE, request, enclave=enclave)
+        reply = await client.call(KEY_GENERATE, request, enclave=enclave)
         if args.json:
             render.print_message(reply)
             return
@@ -206,7 +215,7 @@ def encrypt(argv: list[str]) -> int:
         request = pb.EncryptRequest(Name=args.name, Version=args.version,
                                     Plaintext=args.data.encode("utf-8"),
                                     AssociatedData=args.context.encode("utf-8"))
-        reply = await client.call(ENCRYPT, request, enclave=enclave)
+        reply = await client.call(KEY_ENCRYPT, request, enclave=enclave)
         if args.json:
             render.print_message(reply)
         else:
@@ -231,7 +240,7 @@ def decrypt(argv: list[str]) -> int:
     async def command(client, args):
         request = pb.DecryptRequest(Name=args.name, Version=version, Ciphertext=ciphertext,
                                     AssociatedData=args.context.encode("utf-8"))
-        reply = await client.call(DECRYPT, request, enclave=enclave)
+        reply = await client.call(KEY_DECRYPT, request, enclave=enclave)
         if args.json:
             render.print_message(reply)
             return
@@ -250,7 +259,7 @@ def mac(argv: list[str]) -> int:
     async def command(client, args):
         message = args.data.encode("utf-8")
         request = pb.MACRequest(Name=args.name, Version=args.version, Message=message)
-        reply = await client.call(MAC, request, enclave=enclave)
+        reply = await client.call(KEY_MAC, request, enclave=enclave)
         if args.json:
             render.print_message(reply)
         else:

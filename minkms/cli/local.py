@@ -122,14 +122,14 @@ def _identity_of_file(path: str) -> str:
 
 def server(argv: list[str]) -> int:
     """C{minkms server VOLUME ...}: the friendly front of C{twistd -n minkms}."""
-    from minkms.server.run import run_server
+    from minkms.cli.serve import run_server
 
     return run_server(argv)
 
 
 def cluster(argv: list[str]) -> int:
     """C{minkms cluster --dev}: a local 3-node cluster on embedded defaults."""
-    from minkms.server.devcluster import run_dev_cluster
+    from minkms.cli.devcluster import run_dev_cluster
 
     return run_dev_cluster(argv)
 

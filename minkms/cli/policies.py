@@ -15,8 +15,15 @@ from minkms.state.policy import (
     rules_to_proto,
 )
 from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import (
+    POLICY_ASSIGN,
+    POLICY_CREATE,
+    POLICY_DELETE,
+    POLICY_GET,
+    POLICY_LIST,
+    POLICY_STATUS,
+)
 
-CREATE, DELETE, ASSIGN, GET, STATUS, LIST = 301, 302, 303, 304, 305, 306
 
 
 def read_policy_file(name: str, path: str) -> pb.CreatePolicyRequest:
@@ -52,7 +59,7 @@ def add_policy(argv: list[str]) -> int:
     enclave = session.enclave_of(args)
 
     async def command(client, args):
-        await client.call(CREATE, request, enclave=enclave)
+        await client.call(POLICY_CREATE, request, enclave=enclave)
         print(f"Added policy {args.name}")
 
     return session.run(command, args)
@@ -67,7 +74,7 @@ def get_policy(argv: list[str]) -> int:
 
     async def command(client, args):
         requests = [pb.PolicyRequest(Name=n) for n in args.names]
-        replies = await client.send(GET, requests, enclave=enclave)
+        replies = await client.send(POLICY_GET, requests, enclave=enclave)
         if args.json:
             render.print_messages(replies)
             return
@@ -89,7 +96,7 @@ def stat_policy(argv: list[str]) -> int:
     enclave = session.enclave_of(args)
 
     async def command(client, args):
-        replies = await client.send(STATUS, [pb.PolicyRequest(Name=n) for n in args.names],
+        replies = await client.send(POLICY_STATUS, [pb.PolicyRequest(Name=n) for n in args.names],
                                     enclave=enclave)
         if args.json:
             render.print_messages(replies)
@@ -113,21 +120,21 @@ def set_policy(argv: list[str]) -> int:
 
     async def command(client, args):
         request = pb.AssignPolicyRequest(Identity=args.identity, Policy=args.policy)
-        await client.call(ASSIGN, request, enclave=enclave)
+        await client.call(POLICY_ASSIGN, request, enclave=enclave)
         print(f"Assigned policy {args.policy} to {args.identity}")
 
     return session.run(command, args)
 
 
 ls_policy = session.lister(
-    "ls-policy", "C{minkms ls-policy [PREFIX]}: list the policies of an enclave.", LIST,
+    "ls-policy", "C{minkms ls-policy [PREFIX]}: list the policies of an enclave.", POLICY_LIST,
     ("Created", "Name"), lambda x: (render.timestamp(x.CreatedAt), x.Name),
 )
 
 
 rm_policy = session.deleter(
     "rm-policy", "C{minkms rm-policy NAME...}: delete policies; their identities lose those rights.",
-    DELETE, lambda name: pb.DeletePolicyRequest(Name=name), "policy",
+    POLICY_DELETE, lambda name: pb.DeletePolicyRequest(Name=name), "policy",
 )
 
 

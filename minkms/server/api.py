@@ -9,23 +9,19 @@ C{application/json} C{{"message": ...}} with the exact canonical texts.
 import time
 
 from twisted.internet import defer
-from twisted.logger import Logger
-from twisted.web import server
 from twisted.web.resource import Resource
 
 from minkms import version
-from minkms.errors import ErrPermission, KMSError, bad_request, internal, not_found, not_implemented
-from minkms.server import dispatch
+from minkms.errors import ErrPermission, KMSError, bad_request, not_found, not_implemented
+from minkms.kms import dispatch
 from minkms.server.http import MAX_BODY, MAX_OTHER_BODY, caller_identity, send_error, send_ok
-from minkms.server.observe import note_command
+from minkms.server.membership import node_commands
 from minkms.state import authz
-from minkms.wire import canonical, frames, jsonfmt, kms_pb2 as pb
-from minkms.wire.names import validate_name
-
-log = Logger()
-
-CLUSTER_NODE_COMMANDS = frozenset({1, 2, 3, 4, 5, 6})
-OCTET_STREAM = b"application/octet-stream"
+from minkms.server.observe import note_command
+from minkms.server.replies import OCTET_STREAM, finish_later, raise_apply_error
+from minkms.wire import canonical, frames, jsonfmt
+from minkms.wire import kms_pb2 as pb
+from minkms.names import validate_name
 
 
 class APIResource(Resource):
@@ -238,13 +234,13 @@ class KMSResource(APIResource):
                     raise refused from None
                 barrier.addCallback(lambda _: self._authenticate(caller, request.postpath))
                 barrier.addCallback(lambda _: self._handle(request, caller))
-                return _finish_later(request, barrier)
+                return finish_later(request, barrier)
             answer = self._handle(request, caller)
         except KMSError as e:
             return send_error(request, e)
         if isinstance(answer, bytes):
             return send_ok(request, answer, OCTET_STREAM)
-        return _finish_later(request, answer)
+        return finish_later(request, answer)
 
     def _handle(self, request, caller: str):
         """
@@ -261,7 +257,7 @@ class KMSResource(APIResource):
             sysadmin=self._sysadmin,
             now_ns=self._clock.time_ns(),
         )
-        if command.code in CLUSTER_NODE_COMMANDS:
+        if node_commands.get(command.code) is not None:
             return self._cluster(ctx, command, decoded[0][1])
         if not command.write:
             barrier = self._node.read_barrier()
@@ -269,7 +265,7 @@ class KMSResource(APIResource):
                 return self._read(ctx, command, decoded)
             return barrier.addCallback(lambda _: self._read(ctx, command, decoded))
         d = self._node.submit_write(ctx, command, decoded[0][1])
-        d.addCallback(_raise_result_error)
+        d.addCallback(raise_apply_error)
         d.addCallback(lambda _: frames.encode_response(command.code, [None]))
         return d
 
@@ -280,45 +276,13 @@ class KMSResource(APIResource):
         return frames.encode_response(command.code, replies)
 
     def _cluster(self, ctx, command, message):
+        """A cluster row the node runs (L{minkms.server.membership.node_commands})."""
         require_sysadmin(ctx.caller, self._sysadmin)
         if ctx.enclave:
             raise bad_request(f"{command.name} is a cluster command: send it without an enclave")
-        if command.code == 3:
-            d = self._node.cluster_status()
-            d.addCallback(lambda status: frames.encode_response(3, [status]))
-        else:
-            d = defer.maybeDeferred(self._node.cluster_command, command, message)
-            d.addCallback(lambda _: frames.encode_response(command.code, [None]))
+        d = defer.maybeDeferred(self._node.cluster_command, command, message)
+        d.addCallback(lambda answer: frames.encode_response(command.code, [answer]))
         return d
-
-
-def _raise_result_error(result):
-    error = dispatch.result_error(result)
-    if error is not None:
-        raise error
-    return result
-
-
-def _finish_later(request, d):
-    """Send C{d}'s body (or error) when it fires; tolerate a gone client."""
-
-    def ok(body):
-        if not request._disconnected:
-            request.write(send_ok(request, body, OCTET_STREAM))
-            request.finish()
-
-    def failed(failure):
-        if failure.check(KMSError):
-            error = failure.value
-        else:
-            log.failure("request failed", failure)
-            error = internal("internal server error")
-        if not request._disconnected:
-            request.write(send_error(request, error))
-            request.finish()
-
-    d.addCallbacks(ok, failed)
-    return server.NOT_DONE_YET
 
 
 def _enclave_of(request) -> str:

@@ -10,9 +10,10 @@ applies it.  Both are SysAdmin only.
 import time
 
 from minkms.errors import KMSError, bad_request
-from minkms.server.api import APIResource, _finish_later, _raise_result_error, require_sysadmin
+from minkms.server.api import APIResource, require_sysadmin
 from minkms.server.http import MAX_DB_BODY, MAX_OTHER_BODY, caller_identity, send_error, send_ok
-from minkms.state.commands import RestoreState
+from minkms.server.replies import finish_later, raise_apply_error
+from minkms.state.changes import RestoreState
 from minkms.storage.backup import open_backup, seal_backup
 from minkms.storage.errors import BackupError
 
@@ -62,6 +63,6 @@ class DBResource(APIResource):
             return send_error(request, e)
         command = RestoreState(caller=caller, sysadmin=True, time=time.time_ns(), state=state)
         d = self._node.propose(command.encode())
-        d.addCallback(_raise_result_error)
+        d.addCallback(raise_apply_error)
         d.addCallback(lambda _: b"")
-        return _finish_later(request, d)
+        return finish_later(request, d)

@@ -1,6 +1,9 @@
 """
-The small interfaces between the HTTP API and the node that owns the
-replicated state, so that each side can be tested with a fake of the other.
+The interface between the HTTP API and the node that owns the replicated
+state: exactly what the API's resources (L{minkms.server.api},
+L{minkms.server.dbresource}) use of a node, so that either side can be
+tested with a fake of the other.  L{minkms.server.node.Node} provides it
+(checked by C{verifyObject} in the tests).
 """
 
 from zope.interface import Attribute, Interface
@@ -11,23 +14,29 @@ class INode(Interface):
     A cluster member as the API sees it: local reads, replicated writes.
     """
 
-    state = Attribute(
-        "The local, applied L{minkms.state} machine. Reads are served from it "
-        "(DESIGN decision 6)."
-    )
     host = Attribute("This node's advertised C{host:port} (the C{--host} value).")
+    state = Attribute(
+        "The local, applied L{minkms.state.machine.StateMachine}. Reads are served "
+        "from it (DESIGN decision 6)."
+    )
+    hsm = Attribute("The HSM that seals backups (L{minkms.hsm.SoftHSM}).")
+    cluster_id = Attribute("The ID of the cluster this node belongs to.")
 
     def submit_write(ctx, command, request):
         """
         Check, prepare and replicate a client's write command (on the
         leader), as L{propose} does for a prepared one.
+
+        @param ctx: the L{minkms.kms.CallContext} of the request.
+        @param command: its row of L{minkms.wire.commands}.
+        @return: a Deferred firing with the apply result on this node.
         """
 
     def propose(data):
         """
-        Replicate an encoded state-machine command.
+        Replicate an encoded state change (L{minkms.state.changes}).
 
-        @return: a Deferred firing with the apply result once the command is
+        @return: a Deferred firing with the apply result once the change is
             committed on a quorum (fsynced) and applied on this node, or
             failing with a L{minkms.errors.KMSError} (e.g. 503 no leader).
         """
@@ -48,18 +57,11 @@ class INode(Interface):
     def read_mode():
         """How reads are served now: C{lease}, C{read-index}, C{without-leader}, C{refused}."""
 
-    def cluster_status():
-        """A Deferred firing with a C{ClusterStatusResponse} for the cluster."""
-
     def cluster_command(command, request):
         """
-        Run a cluster-membership command (add/remove/edit node, HSMs).
+        Run a cluster row of the command table (membership, HSMs, status):
+        the responder L{minkms.server.membership.node_commands} holds for it.
 
-        @return: a Deferred firing when done, or failing with a KMSError.
+        @return: a Deferred firing with its answer (None for a write), or
+            failing with a KMSError.
         """
-
-    def backup():
-        """A Deferred firing with a sealed snapshot of the state (C{/v1/db})."""
-
-    def restore(blob):
-        """Replace the state by a sealed snapshot made by L{backup}."""

@@ -12,11 +12,18 @@ C{minkms logs --audit} uses it.
 import collections
 import datetime
 import json
+import sys
 import time
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
-from twisted.logger import LogLevel, formatEvent
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+    globalLogBeginner,
+)
 from twisted.python.threadable import isInIOThread
 from twisted.web import server
 
@@ -72,6 +79,13 @@ def format_line(record: Record, as_json: bool, namespace: str = "") -> str:
         return json.dumps({"time": stamp_text, "level": level, "namespace": namespace,
                            "message": record.message})
     return f"{stamp_text} {level} {record.message}"
+
+
+def start_logging(stream=sys.stderr, level=LogLevel.info, as_json: bool = False) -> None:
+    """Send Twisted log events at C{level} or above to C{stream}, one line each."""
+    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+    observer = FilteringLogObserver(line_observer(stream, as_json), [predicate])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
 def line_observer(stream, as_json: bool = False):

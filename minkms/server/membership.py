@@ -32,6 +32,15 @@ from minkms.raft.core import bootstrap_state
 from minkms.raft.ready import LEADER
 from minkms.server import peer
 from minkms.server.config import join_host_port, split_host_port
+from minkms.wire.commands import (
+    CLUSTER_ADDHSM,
+    CLUSTER_ADDNODE,
+    CLUSTER_EDIT,
+    CLUSTER_REMOVEHSM,
+    CLUSTER_REMOVENODE,
+    CLUSTER_STATUS,
+    Responders,
+)
 
 log = Logger()
 
@@ -207,25 +216,59 @@ def normalize_host(text: str) -> str:
     return join_host_port(host, port)
 
 
-async def run_cluster_command(node, code: int, request) -> None:
-    """Run a membership command on the leader (forwarding it if needed)."""
-    if code in (5, 6):
-        raise not_implemented("this build supports only the software HSM: HSMs cannot be added or removed")
-    if code == 4:
-        if normalize_host(request.Host) != node.host:
-            raise bad_request(f"CLUSTER:EDIT for {request.Host} was sent to {node.host}: send it to that node")
-        await node.edit_membership(list(request.RemoveIDs))
-        return
-    if node.core.role != LEADER:
-        await node.call_leader(peer.ClusterCommand, CATCH_UP_TIMEOUT + JOIN_TIMEOUT,
-                               code=code, request=request.SerializeToString())
-        return
-    if code == 1:
-        await add_node(node, normalize_host(request.Host), force_requested(request))
-    elif code == 2:
-        await remove_node(node, normalize_host(request.Host), request.DeleteClusterOnHost)
-    else:
+node_commands = Responders()
+"""The cluster rows of the command table, which the node runs (not the state machine)."""
+
+
+async def run_cluster_command(node, code: int, request):
+    """Run the responder of a cluster row; its answer (None for a write)."""
+    responder = node_commands.get(code)
+    if responder is None:
         raise bad_request(f"not a membership command: {code}")
+    return await responder(node, request)
+
+
+async def _forwarded(node, code: int, request) -> bool:
+    """On a follower, run the command on the leader instead and say so."""
+    if node.core.role == LEADER:
+        return False
+    await node.call_leader(peer.ClusterCommand, CATCH_UP_TIMEOUT + JOIN_TIMEOUT,
+                           code=code, request=request.SerializeToString())
+    return True
+
+
+@node_commands.responder(CLUSTER_ADDNODE)
+async def add_node_command(node, request) -> None:
+    """CLUSTER:ADDNODE (C{minkms add}), on the leader."""
+    if not await _forwarded(node, CLUSTER_ADDNODE, request):
+        await add_node(node, normalize_host(request.Host), force_requested(request))
+
+
+@node_commands.responder(CLUSTER_REMOVENODE)
+async def remove_node_command(node, request) -> None:
+    """CLUSTER:REMOVENODE (C{minkms rm}), on the leader."""
+    if not await _forwarded(node, CLUSTER_REMOVENODE, request):
+        await remove_node(node, normalize_host(request.Host), request.DeleteClusterOnHost)
+
+
+@node_commands.responder(CLUSTER_EDIT)
+async def edit_command(node, request) -> None:
+    """CLUSTER:EDIT (C{minkms edit}), on the node it names, without consensus."""
+    if normalize_host(request.Host) != node.host:
+        raise bad_request(f"CLUSTER:EDIT for {request.Host} was sent to {node.host}: send it to that node")
+    await node.edit_membership(list(request.RemoveIDs))
+
+
+@node_commands.responder(CLUSTER_ADDHSM, CLUSTER_REMOVEHSM)
+async def hsm_command(node, request) -> None:
+    """CLUSTER:ADDHSM and CLUSTER:REMOVEHSM: not in a build with only the software HSM."""
+    raise not_implemented("this build supports only the software HSM: HSMs cannot be added or removed")
+
+
+@node_commands.responder(CLUSTER_STATUS)
+async def cluster_status_command(node, request):
+    """CLUSTER:STATUS: every member's status, as this node gathers it."""
+    return await node.cluster_status()
 
 
 async def _look_at(link, host: str, reactor) -> dict:

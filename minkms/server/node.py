@@ -25,6 +25,7 @@ import uuid
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from minkms.driver import RaftDriver
 from minkms.errors import KMSError, StartupError, bad_request, unavailable
@@ -34,6 +35,7 @@ from minkms.raft.core import RaftCore, RaftOptions, bootstrap_state
 from minkms.raft.errors import ConfigChangeRejected
 from minkms.raft.types import DurableState, HardState, Snapshot, SnapshotMeta
 from minkms.server import peer, status
+from minkms.server.interfaces import INode
 from minkms.server.ports import KMSMachine, PeerLinks, VolumeStorage
 from minkms.server.writes import WritePath
 from minkms.state.machine import StateMachine
@@ -51,11 +53,11 @@ READS_UNLEASED = "without-leader"
 READS_REFUSED = "refused"
 
 
+@implementer(INode)
 class Node:
     """
-    One cluster member: local reads from L{state}, writes through Raft.
-
-    Implements L{minkms.server.interfaces.INode}.
+    One cluster member: local reads from L{state}, writes through Raft;
+    to the API an L{INode}.
     """
 
     def __init__(self, reactor, settings, volume, hsm, rng=None, clock=time.monotonic) -> None:
@@ -425,7 +427,7 @@ class Node:
     # -- cluster membership -----------------------------------------------
 
     def cluster_command(self, command, request):
-        """CLUSTER:ADDNODE and friends, from the API (SysAdmin checked)."""
+        """A cluster row of the command table, from the API (SysAdmin checked); fires with its answer."""
         from minkms.server.membership import run_cluster_command
 
         return defer.ensureDeferred(run_cluster_command(self, command.code, request))

@@ -18,7 +18,8 @@ from twisted.python.failure import Failure
 from minkms.errors import KMSError, unavailable
 from minkms.raft.errors import NotLeader, RaftError
 from minkms.raft.ready import LEADER
-from minkms.server import dispatch, peer
+from minkms.kms import dispatch
+from minkms.server import peer
 
 log = Logger()
 

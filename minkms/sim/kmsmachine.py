@@ -26,7 +26,7 @@ from minkms.raft.types import ENTRY_NORMAL, Entry
 from minkms.sim.history import Operation
 from minkms.sim.kmsmodel import KeyRingModel, describe_error, describe_key
 from minkms.sim.statemachine import MachineKind
-from minkms.state import commands, reads
+from minkms.state import changes, reads
 from minkms.state.machine import StateMachine
 
 ENCLAVE = "sim"
@@ -60,7 +60,7 @@ class KMSMachine:
         self.applied_index = entry.index
         if entry.kind != ENTRY_NORMAL:
             return None
-        command = commands.decode(entry.data)
+        command = changes.decode(entry.data)
         self.applied_ops.add(command.time % OP_IDS)
         self._digest = None
         return self.kms.apply(command)
@@ -97,7 +97,7 @@ class KMSMachine:
 
 def write_id(data: bytes) -> int:
     """The op id a workload command carries in its time."""
-    return commands.decode(data).time % OP_IDS
+    return changes.decode(data).time % OP_IDS
 
 
 class KMSWorkload:
@@ -116,10 +116,10 @@ class KMSWorkload:
         common = {"caller": SYSADMIN, "sysadmin": True, "time": time}
         if not self._enclave_asked or rng.random() < 0.02:
             self._enclave_asked = True
-            return commands.CreateEnclave(name=ENCLAVE, **common).encode()
+            return changes.CreateEnclave(name=ENCLAVE, **common).encode()
         roll = rng.random()
         if roll < 0.65:
-            command = commands.CreateKey(
+            command = changes.CreateKey(
                 enclave=ENCLAVE,
                 name=op.key,
                 key_type=rng.choice(KEY_TYPES),
@@ -128,7 +128,7 @@ class KMSWorkload:
                 **common,
             )
         else:
-            command = commands.DeleteKey(
+            command = changes.DeleteKey(
                 enclave=ENCLAVE, name=op.key, version=0, all_versions=roll >= 0.95, **common
             )
         return command.encode()

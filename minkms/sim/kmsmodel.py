@@ -19,7 +19,7 @@ from minkms.errors import (
     KMSError,
 )
 from minkms.raft.types import ENTRY_NORMAL, Entry
-from minkms.state import commands
+from minkms.state import changes
 
 DEFAULT_KEY_TYPE = "AES256"
 
@@ -49,8 +49,8 @@ class KeyRingModel:
         """The answer the KMS must give to C{entry}'s command."""
         if entry.kind != ENTRY_NORMAL:
             return None
-        command = commands.decode(entry.data)
-        if isinstance(command, commands.CreateEnclave):
+        command = changes.decode(entry.data)
+        if isinstance(command, changes.CreateEnclave):
             if self.enclave:
                 return ErrEnclaveExists
             self.enclave = True
@@ -59,7 +59,7 @@ class KeyRingModel:
             return ErrEnclaveNotFound
         name = command.name
         versions = self.keys.get(name)
-        if isinstance(command, commands.CreateKey):
+        if isinstance(command, changes.CreateKey):
             if versions and not command.add_version:
                 return ErrKeyExists
             key_type = command.key_type or (versions[-1][1] if versions else DEFAULT_KEY_TYPE)
@@ -67,7 +67,7 @@ class KeyRingModel:
             self.keys.setdefault(name, []).append((version, key_type, command.material))
             self.highest[name] = version
             return None
-        if isinstance(command, commands.DeleteKey):
+        if isinstance(command, changes.DeleteKey):
             if not versions:
                 return ErrKeyNotFound
             if command.all_versions:

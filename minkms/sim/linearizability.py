@@ -33,7 +33,7 @@ from minkms.errors import (
 )
 from minkms.sim.history import OK, PENDING, READ, UNANSWERED, UNKNOWN as UNKNOWN_OUTCOME, WRITE, History, Operation
 from minkms.sim.kmsmodel import DEFAULT_KEY_TYPE, describe_error, describe_key
-from minkms.state import commands
+from minkms.state import changes
 
 LINEARIZABLE = "linearizable"
 NOT_LINEARIZABLE = "not linearizable"
@@ -377,13 +377,13 @@ def kms_ops(history: History) -> list[Op]:
             if ret is None:
                 continue
             raise AssertionError(f"write {op.op_id} was acknowledged but never proposed")
-        command = commands.decode(op.data)
-        if isinstance(command, commands.CreateEnclave):
+        command = changes.decode(op.data)
+        if isinstance(command, changes.CreateEnclave):
             key, parsed = EVERY_KEY, ("enclave",)
-        elif isinstance(command, commands.CreateKey):
+        elif isinstance(command, changes.CreateKey):
             key = command.name
             parsed = ("create", command.add_version, command.key_type, command.material)
-        elif isinstance(command, commands.DeleteKey):
+        elif isinstance(command, changes.DeleteKey):
             key, parsed = command.name, ("delete", command.all_versions)
         else:
             raise AssertionError(f"the model does not know {type(command).__name__}")

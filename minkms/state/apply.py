@@ -27,7 +27,7 @@ from minkms.errors import (
     bad_request,
     internal,
 )
-from minkms.state import authz, commands as c, snapshot
+from minkms.state import authz, changes as c, snapshot
 from minkms.state.model import (
     ADMIN,
     PRIVILEGES,
@@ -40,7 +40,7 @@ from minkms.state.model import (
     Policy,
     State,
 )
-from minkms.state.names import check_identity, check_name, check_tags
+from minkms.state.arguments import check_identity, check_name, check_tags
 from minkms.state.policy import check_policy_size, normalize_rules
 
 Commit = Callable[[], None]

@@ -14,7 +14,7 @@ import hashlib
 from minkms.errors import KMSError, bad_request, internal
 from minkms.state import snapshot
 from minkms.state.apply import plan
-from minkms.state.commands import Command, CommandError, decode
+from minkms.state.changes import Command, CommandError, decode
 from minkms.state.model import State
 
 

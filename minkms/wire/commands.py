@@ -1,9 +1,23 @@
 """
-The command table of C{/v1/kms} (spec section 4.5): code, canonical name,
-scope, read/write, message types and whether kms-go batches it.
+The one table of the commands of C{/v1/kms} (spec section 4.5).
 
-This is data, shared by the frame codec, the policy engine (names), the
-API dispatcher and the client.
+Each command is declared here once, as Twisted's C{amp.Command} is: its
+code (a named constant, so no code is a bare number anywhere else), its
+canonical name, whether it reads or writes, who may send it, the protobuf
+messages it carries, whether kms-go batches it, and the name of the
+function that answers it.  That function registers on the row with a
+L{Responders} registry where it is defined::
+
+    answers = Responders()
+
+    @answers.responder(KEY_STATUS)
+    def key_status(state, ctx, request): ...
+
+and the registry refuses a function the row does not name, so the table
+always says where a command is answered.  The frame codec, the API, the
+node, the policy engine (names) and the CLI all read this table.
+
+Only protobuf is imported here: the table is data.
 """
 
 import attrs
@@ -12,72 +26,189 @@ from google.protobuf.message import Message
 from minkms.wire import kms_pb2 as pb
 
 SCOPE_CLUSTER = "cluster"
+"""Sent without an enclave, by the SysAdmin only."""
 SCOPE_ENCLAVE = "enclave"
+"""Sent to C{/v1/kms/ENCLAVE} by the SysAdmin or an identity of that enclave."""
+
+READ = "read"
+"""Answered by any node from its applied state; never replicated."""
+WRITE = "write"
+"""Replicated through the leader; answered once applied on this node."""
+
+BY_POLICY = "policy"
+"""
+Authorization: the caller's privilege decides, and for a User its policy's
+rule for the command's name on the request field L{Command.argument}.
+"""
+BY_LISTING = "listing"
+"""
+Authorization as L{BY_POLICY} on the C{Prefix}; a User sees only the
+names its policy allows.
+"""
+BY_SELF_OR_POLICY = "self-or-policy"
+"""
+Authorization: any caller may name itself (or nobody, meaning itself);
+naming another identity is L{BY_POLICY}.
+"""
+AT_APPLY = "at-apply"
+"""
+Authorization of a write: the state machine checks it (in the leader's
+dry run, and again when the entry is applied, since rights may change
+in between), on the request field L{Command.argument}.
+"""
+SYSADMIN_ONLY = "sysadmin"
+"""Authorization of a command the node runs: the SysAdmin only."""
+
+CLUSTER_ADDNODE = 1
+CLUSTER_REMOVENODE = 2
+CLUSTER_STATUS = 3
+CLUSTER_EDIT = 4
+CLUSTER_ADDHSM = 5
+CLUSTER_REMOVEHSM = 6
+ENCLAVE_CREATE = 101
+ENCLAVE_DELETE = 102
+ENCLAVE_STATUS = 103
+ENCLAVE_LIST = 104
+KEY_CREATE = 201
+KEY_DELETE = 202
+KEY_IMPORT = 203
+KEY_STATUS = 204
+KEY_ENCRYPT = 205
+KEY_DECRYPT = 206
+KEY_GENERATE = 207
+KEY_LIST = 208
+KEY_LISTVERSIONS = 209
+KEY_MAC = 210
+POLICY_CREATE = 301
+POLICY_DELETE = 302
+POLICY_ASSIGN = 303
+POLICY_GET = 304
+POLICY_STATUS = 305
+POLICY_LIST = 306
+IDENTITY_CREATE = 401
+IDENTITY_DELETE = 402
+IDENTITY_STATUS = 403
+IDENTITY_LIST = 404
 
 
 @attrs.frozen
 class Command:
-    """One row of the command table."""
+    """
+    One row of the command table.
+
+    @ivar code: the command code of the frames (spec section 4.1).
+    @ivar name: the canonical name, as policies and audit records say it.
+    @ivar kind: L{READ} or L{WRITE}.
+    @ivar scope: L{SCOPE_CLUSTER} or L{SCOPE_ENCLAVE}: who may send it where.
+    @ivar access: how the caller is authorized (L{BY_POLICY}, L{BY_LISTING},
+        L{BY_SELF_OR_POLICY}, L{AT_APPLY} or L{SYSADMIN_ONLY}).
+    @ivar argument: the request field authorization judges ("" if none).
+    @ivar request: the protobuf request message type.
+    @ivar response: the protobuf response type, or None (empty frames).
+    @ivar batch: whether kms-go sends several frames in one request.
+    @ivar handler: the dotted name of the function that answers it.
+    """
 
     code: int
     name: str
-    write: bool
+    kind: str
     scope: str
-    request: type[Message]
-    response: type[Message] | None
+    access: str
+    argument: str
+    request: type
+    response: type | None
     batch: bool
+    handler: str
 
-
-def _c(
-    code: int,
-    name: str,
-    write: bool,
-    scope: str,
-    request: type[Message],
-    response: type[Message] | None,
-    batch: bool,
-) -> Command:
-    return Command(code, name, write, scope, request, response, batch)
+    @property
+    def write(self) -> bool:
+        """Whether the command changes the replicated state."""
+        return self.kind == WRITE
 
 
 _C, _E = SCOPE_CLUSTER, SCOPE_ENCLAVE
+_NODE = "minkms.server.membership."
+_ANSWERS = "minkms.kms.answers."
+_PROPOSALS = "minkms.kms.proposals."
 
+# fmt: off
 COMMANDS = [
-    _c(1, "CLUSTER:ADDNODE", True, _C, pb.AddClusterNodeRequest, None, False),
-    _c(2, "CLUSTER:REMOVENODE", True, _C, pb.RemoveClusterNodeRequest, None, False),
-    _c(3, "CLUSTER:STATUS", False, _C, pb.ClusterStatusRequest, pb.ClusterStatusResponse, False),
-    _c(4, "CLUSTER:EDIT", True, _C, pb.EditClusterRequest, None, False),
-    _c(5, "CLUSTER:ADDHSM", True, _C, pb.AddHSMRequest, None, False),
-    _c(6, "CLUSTER:REMOVEHSM", True, _C, pb.RemoveHSMRequest, None, False),
-    _c(101, "ENCLAVE:CREATE", True, _C, pb.CreateEnclaveRequest, None, False),
-    _c(102, "ENCLAVE:DELETE", True, _C, pb.DeleteEnclaveRequest, None, False),
-    _c(103, "ENCLAVE:STATUS", False, _C, pb.EnclaveStatusRequest, pb.EnclaveStatusResponse, True),
-    _c(104, "ENCLAVE:LIST", False, _C, pb.ListRequest, pb.ListEnclavesResponse, False),
-    _c(201, "KEY:CREATE", True, _E, pb.CreateKeyRequest, None, False),
-    _c(202, "KEY:DELETE", True, _E, pb.DeleteKeyRequest, None, False),
-    # Code 203 has no text name in kms-go ("!INVALID:203"); ours is KEY:IMPORT.
-    _c(203, "KEY:IMPORT", True, _E, pb.ImportKeyRequest, None, False),
-    _c(204, "KEY:STATUS", False, _E, pb.KeyStatusRequest, pb.KeyStatusResponse, True),
-    _c(205, "KEY:ENCRYPT", False, _E, pb.EncryptRequest, pb.EncryptResponse, True),
-    _c(206, "KEY:DECRYPT", False, _E, pb.DecryptRequest, pb.DecryptResponse, True),
-    _c(207, "KEY:GENERATE", False, _E, pb.GenerateKeyRequest, pb.GenerateKeyResponse, True),
-    _c(208, "KEY:LIST", False, _E, pb.ListRequest, pb.ListKeysResponse, False),
-    _c(209, "KEY:LISTVERSIONS", False, _E, pb.ListRequest, pb.ListKeysResponse, False),
-    _c(210, "KEY:MAC", False, _E, pb.MACRequest, pb.MACResponse, True),
-    _c(301, "POLICY:CREATE", True, _E, pb.CreatePolicyRequest, None, False),
-    _c(302, "POLICY:DELETE", True, _E, pb.DeletePolicyRequest, None, False),
-    _c(303, "POLICY:ASSIGN", True, _E, pb.AssignPolicyRequest, None, False),
-    _c(304, "POLICY:GET", False, _E, pb.PolicyRequest, pb.PolicyResponse, True),
-    _c(305, "POLICY:STATUS", False, _E, pb.PolicyRequest, pb.PolicyStatusResponse, True),
-    _c(306, "POLICY:LIST", False, _E, pb.ListRequest, pb.ListPoliciesResponse, False),
-    _c(401, "IDENTITY:CREATE", True, _E, pb.CreateIdentityRequest, None, False),
-    _c(402, "IDENTITY:DELETE", True, _E, pb.DeleteIdentityRequest, None, False),
-    _c(403, "IDENTITY:STATUS", False, _E, pb.IdentityRequest, pb.IdentityResponse, True),
-    _c(404, "IDENTITY:LIST", False, _E, pb.ListRequest, pb.ListIdentitiesResponse, False),
+    # code               name                   kind   scope access             argument    request                      response                   batch  handler
+    Command(CLUSTER_ADDNODE, "CLUSTER:ADDNODE",   WRITE, _C, SYSADMIN_ONLY,     "",         pb.AddClusterNodeRequest,    None,                      False, _NODE + "add_node_command"),
+    Command(CLUSTER_REMOVENODE, "CLUSTER:REMOVENODE", WRITE, _C, SYSADMIN_ONLY, "",         pb.RemoveClusterNodeRequest, None,                      False, _NODE + "remove_node_command"),
+    Command(CLUSTER_STATUS, "CLUSTER:STATUS",     READ,  _C, SYSADMIN_ONLY,     "",         pb.ClusterStatusRequest,     pb.ClusterStatusResponse,  False, _NODE + "cluster_status_command"),
+    Command(CLUSTER_EDIT, "CLUSTER:EDIT",         WRITE, _C, SYSADMIN_ONLY,     "",         pb.EditClusterRequest,       None,                      False, _NODE + "edit_command"),
+    Command(CLUSTER_ADDHSM, "CLUSTER:ADDHSM",     WRITE, _C, SYSADMIN_ONLY,     "",         pb.AddHSMRequest,            None,                      False, _NODE + "hsm_command"),
+    Command(CLUSTER_REMOVEHSM, "CLUSTER:REMOVEHSM", WRITE, _C, SYSADMIN_ONLY,   "",         pb.RemoveHSMRequest,         None,                      False, _NODE + "hsm_command"),
+    Command(ENCLAVE_CREATE, "ENCLAVE:CREATE",     WRITE, _C, AT_APPLY,          "Name",     pb.CreateEnclaveRequest,     None,                      False, _PROPOSALS + "create_enclave"),
+    Command(ENCLAVE_DELETE, "ENCLAVE:DELETE",     WRITE, _C, AT_APPLY,          "Name",     pb.DeleteEnclaveRequest,     None,                      False, _PROPOSALS + "delete_enclave"),
+    Command(ENCLAVE_STATUS, "ENCLAVE:STATUS",     READ,  _C, BY_POLICY,         "Name",     pb.EnclaveStatusRequest,     pb.EnclaveStatusResponse,  True,  _ANSWERS + "enclave_status"),
+    Command(ENCLAVE_LIST, "ENCLAVE:LIST",         READ,  _C, BY_LISTING,        "Prefix",   pb.ListRequest,              pb.ListEnclavesResponse,   False, _ANSWERS + "list_enclaves"),
+    Command(KEY_CREATE, "KEY:CREATE",             WRITE, _E, AT_APPLY,          "Name",     pb.CreateKeyRequest,         None,                      False, _PROPOSALS + "create_key"),
+    Command(KEY_DELETE, "KEY:DELETE",             WRITE, _E, AT_APPLY,          "Name",     pb.DeleteKeyRequest,         None,                      False, _PROPOSALS + "delete_key"),
+    # Code 203 has no text name in kms-go ("!INVALID:203"); ours is KEY:IMPORT, authorized as KEY:CREATE.
+    Command(KEY_IMPORT, "KEY:IMPORT",             WRITE, _E, AT_APPLY,          "Name",     pb.ImportKeyRequest,         None,                      False, _PROPOSALS + "import_key"),
+    Command(KEY_STATUS, "KEY:STATUS",             READ,  _E, BY_POLICY,         "Name",     pb.KeyStatusRequest,         pb.KeyStatusResponse,      True,  _ANSWERS + "key_status"),
+    Command(KEY_ENCRYPT, "KEY:ENCRYPT",           READ,  _E, BY_POLICY,         "Name",     pb.EncryptRequest,           pb.EncryptResponse,        True,  _ANSWERS + "encrypt"),
+    Command(KEY_DECRYPT, "KEY:DECRYPT",           READ,  _E, BY_POLICY,         "Name",     pb.DecryptRequest,           pb.DecryptResponse,        True,  _ANSWERS + "decrypt"),
+    Command(KEY_GENERATE, "KEY:GENERATE",         READ,  _E, BY_POLICY,         "Name",     pb.GenerateKeyRequest,       pb.GenerateKeyResponse,    True,  _ANSWERS + "generate"),
+    Command(KEY_LIST, "KEY:LIST",                 READ,  _E, BY_LISTING,        "Prefix",   pb.ListRequest,              pb.ListKeysResponse,       False, _ANSWERS + "list_keys"),
+    Command(KEY_LISTVERSIONS, "KEY:LISTVERSIONS", READ,  _E, BY_POLICY,         "Prefix",   pb.ListRequest,              pb.ListKeysResponse,       False, _ANSWERS + "list_key_versions"),
+    Command(KEY_MAC, "KEY:MAC",                   READ,  _E, BY_POLICY,         "Name",     pb.MACRequest,               pb.MACResponse,            True,  _ANSWERS + "mac"),
+    Command(POLICY_CREATE, "POLICY:CREATE",       WRITE, _E, AT_APPLY,          "Name",     pb.CreatePolicyRequest,      None,                      False, _PROPOSALS + "create_policy"),
+    Command(POLICY_DELETE, "POLICY:DELETE",       WRITE, _E, AT_APPLY,          "Name",     pb.DeletePolicyRequest,      None,                      False, _PROPOSALS + "delete_policy"),
+    Command(POLICY_ASSIGN, "POLICY:ASSIGN",       WRITE, _E, AT_APPLY,          "Policy",   pb.AssignPolicyRequest,      None,                      False, _PROPOSALS + "assign_policy"),
+    Command(POLICY_GET, "POLICY:GET",             READ,  _E, BY_POLICY,         "Name",     pb.PolicyRequest,            pb.PolicyResponse,         True,  _ANSWERS + "get_policy"),
+    Command(POLICY_STATUS, "POLICY:STATUS",       READ,  _E, BY_POLICY,         "Name",     pb.PolicyRequest,            pb.PolicyStatusResponse,   True,  _ANSWERS + "policy_status"),
+    Command(POLICY_LIST, "POLICY:LIST",           READ,  _E, BY_LISTING,        "Prefix",   pb.ListRequest,              pb.ListPoliciesResponse,   False, _ANSWERS + "list_policies"),
+    Command(IDENTITY_CREATE, "IDENTITY:CREATE",   WRITE, _E, AT_APPLY,          "Identity", pb.CreateIdentityRequest,    None,                      False, _PROPOSALS + "create_identity"),
+    Command(IDENTITY_DELETE, "IDENTITY:DELETE",   WRITE, _E, AT_APPLY,          "Identity", pb.DeleteIdentityRequest,    None,                      False, _PROPOSALS + "delete_identity"),
+    Command(IDENTITY_STATUS, "IDENTITY:STATUS",   READ,  _E, BY_SELF_OR_POLICY, "Identity", pb.IdentityRequest,          pb.IdentityResponse,       True,  _ANSWERS + "identity_status"),
+    Command(IDENTITY_LIST, "IDENTITY:LIST",       READ,  _E, BY_LISTING,        "Prefix",   pb.ListRequest,              pb.ListIdentitiesResponse, False, _ANSWERS + "list_identities"),
 ]
+# fmt: on
 
 BY_CODE = {c.code: c for c in COMMANDS}
 BY_NAME = {c.name: c for c in COMMANDS}
 
-# Names a policy may mention: every named command kms-go knows (not 203).
-POLICY_ACTIONS = frozenset(c.name for c in COMMANDS if c.code != 203)
+POLICY_ACTIONS = frozenset(c.name for c in COMMANDS if c.code != KEY_IMPORT)
+"""Names a policy may mention: every named command kms-go knows (not 203)."""
+
+
+class Responders:
+    """
+    The functions of one layer that answer rows of the table, registered
+    on their rows (as C{amp.Command.responder} registers on a command).
+    """
+
+    def __init__(self) -> None:
+        self._by_code: dict = {}
+
+    def responder(self, *commands: int):
+        """
+        A decorator: the function answers the commands with these codes.
+
+        @raise ValueError: the table names another function for one of them,
+            or one already has a responder here.
+        """
+
+        def register(function):
+            name = f"{function.__module__}.{function.__qualname__}"
+            for code in commands:
+                row = BY_CODE[code]
+                if row.handler != name:
+                    raise ValueError(f"{row.name} is answered by {row.handler}, not {name}")
+                if code in self._by_code:
+                    raise ValueError(f"{row.name} has a responder already")
+                self._by_code[code] = function
+            return function
+
+        return register
+
+    def get(self, code: int):
+        """The function answering C{code}, or None when it is not of this layer."""
+        return self._by_code.get(code)
+
+    def codes(self) -> frozenset:
+        """The codes this registry answers."""
+        return frozenset(self._by_code)

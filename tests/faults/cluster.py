@@ -21,6 +21,7 @@ from minkms.client import ClientError, KMSClient
 from minkms.errors import KMSError
 from minkms.hsm import SoftHSM
 from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import CLUSTER_ADDNODE, CLUSTER_STATUS, ENCLAVE_CREATE
 from tests.harness import ProcessNode, write_config
 from tests.support import REPO, cli_env
 
@@ -217,8 +218,8 @@ class FaultCluster:
         for node in self.nodes:
             await self.wait_up(node, write=True)
         for node in self.nodes[1:]:
-            await self.admin.call(1, pb.AddClusterNodeRequest(Host=node.host), host=self.nodes[0].address)
-        await self.admin.call(101, pb.CreateEnclaveRequest(Name=self.ENCLAVE), host=self.nodes[0].address)
+            await self.admin.call(CLUSTER_ADDNODE, pb.AddClusterNodeRequest(Host=node.host), host=self.nodes[0].address)
+        await self.admin.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name=self.ENCLAVE), host=self.nodes[0].address)
 
     async def wait_up(self, node: FaultNode, write=False, timeout=60.0) -> None:
         """Wait until C{node} answers (and, with C{write}, knows a leader)."""
@@ -239,7 +240,7 @@ class FaultCluster:
             if not node.running() or node.paused:
                 continue
             try:
-                status = await self.admin.call(3, pb.ClusterStatusRequest(), host=node.address)
+                status = await self.admin.call(CLUSTER_STATUS, pb.ClusterStatusRequest(), host=node.address)
             except (KMSError, ClientError):
                 continue
             for server in status.NodesUp.values():

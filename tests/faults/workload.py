@@ -28,6 +28,23 @@ from minkms.errors import (
     KMSError,
 )
 from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import (
+    IDENTITY_CREATE,
+    IDENTITY_DELETE,
+    IDENTITY_STATUS,
+    KEY_CREATE,
+    KEY_DECRYPT,
+    KEY_DELETE,
+    KEY_ENCRYPT,
+    KEY_GENERATE,
+    KEY_IMPORT,
+    KEY_LIST,
+    KEY_STATUS,
+    POLICY_ASSIGN,
+    POLICY_CREATE,
+    POLICY_DELETE,
+    POLICY_GET,
+)
 
 OK, REJECTED, FAILED, UNKNOWN = "ok", "rejected", "failed", "unknown"
 
@@ -156,7 +173,7 @@ class Workload:
     async def setup(self) -> None:
         """Create the never-deleted policies identities are assigned."""
         for policy in self.names.assignable:
-            await self._client.call(301, _policy(policy, 0), enclave=self.cluster.ENCLAVE,
+            await self._client.call(POLICY_CREATE, _policy(policy, 0), enclave=self.cluster.ENCLAVE,
                                     host=self.cluster.nodes[0].address)
 
     async def run(self) -> None:
@@ -211,17 +228,17 @@ class Workload:
             material = os.urandom(32)
             record.arg = record.op_id
             self.materials.setdefault(name, []).append((record.op_id, material))
-            return await call(203, pb.ImportKeyRequest(Name=name, Key=material))
+            return await call(KEY_IMPORT, pb.ImportKeyRequest(Name=name, Key=material))
         if kind == "create":
-            return await call(201, pb.CreateKeyRequest(Name=name))
+            return await call(KEY_CREATE, pb.CreateKeyRequest(Name=name))
         if kind == "rotate":
-            return await call(201, pb.CreateKeyRequest(Name=name, AddVersion=True))
+            return await call(KEY_CREATE, pb.CreateKeyRequest(Name=name, AddVersion=True))
         if kind == "delete":
-            return await call(202, pb.DeleteKeyRequest(Name=name, AllVersions=True))
+            return await call(KEY_DELETE, pb.DeleteKeyRequest(Name=name, AllVersions=True))
         if kind == "status":
-            return (await call(204, pb.KeyStatusRequest(Name=name))).Version
+            return (await call(KEY_STATUS, pb.KeyStatusRequest(Name=name))).Version
         if kind == "generate":
-            generated = await call(207, pb.GenerateKeyRequest(Name=name))
+            generated = await call(KEY_GENERATE, pb.GenerateKeyRequest(Name=name))
             await self._check_decrypt(name, generated, rng)
             return generated.Version
         if kind == "encrypt":
@@ -229,21 +246,21 @@ class Workload:
         if kind == "list":
             return await self.list_keys(node)
         if kind == "id_create":
-            return await call(401, pb.CreateIdentityRequest(Identity=name, Privilege="User"))
+            return await call(IDENTITY_CREATE, pb.CreateIdentityRequest(Identity=name, Privilege="User"))
         if kind == "id_delete":
-            return await call(402, pb.DeleteIdentityRequest(Identity=name))
+            return await call(IDENTITY_DELETE, pb.DeleteIdentityRequest(Identity=name))
         if kind == "assign":
             record.arg = rng.choice(self.names.assignable)
-            return await call(303, pb.AssignPolicyRequest(Identity=name, Policy=record.arg))
+            return await call(POLICY_ASSIGN, pb.AssignPolicyRequest(Identity=name, Policy=record.arg))
         if kind == "id_status":
-            return (await call(403, pb.IdentityRequest(Identity=name))).Policy
+            return (await call(IDENTITY_STATUS, pb.IdentityRequest(Identity=name))).Policy
         if kind == "pol_create":
             record.arg = record.op_id
-            return await call(301, _policy(name, record.op_id))
+            return await call(POLICY_CREATE, _policy(name, record.op_id))
         if kind == "pol_delete":
-            return await call(302, pb.DeletePolicyRequest(Name=name))
+            return await call(POLICY_DELETE, pb.DeletePolicyRequest(Name=name))
         if kind == "pol_get":
-            return policy_marker(await call(304, pb.PolicyRequest(Name=name)))
+            return policy_marker(await call(POLICY_GET, pb.PolicyRequest(Name=name)))
         raise AssertionError(f"unknown operation {kind}")
 
     def _call(self, node):
@@ -253,14 +270,14 @@ class Workload:
 
     async def encrypt(self, name: str, node) -> tuple[int, int | None]:
         """Encrypt under C{name}; say which version and which imported material did it."""
-        reply = await self._call(node)(205, pb.EncryptRequest(Name=name, Plaintext=b"fault suite"))
+        reply = await self._call(node)(KEY_ENCRYPT, pb.EncryptRequest(Name=name, Plaintext=b"fault suite"))
         return reply.Version, material_id(self.materials.get(name, []), reply.Version, reply.Ciphertext)
 
     async def list_keys(self, node) -> frozenset:
         """Every key name one node lists (all pages)."""
         names, cont = set(), ""
         while True:
-            page = await self._call(node)(208, pb.ListRequest(ContinueAt=cont, Limit=500))
+            page = await self._call(node)(KEY_LIST, pb.ListRequest(ContinueAt=cont, Limit=500))
             names.update(k.Name for k in page.Keys)
             if not page.ContinueAt or not page.Keys:
                 return frozenset(names)
@@ -270,7 +287,7 @@ class Workload:
         """Decrypt a generated key on a random node: it must give the same plaintext or an error."""
         other = rng.choice(self.cluster.nodes)
         try:
-            reply = await self._call(other)(206, pb.DecryptRequest(Name=name, Ciphertext=generated.Ciphertext))
+            reply = await self._call(other)(KEY_DECRYPT, pb.DecryptRequest(Name=name, Ciphertext=generated.Ciphertext))
         except (KMSError, ClientError):
             return
         if reply.Plaintext != generated.Plaintext:

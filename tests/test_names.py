@@ -5,7 +5,7 @@ Our rules for enclave, key and policy names and for identity tags.
 from twisted.trial.unittest import SynchronousTestCase
 
 from minkms.errors import KMSError
-from minkms.wire.names import validate_name, validate_tags
+from minkms.names import validate_name, validate_tags
 
 
 class NameTests(SynchronousTestCase):

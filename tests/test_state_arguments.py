@@ -1,13 +1,14 @@
 """
-Tests for L{minkms.state.names}: the apply-time name rules agree with the
+Tests for L{minkms.state.arguments}: the apply-time name rules agree with the
 wire rules wherever they do not depend on the Unicode database.
 """
 
 from twisted.trial import unittest
 
 from minkms.errors import KMSError
-from minkms.state import names
-from minkms.wire import names as wire_names
+from minkms.state import arguments
+from minkms import names as strict_names
+
 from tests.test_state_fixtures import ident
 
 
@@ -29,15 +30,15 @@ class AgreementTests(unittest.TestCase):
         for kind in ("enclave", "key", "policy"):
             for name in samples:
                 self.assertEqual(
-                    outcome(names.check_name, kind, name),
-                    outcome(wire_names.validate_name, kind, name),
+                    outcome(arguments.check_name, kind, name),
+                    outcome(strict_names.validate_name, kind, name),
                     (kind, name),
                 )
 
     def test_stable_subset_only(self):
         # Separators and format characters are the proposer's business.
-        self.assertIsNone(outcome(names.check_name, "key", "a b"))
-        self.assertIsNotNone(outcome(wire_names.validate_name, "key", "a b"))
+        self.assertIsNone(outcome(arguments.check_name, "key", "a b"))
+        self.assertIsNotNone(outcome(strict_names.validate_name, "key", "a b"))
 
     def test_tags(self):
         samples = [
@@ -47,12 +48,12 @@ class AgreementTests(unittest.TestCase):
         ]
         for tags in samples:
             self.assertEqual(
-                outcome(names.check_tags, tags), outcome(wire_names.validate_tags, tags), tags
+                outcome(arguments.check_tags, tags), outcome(strict_names.validate_tags, tags), tags
             )
 
 
 class IdentityTests(unittest.TestCase):
     def test_check_identity(self):
-        names.check_identity(ident("x"))
-        self.assertEqual(outcome(names.check_identity, ""), KMSError(400, "invalid identity: empty"))
-        self.assertEqual(outcome(names.check_identity, "k1:abc").status, 400)
+        arguments.check_identity(ident("x"))
+        self.assertEqual(outcome(arguments.check_identity, ""), KMSError(400, "invalid identity: empty"))
+        self.assertEqual(outcome(arguments.check_identity, "k1:abc").status, 400)

@@ -1,4 +1,4 @@
-"""Tests for L{minkms.state.commands}: canonical, strict command encoding."""
+"""Tests for L{minkms.state.changes}: canonical, strict command encoding."""
 
 import base64
 import json
@@ -6,7 +6,8 @@ import json
 import attrs
 from twisted.trial import unittest
 
-from minkms.state import commands as sc
+from minkms.state import changes as sc
+
 from tests.test_state_fixtures import ROOT, Driver, material
 
 COMMON = {"caller": ROOT, "sysadmin": True, "time": 1_700_000_000_000_000_000}

@@ -3,27 +3,12 @@ C{minkms server}: parse the same options as C{twistd minkms}, build the
 same service, and run it in the foreground with logs on stderr.
 """
 
-import sys
-
-from twisted.logger import (
-    FilteringLogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-)
 from twisted.python import usage
 
 from minkms import version
 from minkms.cli.output import CLIError
-from minkms.server.logstream import line_observer
+from minkms.server.logstream import start_logging
 from minkms.server.service import Options, makeService
-
-
-def start_logging(stream=sys.stderr, level=LogLevel.info, as_json: bool = False) -> None:
-    """Send Twisted log events at C{level} or above to C{stream}, one line each."""
-    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
-    observer = FilteringLogObserver(line_observer(stream, as_json), [predicate])
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
 class ServerOptions(Options):

@@ -26,6 +26,7 @@ from minkms.client import ClientError, KMSClient
 from minkms.errors import KMSError
 from minkms.hsm import SoftHSM
 from minkms.wire import kms_pb2 as pb
+from minkms.wire.commands import CLUSTER_ADDNODE
 
 
 def _start_node(hsm_key: str, port: int, run_dir: str, index: int) -> subprocess.Popen:
@@ -96,7 +97,7 @@ async def _form(reactor, hsm: SoftHSM, ports: list[int], processes, run_dir: str
         for i, (host, process) in enumerate(zip(hosts, processes)):
             await _wait_up(reactor, client, host, process, os.path.join(run_dir, f"node{i}.log"), deadline)
         for host in hosts[1:]:
-            await client.call(1, pb.AddClusterNodeRequest(Host=host))
+            await client.call(CLUSTER_ADDNODE, pb.AddClusterNodeRequest(Host=host))
     except (KMSError, ClientError) as e:
         raise CLIError(f"could not form the cluster: {e}") from None
     finally:
