@@ -23,8 +23,7 @@ from minkms.errors import KMSError, StartupError
 from minkms.hsm import SoftHSM
 from minkms.raft.types import ENTRY_CONFIG, Entry, HardState, Snapshot, SnapshotMeta
 from minkms.server.config import load_config
-from minkms.state import changes as sc
-from minkms.state import policy, snapshot
+from minkms.state import changes as sc, policy, snapshot
 from minkms.state.machine import StateMachine
 from minkms.storage.errors import CorruptVolume
 from minkms.storage.layout import RecordSealer, decode_header, encode_header, new_header

@@ -25,7 +25,6 @@ from minkms.state.machine import StateMachine
 from minkms.state.policy import policy_from_json, rules_to_proto
 from minkms.wire import kms_pb2 as pb
 from minkms.wire.commands import BY_NAME, COMMANDS
-
 from tests.test_state_fixtures import T0, ident
 
 ROOT = ident("dispatch-sysadmin")

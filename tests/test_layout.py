@@ -37,7 +37,7 @@ def _sources(*directories):
         yield from _parsed(directory)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parsed(directory: str) -> tuple:
     """C{(file, tree)} of every Python file under C{directory}, parsed once per run."""
     return tuple(

@@ -5,10 +5,9 @@ wire rules wherever they do not depend on the Unicode database.
 
 from twisted.trial import unittest
 
+from minkms import names as strict_names
 from minkms.errors import KMSError
 from minkms.state import arguments
-from minkms import names as strict_names
-
 from tests.test_state_fixtures import ident
 
 

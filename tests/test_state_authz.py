@@ -3,9 +3,7 @@
 from twisted.trial import unittest
 
 from minkms.errors import ErrEnclaveNotFound, ErrPermission, KMSError
-from minkms.state import authz
-from minkms.state import changes as sc
-
+from minkms.state import authz, changes as sc
 from tests.test_state_fixtures import ADMIN, OTHER, ROOT, USER, Driver, ident
 
 SVC = ident("user-service-account")

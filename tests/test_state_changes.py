@@ -7,7 +7,6 @@ import attrs
 from twisted.trial import unittest
 
 from minkms.state import changes as sc
-
 from tests.test_state_fixtures import ROOT, Driver, material
 
 COMMON = {"caller": ROOT, "sysadmin": True, "time": 1_700_000_000_000_000_000}

@@ -19,8 +19,7 @@ from minkms.errors import (
     ErrPolicyNotFound,
     KMSError,
 )
-from minkms.state import changes as sc
-from minkms.state import reads
+from minkms.state import changes as sc, reads
 from minkms.state.machine import StateMachine, check, result_error
 from minkms.state.snapshot import SnapshotError
 from tests.test_state_fixtures import ADMIN, OTHER, ROOT, T0, USER, Driver, ident, material

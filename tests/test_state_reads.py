@@ -14,9 +14,7 @@ from minkms.errors import (
     ErrPolicyNotFound,
     KMSError,
 )
-from minkms.state import changes as sc
-from minkms.state import reads
-
+from minkms.state import changes as sc, reads
 from tests.test_state_fixtures import ADMIN, USER, Driver, ident
 
 NAMES = sorted(["a", "a-1", "a-2", "ab", "b", "b-1", "c", "\u00e9t\u00e9", "Z"])

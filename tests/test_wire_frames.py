@@ -9,8 +9,7 @@ import struct
 from twisted.trial.unittest import SynchronousTestCase
 
 from minkms.errors import KMSError
-from minkms.wire import frames
-from minkms.wire import kms_pb2 as pb
+from minkms.wire import frames, kms_pb2 as pb
 from minkms.wire.commands import (
     BY_CODE,
     CLUSTER_ADDNODE,
@@ -171,7 +170,9 @@ class BadRequestTests(SynchronousTestCase):
 
     def test_batch_of_non_batch_command(self):
         """Writes, CLUSTER:STATUS and LIST commands take one frame only."""
-        for code in (CLUSTER_ADDNODE, CLUSTER_STATUS, ENCLAVE_CREATE, ENCLAVE_LIST, KEY_CREATE, KEY_DELETE, KEY_IMPORT, KEY_LIST, POLICY_CREATE, IDENTITY_CREATE, IDENTITY_LIST):
+        single = (CLUSTER_ADDNODE, CLUSTER_STATUS, ENCLAVE_CREATE, ENCLAVE_LIST, KEY_CREATE, KEY_DELETE,
+                  KEY_IMPORT, KEY_LIST, POLICY_CREATE, IDENTITY_CREATE, IDENTITY_LIST)
+        for code in single:
             name = BY_CODE[code].name
             self.assertRefused(
                 frame(code) + frame(code),

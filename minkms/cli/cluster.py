@@ -12,8 +12,7 @@ from minkms.cli import render, session
 from minkms.cli.output import CLIError, print_json
 from minkms.client import ClientError, parse_servers
 from minkms.errors import KMSError
-from minkms.wire import errors as wire_errors
-from minkms.wire import kms_pb2 as pb
+from minkms.wire import errors as wire_errors, kms_pb2 as pb
 from minkms.wire.commands import CLUSTER_ADDNODE, CLUSTER_EDIT, CLUSTER_REMOVENODE, CLUSTER_STATUS
 
 GZIP_MAGIC = b"\x1f\x8b"

@@ -8,7 +8,6 @@ from minkms.wire import kms_pb2 as pb
 from minkms.wire.commands import ENCLAVE_CREATE, ENCLAVE_DELETE, ENCLAVE_LIST, ENCLAVE_STATUS
 
 
-
 def add_enclave(argv: list[str]) -> int:
     """C{minkms add-enclave NAME}: create an enclave."""
     p = session.parser("add-enclave", add_enclave.__doc__)

@@ -25,7 +25,6 @@ from minkms.wire.commands import (
 )
 
 
-
 def read_policy_file(name: str, path: str) -> pb.CreatePolicyRequest:
     """The request creating policy C{name} from a JSON policy file, validated."""
     text = session.read_file(path)

@@ -27,8 +27,7 @@ from minkms.errors import ErrPermission, bad_request, internal
 from minkms.kms.answers import answers
 from minkms.kms.proposals import proposals
 from minkms.names import validate_name
-from minkms.state import authz
-from minkms.state import changes as sc
+from minkms.state import authz, changes as sc
 from minkms.state.machine import StateMachine, check, result_error
 from minkms.state.model import State
 from minkms.wire.commands import BY_LISTING, BY_POLICY, BY_SELF_OR_POLICY, SCOPE_CLUSTER, Command

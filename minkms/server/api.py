@@ -14,14 +14,13 @@ from twisted.web.resource import Resource
 from minkms import version
 from minkms.errors import ErrPermission, KMSError, bad_request, not_found, not_implemented
 from minkms.kms import dispatch
+from minkms.names import validate_name
 from minkms.server.http import MAX_BODY, MAX_OTHER_BODY, caller_identity, send_error, send_ok
 from minkms.server.membership import node_commands
-from minkms.state import authz
 from minkms.server.observe import note_command
 from minkms.server.replies import OCTET_STREAM, finish_later, raise_apply_error
-from minkms.wire import canonical, frames, jsonfmt
-from minkms.wire import kms_pb2 as pb
-from minkms.names import validate_name
+from minkms.state import authz
+from minkms.wire import canonical, frames, jsonfmt, kms_pb2 as pb
 
 
 class APIResource(Resource):

@@ -16,9 +16,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from minkms.errors import KMSError, unavailable
+from minkms.kms import dispatch
 from minkms.raft.errors import NotLeader, RaftError
 from minkms.raft.ready import LEADER
-from minkms.kms import dispatch
 from minkms.server import peer
 
 log = Logger()

@@ -28,6 +28,7 @@ from minkms.errors import (
     internal,
 )
 from minkms.state import authz, changes as c, snapshot
+from minkms.state.arguments import check_identity, check_name, check_tags
 from minkms.state.model import (
     ADMIN,
     PRIVILEGES,
@@ -40,7 +41,6 @@ from minkms.state.model import (
     Policy,
     State,
 )
-from minkms.state.arguments import check_identity, check_name, check_tags
 from minkms.state.policy import check_policy_size, normalize_rules
 
 Commit = Callable[[], None]

@@ -20,10 +20,14 @@ node, the policy engine (names) and the CLI all read this table.
 Only protobuf is imported here: the table is data.
 """
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import attrs
-from google.protobuf.message import Message
 
 from minkms.wire import kms_pb2 as pb
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 SCOPE_CLUSTER = "cluster"
 """Sent without an enclave, by the SysAdmin only."""
@@ -182,9 +186,9 @@ class Responders:
     """
 
     def __init__(self) -> None:
-        self._by_code: dict = {}
+        self._by_code: dict[int, Callable[..., Any]] = {}
 
-    def responder(self, *commands: int):
+    def responder(self, *commands: int) -> Callable[[Handler], Handler]:
         """
         A decorator: the function answers the commands with these codes.
 
@@ -192,7 +196,7 @@ class Responders:
             or one already has a responder here.
         """
 
-        def register(function):
+        def register(function: Handler) -> Handler:
             name = f"{function.__module__}.{function.__qualname__}"
             for code in commands:
                 row = BY_CODE[code]
@@ -205,10 +209,10 @@ class Responders:
 
         return register
 
-    def get(self, code: int):
+    def get(self, code: int) -> Callable[..., Any] | None:
         """The function answering C{code}, or None when it is not of this layer."""
         return self._by_code.get(code)
 
-    def codes(self) -> frozenset:
+    def codes(self) -> frozenset[int]:
         """The codes this registry answers."""
         return frozenset(self._by_code)
