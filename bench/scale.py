@@ -25,6 +25,7 @@ import cProfile
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -152,6 +153,7 @@ def child_recover(args) -> None:
         profiler.enable()
     loaded = load_volume(args.volume, hsm)
     t1 = time.perf_counter()
+    _, load_peak = rss()
     machine = StateMachine()
     if loaded.state.snapshot is not None:
         machine.restore(loaded.state.snapshot.data)
@@ -160,7 +162,8 @@ def child_recover(args) -> None:
         profiler.disable()
         profiler.dump_stats(args.profile)
     now, peak = rss()
-    print(json.dumps({"load_s": t1 - t0, "restore_s": t2 - t1, "rss_before": before, "rss": now, "peak": peak}))
+    print(json.dumps({"load_s": t1 - t0, "restore_s": t2 - t1, "rss_before": before, "load_peak": load_peak,
+                      "rss": now, "peak": peak}))
 
 
 def child_compact(args) -> None:
@@ -350,8 +353,9 @@ def orchestrate(args) -> None:
                   f"peak during compaction {mib(compacted['peak'])}")
             print(f"  kms.db: {db} bytes ({mib(db)}), {db / max(keys, 1):.0f} bytes per key")
             print(f"  recovery (fresh process): load_volume {recovered['load_s']:.2f} s, state restore "
-                  f"{recovered['restore_s']:.2f} s; RSS {mib(recovered['rss_before'])} before, "
-                  f"{mib(recovered['rss'])} after, peak {mib(recovered['peak'])}")
+                  f"{recovered['restore_s']:.2f} s; RSS {mib(recovered['rss_before'])} before, peak "
+                  f"{mib(recovered['load_peak'])} by the end of load_volume, {mib(recovered['rss'])} after "
+                  f"the restore, peak {mib(recovered['peak'])}")
             places = [key_place(n, enclaves) for n in range(keys)]
             server, started, requests = serve(workdir, label, hsm, volume, port, places, args)
             servers[label] = (server, requests, places)
@@ -379,10 +383,13 @@ def orchestrate(args) -> None:
                   f"{joined['add_s']:.2f} s; the new member served the newest key after "
                   f"{joined['serving_s']:.2f} s; its kms.db {mib(joined['db'])}, RSS {mib(joined['rss'])}, "
                   f"peak {mib(joined['peak'])}")
-        print(f"\n{read_path.load_average()}; logs in {workdir}")
+        print(f"\n{read_path.load_average()}; server logs in {workdir}")
     finally:
         for server, _, _ in servers.values():
             server.stop()
+        for name in os.listdir(workdir):
+            if os.path.isdir(os.path.join(workdir, name)):
+                shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
 
 
 def main(argv=None) -> None:

@@ -345,6 +345,7 @@ class RecordSealer:
                 "record fails authentication (wrong key, or bytes moved from "
                 "another position or file)",
             ) from None
+        del sealed  # a snapshot is held twice at most while it is decoded, not three times
         try:
             record = decode_record(plaintext)
         except RecordDecodeError as e:
