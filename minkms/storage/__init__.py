@@ -9,6 +9,7 @@ Sealed on-disk storage: C{VOLUME/kms.db} (DESIGN decisions 3 and 4).
   - L{minkms.storage.backup}: the sealed backup file (pure).
   - L{minkms.storage.files}, L{minkms.storage.faults}: blocking file
     operations, real and breakable.
+  - L{minkms.storage.window}: the file read in bounded chunks, for recovery.
   - L{minkms.storage.startup}: lock, create or recover a volume (blocking).
   - L{minkms.storage.volume}: the open volume with Deferred writes, group
     commit and compaction (the only module here that uses Twisted).

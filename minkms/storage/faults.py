@@ -99,10 +99,15 @@ class FaultyFiles:
         """As L{OSFiles.exists}, but breakable."""
         return self.inner.exists(path)
 
-    def read(self, path: str) -> bytes:
-        """As L{OSFiles.read}, but breakable."""
+    def size(self, fd: int) -> int:
+        """As L{OSFiles.size}, but breakable (as C{"read"})."""
         self._check_error("read")
-        return self.inner.read(path)
+        return self.inner.size(fd)
+
+    def pread(self, fd: int, length: int, offset: int) -> bytes:
+        """As L{OSFiles.pread}, but breakable (as C{"read"})."""
+        self._check_error("read")
+        return self.inner.pread(fd, length, offset)
 
     def open_rw(self, path: str) -> int:
         """As L{OSFiles.open_rw}, but breakable."""

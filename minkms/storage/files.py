@@ -70,10 +70,21 @@ class OSFiles:
         """Whether C{path} exists."""
         return os.path.exists(path)
 
-    def read(self, path: str) -> bytes:
-        """The whole content of C{path}."""
-        with open(path, "rb") as f:
-            return f.read()
+    def size(self, fd: int) -> int:
+        """The size of the open file C{fd} in bytes."""
+        return os.fstat(fd).st_size
+
+    def pread(self, fd: int, length: int, offset: int) -> bytes:
+        """Up to C{length} bytes of C{fd} from C{offset}; fewer only at the end of the file."""
+        parts = []
+        while length > 0:
+            data = os.pread(fd, length, offset)
+            if not data:
+                break
+            parts.append(data)
+            length -= len(data)
+            offset += len(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def create(self, path: str) -> int:
         """Create or empty C{path} for reading and writing."""
@@ -130,9 +141,11 @@ def temp_path(target: str) -> str:
     return target + ".tmp"
 
 
-def write_temp(files: Files, target: str, data: bytes) -> int:
+def write_temp(files, target: str, data) -> int:
     """
     Write C{data} to the temporary sibling of C{target} and fsync it.
+    C{data} is bytes, or an iterable of C{(offset, bytes)} pieces written
+    one at a time (so a large file never has to be in memory whole).
 
     On failure the temporary file is removed, C{target} is untouched, and
     the error propagates.
@@ -142,7 +155,8 @@ def write_temp(files: Files, target: str, data: bytes) -> int:
     tmp = temp_path(target)
     fd = files.create(tmp)
     try:
-        files.pwrite(fd, data, 0)
+        for offset, piece in [(0, data)] if isinstance(data, bytes) else data:
+            files.pwrite(fd, piece, offset)
         files.sync(fd)
     except BaseException:
         cleanups: tuple[Callable[[], None], ...] = (lambda: files.close(fd), lambda: files.remove(tmp))

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from minkms.storage.errors import CorruptVolume
@@ -58,6 +59,8 @@ from minkms.storage.records import (
     RecordDecodeError,
     decode_record,
     encode_record,
+    encode_record_parts,
+    record_size,
 )
 
 if TYPE_CHECKING:
@@ -84,6 +87,8 @@ _U64 = struct.Struct(">Q")
 _FRAME_FIELDS = struct.Struct(">4sIQI")
 _AAD_TAIL = struct.Struct(">QIQ")
 FRAME_HEADER_SIZE = _FRAME_FIELDS.size + 4
+PIECE_SIZE = 2**20
+"""Bytes of frames L{RecordSealer.file_pieces} gathers into one write."""
 
 
 @attrs.frozen
@@ -130,7 +135,8 @@ def encode_header(header: Header) -> bytes:
 
 def decode_header(data: bytes) -> tuple[Header, int]:
     """
-    Parse the header at the start of C{data}.
+    Parse the header at the start of C{data} (bytes, or a
+    L{minkms.storage.window.FileWindow}).
 
     @return: the header and the offset of the first frame.
     @raise CorruptVolume: not a minkms volume, unknown version, or damaged.
@@ -139,7 +145,7 @@ def decode_header(data: bytes) -> tuple[Header, int]:
         if MAGIC.startswith(data[: len(MAGIC)]) and data:
             raise CorruptVolume(0, "truncated header")
         raise CorruptVolume(0, "not a minkms volume (bad magic)")
-    magic, version, body_len = _PREFIX.unpack_from(data)
+    magic, version, body_len = _PREFIX.unpack(data[:_PREFIX.size])
     if magic != MAGIC:
         raise CorruptVolume(0, "not a minkms volume (bad magic)")
     if version != FORMAT_VERSION:
@@ -149,7 +155,7 @@ def decode_header(data: bytes) -> tuple[Header, int]:
     end = _PREFIX.size + body_len
     if len(data) < end + 4:
         raise CorruptVolume(0, "truncated header")
-    (crc,) = _U32.unpack_from(data, end)
+    (crc,) = _U32.unpack(data[end:end + 4])
     if crc != zlib.crc32(data[:end]):
         raise CorruptVolume(0, "header checksum mismatch")
     try:
@@ -202,7 +208,7 @@ FRAME_OVERHEAD = _FRAME_FIELDS.size + _U32.size + NONCE_SIZE + TAG_SIZE
 
 def sealed_size(records: Iterable[Record]) -> int:
     """The bytes C{records} take as frames, without sealing them."""
-    return sum(FRAME_OVERHEAD + len(encode_record(record)) for record in records)
+    return sum(FRAME_OVERHEAD + record_size(record) for record in records)
 
 
 class RecordSealer:
@@ -215,6 +221,7 @@ class RecordSealer:
         if len(rek) != REK_SIZE:
             raise ValueError("root encryption key must be 32 bytes")
         self._aead = AESGCM(rek)
+        self._rek = rek
         self.file_id = file_id
         self._aad_head = DOMAIN_RECORD + file_id
 
@@ -242,9 +249,70 @@ class RecordSealer:
             offset += len(frame)
         return b"".join(parts)
 
+    def file_pieces(self, head: bytes, records, piece_size: int | None = None):
+        """
+        A whole new file, C{head} (its encoded header) followed by the
+        frames for C{records} written as one batch, as C{(offset, bytes)}
+        pieces to write in any order: small frames gathered up to
+        C{piece_size} bytes, and a frame larger than that sealed in pieces
+        of about that size, so that no piece, and no copy of a record, is
+        ever much larger than C{piece_size}.
+        """
+        piece_size = piece_size or PIECE_SIZE
+        gathered: list[bytes] = [head]
+        gathered_at = 0
+        offset = start = len(head)
+        for record in records:
+            size = FRAME_OVERHEAD + record_size(record)
+            if size <= piece_size:
+                if offset + size - gathered_at > piece_size and gathered:
+                    yield gathered_at, b"".join(gathered)
+                    gathered, gathered_at = [], offset
+                gathered.append(self.frame(offset, start, encode_record(record)))
+            else:
+                if gathered:
+                    yield gathered_at, b"".join(gathered)
+                    gathered = []
+                yield from self._large_frame(offset, start, record, piece_size)
+                gathered_at = offset + size
+            offset += size
+        if gathered:
+            yield gathered_at, b"".join(gathered)
+
+    def _large_frame(self, offset: int, batch_start: int, record, piece_size: int):
+        """
+        One frame as pieces: the payload first, encrypted and checksummed
+        as it goes, then the frame header, which carries the payload's CRC.
+        """
+        head, body = encode_record_parts(record)
+        length = NONCE_SIZE + len(head) + len(body) + TAG_SIZE
+        if length > MAX_PAYLOAD:
+            raise ValueError("record too large")
+        nonce = os.urandom(NONCE_SIZE)
+        encryptor = Cipher(algorithms.AES(self._rek), modes.GCM(nonce)).encryptor()
+        encryptor.authenticate_additional_data(
+            self._aad_head + _AAD_TAIL.pack(offset, length, batch_start)
+        )
+        at = offset + FRAME_HEADER_SIZE
+        crc = zlib.crc32(nonce)
+        yield at, nonce
+        at += NONCE_SIZE
+        view = memoryview(body)
+        for piece in [head] + [view[i:i + piece_size] for i in range(0, len(body), piece_size)]:
+            sealed = encryptor.update(piece)
+            crc = zlib.crc32(sealed, crc)
+            yield at, sealed
+            at += len(sealed)
+        encryptor.finalize()
+        crc = zlib.crc32(encryptor.tag, crc)
+        yield at, encryptor.tag
+        fields = _FRAME_FIELDS.pack(MARKER, length, batch_start, crc)
+        yield offset, fields + _U32.pack(zlib.crc32(fields))
+
     def read(self, data: bytes, offset: int) -> Frame | Unfinished:
         """
-        Read the frame at C{offset} of C{data} (the whole file).
+        Read the frame at C{offset} of C{data}: the whole file, as bytes
+        or a L{minkms.storage.window.FileWindow}.
 
         @raise CorruptVolume: the checksums hold but the frame cannot be
             valid: impossible length or batch start, failed authentication
@@ -252,11 +320,12 @@ class RecordSealer:
         """
         if len(data) - offset < FRAME_HEADER_SIZE:
             return Unfinished(offset, "incomplete record header")
-        fields = data[offset:offset + _FRAME_FIELDS.size]
+        frame_header = data[offset:offset + FRAME_HEADER_SIZE]
+        fields = frame_header[:_FRAME_FIELDS.size]
         marker, length, batch_start, payload_crc = _FRAME_FIELDS.unpack(fields)
         if marker != MARKER:
             return Unfinished(offset, "bad record marker")
-        (header_crc,) = _U32.unpack_from(data, offset + _FRAME_FIELDS.size)
+        (header_crc,) = _U32.unpack_from(frame_header, _FRAME_FIELDS.size)
         if header_crc != zlib.crc32(fields):
             return Unfinished(offset, "record header checksum mismatch")
         if length <= NONCE_SIZE + TAG_SIZE or length > MAX_PAYLOAD:
@@ -272,13 +341,16 @@ class RecordSealer:
             return Unfinished(offset, "record checksum mismatch")
         aad = self._aad_head + _AAD_TAIL.pack(offset, length, batch_start)
         try:
-            plaintext = self._aead.decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], aad)
+            plaintext = self._aead.decrypt(
+                sealed[:NONCE_SIZE], memoryview(sealed)[NONCE_SIZE:], aad
+            )
         except InvalidTag:
             raise CorruptVolume(
                 offset,
                 "record fails authentication (wrong key, or bytes moved from "
                 "another position or file)",
             ) from None
+        del sealed  # a snapshot is held twice at most while it is decoded, not three times
         try:
             record = decode_record(plaintext)
         except RecordDecodeError as e:

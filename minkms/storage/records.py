@@ -85,24 +85,43 @@ def check_record(record: object) -> None:
 
 def encode_record(record: Record) -> bytes:
     """The plaintext of one record (see the module docstring)."""
+    head, body = encode_record_parts(record)
+    return head + body if body else head
+
+
+def encode_record_parts(record: Record) -> tuple[bytes, bytes]:
+    """
+    The plaintext of one record as its fixed fields and its variable body
+    (entry data, snapshot bytes), not joined: a large snapshot is sealed
+    in pieces without a second copy of it.
+    """
     if isinstance(record, Entry):
-        return _ENTRY.pack(KIND_ENTRY, record.index, record.term, record.kind) + record.data
+        return _ENTRY.pack(KIND_ENTRY, record.index, record.term, record.kind), record.data
     if isinstance(record, HardState):
         has_vote = record.vote is not None
-        return _HARD_STATE.pack(
+        fields = _HARD_STATE.pack(
             KIND_HARD_STATE,
             record.term,
             int(has_vote),
             record.vote if has_vote else 0,
             record.commit,
         )
+        return fields, b""
     if isinstance(record, Snapshot):
         meta = record.meta
-        return (
-            _SNAPSHOT.pack(KIND_SNAPSHOT, meta.index, meta.term, len(meta.config))
-            + meta.config
-            + record.data
-        )
+        head = _SNAPSHOT.pack(KIND_SNAPSHOT, meta.index, meta.term, len(meta.config)) + meta.config
+        return head, record.data
+    raise TypeError(f"not a storage record: {type(record).__name__}")
+
+
+def record_size(record: Record) -> int:
+    """The length of L{encode_record}'s result, without encoding."""
+    if isinstance(record, Entry):
+        return _ENTRY.size + len(record.data)
+    if isinstance(record, HardState):
+        return _HARD_STATE.size
+    if isinstance(record, Snapshot):
+        return _SNAPSHOT.size + len(record.meta.config) + len(record.data)
     raise TypeError(f"not a storage record: {type(record).__name__}")
 
 

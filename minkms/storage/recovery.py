@@ -2,7 +2,10 @@
 Reading C{kms.db} back after a crash: which bad bytes are a torn tail.
 
 Pure.  L{scan} walks the frames after the header (layout in
-L{minkms.storage.layout}).  It stops at the first frame that is not good, at
+L{minkms.storage.layout}) of the file's bytes, or of a
+L{minkms.storage.window.FileWindow} that reads them in chunks;
+L{scan_each} hands each good frame on as it is read rather than keeping
+them all, so that recovery holds one frame at a time.  It stops at the first frame that is not good, at
 offset p, and must decide between two causes:
 
   - an unfinished write: the process or machine died during the last
@@ -91,6 +94,16 @@ def scan(data: bytes, start: int, sealer: RecordSealer) -> ScanResult:
     @raise CorruptVolume: damage, with the offset of the first bad frame.
     """
     frames: list[Frame] = []
+    result = scan_each(data, start, sealer, frames.append)
+    return attrs.evolve(result, frames=tuple(frames))
+
+
+def scan_each(data, start: int, sealer: RecordSealer, on_frame) -> ScanResult:
+    """
+    L{scan}, calling C{on_frame(frame)} for each good frame in file order
+    instead of keeping them (the result's C{frames} is empty).  A frame
+    handed on may still be followed by damage that raises.
+    """
     pos = start
     batch = pos
     while pos < len(data):
@@ -98,16 +111,16 @@ def scan(data: bytes, start: int, sealer: RecordSealer) -> ScanResult:
         if isinstance(got, Unfinished):
             _check_torn(data, got, batch, sealer)
             torn = TornTail(pos, len(data) - pos, got.reason)
-            return ScanResult(tuple(frames), pos, torn)
+            return ScanResult((), pos, torn)
         if got.batch_start not in (pos, batch):
             raise CorruptVolume(pos, "record batch start does not match its neighbours")
         batch = got.batch_start
-        frames.append(got)
+        on_frame(got)
         pos = got.end
-    return ScanResult(tuple(frames), pos, None)
+    return ScanResult((), pos, None)
 
 
-def _check_torn(data: bytes, bad: Unfinished, batch: int, sealer: RecordSealer) -> None:
+def _check_torn(data, bad: Unfinished, batch: int, sealer: RecordSealer) -> None:
     in_flight = (batch, bad.offset)
     first_after = None
     for frame in _good_frames_after(data, bad.offset + 1, sealer):
@@ -125,7 +138,7 @@ def _check_torn(data: bytes, bad: Unfinished, batch: int, sealer: RecordSealer) 
         )
 
 
-def _good_frames_after(data: bytes, cursor: int, sealer: RecordSealer) -> Iterator[Frame]:
+def _good_frames_after(data, cursor: int, sealer: RecordSealer):
     while True:
         found = data.find(MARKER, cursor)
         if found < 0:
@@ -138,7 +151,7 @@ def _good_frames_after(data: bytes, cursor: int, sealer: RecordSealer) -> Iterat
             cursor = found + 1
 
 
-def _has_hole(data: bytes, start: int, stop: int) -> bool:
+def _has_hole(data, start: int, stop: int) -> bool:
     sector = start - start % SECTOR_SIZE
     while sector < stop:
         piece = data[max(start, sector):min(stop, sector + SECTOR_SIZE)]

@@ -26,8 +26,9 @@ from minkms.storage.layout import (
     new_header,
     rek_associated_data,
 )
-from minkms.storage.recovery import scan
+from minkms.storage.recovery import scan_each
 from minkms.storage.replay import DurableState, replay
+from minkms.storage.window import FileWindow
 
 if TYPE_CHECKING:
     from minkms.hsm import SoftHSM
@@ -111,31 +112,14 @@ def _load_locked(
             warnings.append(f"removed {temp_path(db_path)} left by an unfinished rewrite")
         if not files.exists(db_path):
             return _create(directory, db_path, hsm, files, lock_fd, warnings, founding)
-        data = files.read(db_path)
-    except OSError as e:
-        raise StartupError(f"volume {directory} is not writable: {e.strerror}") from None
-    try:
-        header, start = decode_header(data)
-    except CorruptVolume as e:
-        raise _corrupt(db_path, e) from None
-    try:
-        rek = hsm.unseal(
-            header.sealed_rek,
-            rek_associated_data(header.file_id, header.cluster_id, header.node_id),
-        )
-    except KMSError as e:
-        raise StartupError(unseal_error_text(e)) from None
-    if len(rek) != REK_SIZE:
-        raise StartupError(f"{db_path}: sealed root encryption key has the wrong size")
-    try:
-        result = scan(data, start, RecordSealer(rek, header.file_id))
-    except CorruptVolume as e:
-        raise _corrupt(db_path, e) from None
-    state = replay(frame.record for frame in result.frames)
-    try:
         fd = files.open_rw(db_path)
     except OSError as e:
         raise StartupError(f"volume {directory} is not writable: {e.strerror}") from None
+    try:
+        header, rek, state, result = _recover(db_path, hsm, files, fd)
+    except BaseException:
+        files.close(fd)
+        raise
     if result.torn is not None:
         torn = result.torn
         try:
@@ -166,6 +150,40 @@ def _load_locked(
     return LoadedVolume(
         directory, db_path, lock_fd, fd, header, rek, state, end, False, warnings
     )
+
+
+def _recover(db_path: str, hsm, files, fd: int):
+    """
+    Read C{kms.db} front to back in chunks (L{FileWindow}), folding each
+    good record into the durable state as it is read.
+
+    @return: the header, the REK, the state and the L{ScanResult}.
+    """
+    try:
+        data = FileWindow(files, fd, files.size(fd))
+        header, start = decode_header(data)
+    except OSError as e:
+        raise StartupError(f"{db_path}: cannot read: {e.strerror or e}") from None
+    except CorruptVolume as e:
+        raise _corrupt(db_path, e) from None
+    try:
+        rek = hsm.unseal(
+            header.sealed_rek,
+            rek_associated_data(header.file_id, header.cluster_id, header.node_id),
+        )
+    except KMSError as e:
+        raise StartupError(unseal_error_text(e)) from None
+    if len(rek) != REK_SIZE:
+        raise StartupError(f"{db_path}: sealed root encryption key has the wrong size")
+    state = DurableState()
+    sealer = RecordSealer(rek, header.file_id)
+    try:
+        result = scan_each(data, start, sealer, lambda frame: state.apply(frame.record))
+    except OSError as e:
+        raise StartupError(f"{db_path}: cannot read: {e.strerror or e}") from None
+    except CorruptVolume as e:
+        raise _corrupt(db_path, e) from None
+    return header, rek, state, result
 
 
 def _half_made(header: Header, state: DurableState) -> bool:

@@ -444,8 +444,8 @@ class Volume:
             header = new_header(self._hsm, self._rek, job.cluster_id, job.node_id)
             head = encode_header(header)
             sealer = RecordSealer(self._rek, header.file_id)
-            data = head + sealer.encode_batch(len(head), job.state.records())
-            fd = write_temp(self._files, self.db_path, data)
+            records = job.state.records()
+            fd = write_temp(self._files, self.db_path, sealer.file_pieces(head, records))
         except Exception as e:
             raise CompactionAborted(f"cannot write new {self.db_path}: {_why(e)}") from e
         try:
@@ -462,7 +462,7 @@ class Volume:
             self._files.close(self._fd)
         except Exception:
             pass
-        return header, sealer, fd, len(data)
+        return header, sealer, fd, len(head) + sealed_size(records)
 
     def _rewritten(self, result, job: _Rewrite) -> None:
         self._header, self._sealer, self._fd, self._end = result
