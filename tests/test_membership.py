@@ -9,20 +9,12 @@ from twisted.trial import unittest
 
 from minkms.errors import KMSError
 from minkms.wire import kms_pb2 as pb
-from tests.harness import InProcessServer
+from tests.harness import InProcessServer, in_process_cluster
 
 
 async def three_node_cluster(testcase):
     """Three in-process nodes joined with CLUSTER:ADDNODE, and a SysAdmin client of the first."""
-    a = InProcessServer(testcase)
-    b = InProcessServer(testcase, hsm=a.hsm)
-    c = InProcessServer(testcase, hsm=a.hsm)
-    for server in (a, b, c):
-        await server.wait_ready()
-    client = a.client()
-    testcase.addCleanup(client.close)
-    for server in (b, c):
-        await client.call(1, pb.AddClusterNodeRequest(Host=server.host))
+    (a, b, c), client = await in_process_cluster(testcase, 3)
     return a, b, c, client
 
 

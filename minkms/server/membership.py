@@ -287,8 +287,6 @@ async def add_node(node, host: str, force: bool = False) -> None:
         new_id = node.config.next_id
         await link.call(peer.Join, JOIN_TIMEOUT, node.reactor,
                         cluster_id=node.cluster_id, node_id=new_id, host=host)
-    except peer.RemoteKMSError as e:
-        raise peer.kms_error_of(e) from None
     except KMSError:
         raise
     except Exception as e:
@@ -328,8 +326,8 @@ async def remove_node(node, host: str, delete_cluster_on_host: bool = False) -> 
     link = node.peer_link(host)
     try:
         await link.call(peer.Leave, JOIN_TIMEOUT, node.reactor)
-    except peer.RemoteKMSError as e:
-        raise peer.kms_error_of(e) from None
+    except KMSError:
+        raise
     except Exception as e:
         raise KMSError(503, f"node {host} was removed, but could not be told to reset: "
                             f"{network_reason(e)}") from None

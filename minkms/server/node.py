@@ -329,12 +329,8 @@ class Node:
         return self.writes.propose(data)
 
     def submit_forwarded(self, code: int, enclave: str, caller: str, request: bytes):
-        """A client write forwarded by a follower: prepare and propose it here."""
+        """A write forwarded by a follower (L{peer.Forward}): propose it here."""
         return self.writes.submit_forwarded(code, enclave, caller, request)
-
-    def propose_forwarded(self, data: bytes):
-        """A prepared command forwarded by a follower: propose it here."""
-        return self.writes.propose_here(lambda: data)
 
     def call_leader(self, command, timeout: float, **arguments):
         """Call a peer command on the leader (L{WritePath.call_leader})."""
