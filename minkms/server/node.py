@@ -459,14 +459,16 @@ def _as_durable(recovered) -> DurableState:
     return DurableState(recovered.hard_state, recovered.snapshot, tuple(recovered.entries))
 
 
-def open_node(settings, reactor) -> Node:
+def open_node(settings, reactor, storage_runner=None) -> Node:
     """
     Open the volume and build the node; a fresh volume becomes a
     single-node cluster with this node as node 0 (DESIGN decision 9).
+    C{storage_runner} runs the volume's blocking calls (see
+    L{minkms.storage.volume.open_volume_now}).
     """
     from minkms.server.membership import founding_records
 
-    volume = open_volume_now(settings.volume, settings.hsm, reactor=reactor,
+    volume = open_volume_now(settings.volume, settings.hsm, reactor=reactor, runner=storage_runner,
                              founding=founding_records(settings.host))
     try:
         node = Node(reactor, settings, volume, settings.hsm)
