@@ -71,13 +71,10 @@ class NodeServiceTests(unittest.TestCase):
         reactor = MemoryReactorClock()
         node_service = self.started(reactor)
         node = node_service.node
-        self.assertFalse(node.ready(True))
-        heartbeat = node_service.settings.heartbeat
-        for _ in range(100):
-            if node.ready(True):
-                break
-            reactor.advance(heartbeat)
-        self.assertTrue(node.ready(True), "a single node elects itself as its clock advances")
+        elected = node.when(lambda: node.ready(True))
+        self.assertNoResult(elected)
+        reactor.pump([node_service.settings.heartbeat] * 100)
+        self.assertTrue(self.successResultOf(elected), "a single node elects itself as its clock advances")
 
     def test_stop_stops_every_child_and_timer(self):
         reactor = MemoryReactorClock()

@@ -77,6 +77,7 @@ class Node:
         self._failed = None
         self._joining = False
         self._stopped = False
+        self._watches: list[tuple] = []
         self._restore(_as_durable(volume.recovered))
         from minkms.apikey import APIKey
 
@@ -264,6 +265,35 @@ class Node:
 
     def _tick(self) -> None:
         self.driver.tick()
+        self._check_watches()
+
+    def when(self, condition) -> defer.Deferred:
+        """
+        Fires with C{condition()} once it is true, checked now and after
+        every Raft message and tick this node takes in (a change in the
+        core's view, such as a follower's progress, comes with one); fails
+        with what C{condition} raises.  Cancel it, or give it a timeout, to
+        stop waiting.
+        """
+        watch: tuple = ()
+        d = defer.Deferred(lambda _: self._watches.remove(watch) if watch in self._watches else None)
+        watch = (condition, d)
+        self._watches.append(watch)
+        self._check_watches()
+        return d
+
+    def _check_watches(self) -> None:
+        for watch in list(self._watches):
+            condition, d = watch
+            try:
+                result = condition()
+            except Exception:
+                self._watches.remove(watch)
+                d.errback()
+                continue
+            if result:
+                self._watches.remove(watch)
+                d.callback(result)
 
     def _after_ready(self, ready) -> None:
         if self.core.config is not self._links.config:
@@ -371,6 +401,7 @@ class Node:
             self._links.heard_from(message.src, via)
         if self._failed is None and not self._joining and not self._stopped:
             self.driver.step(message)
+            self._check_watches()
 
     def ready(self, write: bool) -> bool:
         """
