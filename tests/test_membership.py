@@ -4,12 +4,12 @@ through the log; with DeleteClusterOnHost the removed node starts over as
 a fresh single-node cluster that can be added again.
 """
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from minkms.errors import KMSError
 from minkms.wire import kms_pb2 as pb
-from tests.harness import InProcessServer, in_process_cluster
+from tests.harness import InProcessServer, in_process_cluster, until
 
 
 async def three_node_cluster(testcase):
@@ -29,10 +29,7 @@ class RemoveNodeTests(unittest.TestCase):
         status = await client.call(3, pb.ClusterStatusRequest())
         self.assertEqual(sorted(s.Host for s in status.NodesUp.values()), sorted([a.host, b.host]))
         self.assertEqual(dict(status.NodesDown), {})
-        for _ in range(100):
-            if c.node.ready(True):
-                break
-            await task.deferLater(reactor, 0.05, lambda: None)
+        await until(lambda: c.node.ready(True), "the removed node to start over")
         self.assertNotEqual(c.node.cluster_id, old_cluster)
         self.assertEqual(c.node.members(), {0: c.host})
         self.assertEqual(c.node.state.state.enclaves, {})
@@ -70,10 +67,7 @@ class EditClusterTests(unittest.TestCase):
         ids = {address: node_id for node_id, address in a.node.members().items()}
         await b.stop()
         await c.stop()
-        for _ in range(100):
-            if not a.node.ready(True):
-                break
-            await task.deferLater(reactor, 0.05, lambda: None)
+        await until(lambda: not a.node.ready(True), "the survivor to lose its quorum")
         with self.assertRaises(KMSError) as e:
             await client.call(101, pb.CreateEnclaveRequest(Name="lost"))
         self.assertEqual(e.exception.status, 503)
