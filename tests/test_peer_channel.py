@@ -9,6 +9,8 @@ import socket
 import ssl
 
 from twisted.internet import defer, threads
+from twisted.protocols import amp
+from twisted.test import iosim
 from twisted.trial import unittest
 
 from cryptography.hazmat.primitives import serialization
@@ -163,3 +165,48 @@ class ForwardErrorTests(unittest.TestCase):
             await self.forward(follower)
         self.assertEqual(e.exception.status, 503)
         self.assertTrue(e.exception.message.endswith("the write was not applied"), e.exception.message)
+
+
+class ResponderTests(unittest.TestCase):
+    """
+    The responder decorator and the typed error answer, over an in-memory
+    connection (L{iosim}): what any peer command answers when the node
+    behind it refuses, breaks, or the peer has not authenticated.
+    """
+
+    def call(self, node, command, authenticated=True, **arguments):
+        """
+        Call C{command} from a plain AMP client on a L{peer.PeerProtocol}
+        for C{node}, connected in memory; return the outcome (an answer or
+        a Failure) and the server's protocol.
+        """
+        client, server, pump = iosim.connectedServerAndClient(
+            lambda: peer.PeerProtocol(node, "", server_side=authenticated), amp.AMP)
+        outcome = []
+        d = client.callRemote(command, **arguments)
+        if d is not None:
+            d.addBoth(outcome.append)
+        pump.flush()
+        return (outcome or [None])[0], server
+
+    def test_refusal_is_answered_as_typed_fields(self):
+        class Refusing:
+            def join_cluster(self, cluster_id, node_id, host):
+                raise KMSError(409, "node is already part of another cluster")
+
+        outcome, server = self.call(Refusing(), peer.Join, cluster_id="c", node_id=1, host="h:7373")
+        self.assertEqual(outcome.value, KMSError(409, "node is already part of another cluster"))
+        box = peer.Join.makeResponse(KMSError(409, "é"), server)
+        self.assertEqual(dict(box), {b"error_status": b"409", b"error_message": "é".encode()})
+
+    def test_bug_is_logged_and_answered_500_on_a_live_connection(self):
+        outcome, server = self.call(None, peer.NodeStatus)
+        self.assertEqual(outcome.value.status, 500)
+        self.assertEqual(len(self.flushLoggedErrors(AttributeError)), 1)
+        self.assertFalse(server.transport.disconnecting, "the connection stays up")
+
+    def test_unauthenticated_peer_is_refused(self):
+        outcome, server = self.call(None, peer.NodeStatus, authenticated=False)
+        outcome.trap(peer.PeerUnauthenticated)
+        self.call(None, peer.RaftMessage, authenticated=False, data=b"ignored")
+        self.assertEqual(self.flushLoggedErrors(), [], "a Raft message from it is ignored, not delivered")
