@@ -147,8 +147,10 @@ class ForwardErrorTests(unittest.TestCase):
 
     async def test_link_lost_after_sending(self):
         leader, follower = await self.follower_of_two()
+        link = follower.node.peer_links()[leader.node.node_id]
+        await until(link.usable, "the follower's link to the leader")
         d = self.forward(follower)
-        follower.node.peer_links()[leader.node.node_id].protocol.transport.abortConnection()
+        link.usable().transport.abortConnection()
         with self.assertRaises(KMSError) as e:
             await d
         self.assertEqual(e.exception.status, 503)
