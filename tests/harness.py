@@ -3,6 +3,7 @@ Real servers for tests: an in-process node on loopback TLS (port 0, a
 temporary volume), and real server processes for cluster tests.
 """
 
+import inspect
 import os
 import signal
 import socket
@@ -64,6 +65,7 @@ class InProcessServer:
         )
         self.node = self.service.node
         self.service.stop_reactor_on_failure = False
+        self.service.privilegedStartService()
         self.service.startService()
         testcase.addCleanup(self.stop)
         self.api_key = APIKey.parse(self.hsm.sysadmin_api_key())
@@ -87,6 +89,40 @@ class InProcessServer:
             if time.monotonic() > deadline:
                 raise AssertionError("node did not become ready")
             await task.deferLater(reactor, 0.02, lambda: None)
+
+
+async def in_process_cluster(testcase, size: int) -> tuple[list[InProcessServer], KMSClient]:
+    """
+    C{size} in-process nodes joined with CLUSTER:ADDNODE as C{minkms add}
+    does (the first one leads), and a SysAdmin client of the first.
+    """
+    first = InProcessServer(testcase)
+    servers = [first] + [InProcessServer(testcase, hsm=first.hsm) for _ in range(size - 1)]
+    for server in servers:
+        await server.wait_ready()
+    client = first.client()
+    testcase.addCleanup(client.close)
+    for server in servers[1:]:
+        await client.call(1, pb.AddClusterNodeRequest(Host=server.host))
+    return servers, client
+
+
+async def until(condition, what: str, timeout: float = 60.0, interval: float = 0.05):
+    """
+    Wait until C{condition()} (a value, or an awaitable of one) is true and
+    return it; fail saying that C{what} did not happen within C{timeout}
+    seconds (generous: a loaded machine must not fail a test).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g}s: {what}")
+        await task.deferLater(reactor, interval, lambda: None)
 
 
 async def client_call(client: KMSClient, *args, **kwargs):

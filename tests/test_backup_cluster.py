@@ -11,6 +11,7 @@ from minkms.hsm import SoftHSM
 from minkms.wire import kms_pb2 as pb
 from minkms.wire.commands import CLUSTER_ADDNODE, ENCLAVE_CREATE, ENCLAVE_DELETE, KEY_CREATE
 from tests.harness import InProcessServer
+from tests.harness import in_process_cluster
 
 KEYS = 300
 BATCH = 25
@@ -23,13 +24,7 @@ class ClusterRestoreTests(unittest.TestCase):
     timeout = 120
 
     async def _restore(self):
-        first = InProcessServer(self)
-        second = InProcessServer(self, hsm=first.hsm)
-        await first.wait_ready()
-        await second.wait_ready()
-        client = first.client()
-        self.addCleanup(client.close)
-        await client.call(CLUSTER_ADDNODE, pb.AddClusterNodeRequest(Host=second.host))
+        (first, second), client = await in_process_cluster(self, 2)
         await client.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="e"))
         for start in range(0, KEYS, BATCH):
             await defer.gatherResults([

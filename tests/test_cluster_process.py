@@ -15,6 +15,7 @@ from minkms.errors import KMSError
 from minkms.wire import kms_pb2 as pb
 from minkms.wire.commands import CLUSTER_ADDNODE, CLUSTER_STATUS, ENCLAVE_CREATE, KEY_CREATE, KEY_LIST
 from tests.harness import ProcessNode, form_cluster, leader_of, write_config
+from tests.harness import ProcessNode, form_cluster, leader_of, until, write_config
 
 ENCLAVE = "e"
 
@@ -28,6 +29,21 @@ async def list_keys(client: KMSClient, host: str) -> set[str]:
         if not page.ContinueAt or not page.Keys:
             return names
         cont = page.ContinueAt
+
+
+async def caught_up(client: KMSClient, host: str, names: set[str], timeout: float = 60.0) -> set[str]:
+    """The keys the node at C{host} has once it has all of C{names}, or after C{timeout} what it has then."""
+    seen: list[set[str]] = [set()]
+
+    async def has_all():
+        seen[0] = await list_keys(client, host)
+        return names <= seen[0]
+
+    try:
+        await until(has_all, f"{host} to catch up", timeout=timeout, interval=0.2)
+    except AssertionError:
+        pass
+    return seen[0]
 
 
 class ClusterFailoverTests(unittest.TestCase):
@@ -57,12 +73,13 @@ class ClusterFailoverTests(unittest.TestCase):
         rng = random.Random(7)
         writers = [defer.ensureDeferred(self.writer(client, nodes, f"w{i}", stop, acknowledged, rng))
                    for i in range(8)]
-        await task.deferLater(reactor, 1.5, lambda: None)
+        await until(lambda: len(acknowledged) >= 50, "writes acknowledged before the kill")
         leader = await leader_of(client, nodes)
         self.assertIsNotNone(leader)
         before_kill = len(acknowledged)
         leader.kill()
-        await task.deferLater(reactor, 4.0, lambda: None)
+        # More writes than can have been in flight at the kill: the survivors took some.
+        await until(lambda: len(acknowledged) > before_kill + len(writers), "writes acknowledged after the kill")
         stop.append(True)
         await defer.gatherResults(writers)
         survivors = [n for n in nodes if n is not leader]
@@ -74,11 +91,7 @@ class ClusterFailoverTests(unittest.TestCase):
             self.assertEqual(acknowledged - present, set(), f"acknowledged writes missing on {node.host}")
         leader.start()
         await leader.wait_up(client)
-        for _ in range(100):
-            present = await list_keys(client, leader.host)
-            if acknowledged <= present:
-                break
-            await task.deferLater(reactor, 0.2, lambda: None)
+        present = await caught_up(client, leader.host, acknowledged)
         self.assertEqual(acknowledged - present, set(), "the restarted node did not catch up")
         status = await client.call(CLUSTER_STATUS, pb.ClusterStatusRequest(), host=leader.host)
         self.assertEqual(len(status.NodesUp), 3)
@@ -110,11 +123,7 @@ class SnapshotCatchUpTests(unittest.TestCase):
         await client.call(CLUSTER_ADDNODE, pb.AddClusterNodeRequest(Host=newcomer.host), host=nodes[0].host)
         for node in (nodes[2], newcomer):
             await node.wait_up(client)
-            for _ in range(100):
-                present = await list_keys(client, node.host)
-                if names <= present:
-                    break
-                await task.deferLater(reactor, 0.2, lambda: None)
+            present = await caught_up(client, node.host, names)
             self.assertEqual(names - present, set(), f"{node.host} did not catch up")
             self.assertIn("installed a snapshot from the leader", node.log())
         status = await client.call(CLUSTER_STATUS, pb.ClusterStatusRequest(), host=newcomer.host)
@@ -140,10 +149,7 @@ class WrongHostTests(unittest.TestCase):
         right_host = member.host
         member.host = f"localhost:{member.port}"
         member.start()
-        for _ in range(200):
-            if member.process.poll() is not None:
-                break
-            await task.deferLater(reactor, 0.05, lambda: None)
+        await until(lambda: member.process.poll() is not None, "the member refusing to start")
         self.assertEqual(member.process.returncode, 1)
         self.assertIn("minkms: error: server not part of cluster", member.log())
         self.assertNotIn("Traceback", member.log())

@@ -4,7 +4,7 @@ through the log; with DeleteClusterOnHost the removed node starts over as
 a fresh single-node cluster that can be added again.
 """
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from minkms.errors import KMSError
@@ -17,19 +17,12 @@ from minkms.wire.commands import (
     ENCLAVE_CREATE,
 )
 from tests.harness import InProcessServer
+from tests.harness import InProcessServer, in_process_cluster, until
 
 
 async def three_node_cluster(testcase):
     """Three in-process nodes joined with CLUSTER:ADDNODE, and a SysAdmin client of the first."""
-    a = InProcessServer(testcase)
-    b = InProcessServer(testcase, hsm=a.hsm)
-    c = InProcessServer(testcase, hsm=a.hsm)
-    for server in (a, b, c):
-        await server.wait_ready()
-    client = a.client()
-    testcase.addCleanup(client.close)
-    for server in (b, c):
-        await client.call(CLUSTER_ADDNODE, pb.AddClusterNodeRequest(Host=server.host))
+    (a, b, c), client = await in_process_cluster(testcase, 3)
     return a, b, c, client
 
 
@@ -44,10 +37,7 @@ class RemoveNodeTests(unittest.TestCase):
         status = await client.call(CLUSTER_STATUS, pb.ClusterStatusRequest())
         self.assertEqual(sorted(s.Host for s in status.NodesUp.values()), sorted([a.host, b.host]))
         self.assertEqual(dict(status.NodesDown), {})
-        for _ in range(100):
-            if c.node.ready(True):
-                break
-            await task.deferLater(reactor, 0.05, lambda: None)
+        await until(lambda: c.node.ready(True), "the removed node to start over")
         self.assertNotEqual(c.node.cluster_id, old_cluster)
         self.assertEqual(c.node.members(), {0: c.host})
         self.assertEqual(c.node.state.state.enclaves, {})
@@ -85,10 +75,7 @@ class EditClusterTests(unittest.TestCase):
         ids = {address: node_id for node_id, address in a.node.members().items()}
         await b.stop()
         await c.stop()
-        for _ in range(100):
-            if not a.node.ready(True):
-                break
-            await task.deferLater(reactor, 0.05, lambda: None)
+        await until(lambda: not a.node.ready(True), "the survivor to lose its quorum")
         with self.assertRaises(KMSError) as e:
             await client.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="lost"))
         self.assertEqual(e.exception.status, 503)

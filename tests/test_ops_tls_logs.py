@@ -15,14 +15,14 @@ import subprocess
 import sys
 import time
 
-from twisted.internet import reactor, task, threads
+from twisted.internet import reactor, threads
 from twisted.trial import unittest
 
 from minkms.errors import ErrPermission, KMSError
 from minkms.server.logstream import LogFilter
 from minkms.wire import kms_pb2 as pb
 from minkms.wire.logrec import decode_log_records
-from tests.harness import InProcessServer, write_config
+from tests.harness import InProcessServer, until, write_config
 from tests.support import REPO, cli_env, stop_process, write_server_certificate
 
 
@@ -51,17 +51,6 @@ def _served_certificate(port: int) -> bytes:
         return sock.getpeercert(binary_form=True)
 
 
-async def _until(condition, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await task.deferLater(reactor, 0.1, lambda: None)
-
-
 class ReloadTestCase(unittest.TestCase):
     timeout = 120
 
@@ -70,6 +59,10 @@ class ReloadTestCase(unittest.TestCase):
         config = write_config(self.directory)
         self.server = InProcessServer(self, extra_args=["--config", config])
         await self.server.wait_ready()
+
+    def refused_reload(self) -> bool:
+        """Whether the node has logged that a reload failed and it kept its certificates."""
+        return any("not reloaded" in record.message for record in self.server.service.ops.logs.recent)
 
     def rotate(self):
         """Write a new key and certificate over the configured ones."""
@@ -95,7 +88,7 @@ class CertificateReloadTests(ReloadTestCase):
         async def new_one_served():
             return await threads.deferToThread(_served_certificate, port) == new_cert
 
-        await _until(new_one_served, "the rotated certificate on a new connection")
+        await until(new_one_served, "the rotated certificate on a new connection")
         self.assertEqual(await threads.deferToThread(_get_version, old), b"HTTP/1.1 200 OK")
         self.assertEqual(old.getpeercert(binary_form=True), old_cert)
 
@@ -105,7 +98,7 @@ class CertificateReloadTests(ReloadTestCase):
         with open(os.path.join(self.directory, "public.crt"), "w") as f:
             f.write("not a certificate\n")
         os.kill(os.getpid(), signal.SIGHUP)
-        await task.deferLater(reactor, 0.5, lambda: None)
+        await until(self.refused_reload, "the refused reload")
         self.assertEqual(await threads.deferToThread(_served_certificate, port), current)
 
 
@@ -125,10 +118,10 @@ class LogStreamTests(ReloadTestCase):
         from twisted.internet import defer
 
         d = defer.ensureDeferred(stream)
-        await task.deferLater(reactor, 0.5, lambda: None)
+        await until(lambda: self.server.service.ops.logs.subscribers, "the stream to connect")
         self.rotate()
         os.kill(os.getpid(), signal.SIGHUP)  # a good reload: INFO, filtered out
-        await _until(lambda: defer.succeed(self.server.service.ops.reloader is not None), "reloader")
+        await until(lambda: defer.succeed(self.server.service.ops.reloader is not None), "reloader")
         with open(os.path.join(self.directory, "public.crt"), "w") as f:
             f.write("garbage\n")
         os.kill(os.getpid(), signal.SIGHUP)  # a bad one: WARN
@@ -136,7 +129,7 @@ class LogStreamTests(ReloadTestCase):
         async def warned():
             return [r for r in seen if "not reloaded" in r.Message]
 
-        [record, *_] = await _until(warned, "the warning on the stream")
+        [record, *_] = await until(warned, "the warning on the stream")
         self.assertEqual(record.Level, 4)
         self.assertIn("invalid certificate", record.Message)
         self.assertEqual(record.Request.IP, "127.0.0.1")  # older kms-go clients need it
@@ -148,7 +141,7 @@ class LogStreamTests(ReloadTestCase):
         with open(os.path.join(self.directory, "public.crt"), "w") as f:
             f.write("garbage\n")
         os.kill(os.getpid(), signal.SIGHUP)
-        await task.deferLater(reactor, 0.2, lambda: None)
+        await until(self.refused_reload, "the refused reload")
         client = self.server.client()
         self.addCleanup(client.close)
         seen, pending = [], [b""]
@@ -162,7 +155,7 @@ class LogStreamTests(ReloadTestCase):
         from twisted.internet import defer
 
         d = defer.ensureDeferred(client.stream(b"POST", "/v1/debug/log", request.SerializeToString(), deliver))
-        await _until(lambda: defer.succeed(seen), "the replayed warning")
+        await until(lambda: defer.succeed(seen), "the replayed warning")
         self.assertIn("not reloaded", seen[0].Message)
         d.cancel()
         await d.addErrback(lambda _: None)
@@ -186,7 +179,7 @@ class LogStreamTests(ReloadTestCase):
         async def subscribed():
             return bool(self.server.service.ops.logs.subscribers)
 
-        await _until(subscribed, "minkms logs to connect")
+        await until(subscribed, "minkms logs to connect")
         with open(os.path.join(self.directory, "public.crt"), "w") as f:
             f.write("garbage\n")
         os.kill(os.getpid(), signal.SIGHUP)

@@ -10,15 +10,19 @@ import ssl
 
 from cryptography.hazmat.primitives import serialization
 from twisted.internet import defer, threads
+from twisted.protocols import amp
+from twisted.test import iosim
 from twisted.trial import unittest
 
 from minkms.apikey import APIKey, generate_api_key
 from minkms.errors import KMSError
 from minkms.hsm import SoftHSM
+from minkms.server import peer
 from minkms.tls import ALPN_PEER, PEER_SERVER_NAME
 from minkms.wire import kms_pb2 as pb
 from minkms.wire.commands import CLUSTER_ADDNODE
 from tests.harness import InProcessServer
+from tests.harness import InProcessServer, in_process_cluster, until
 
 
 def _raft_handshake(port: int, api_key: APIKey, directory: str):
@@ -89,3 +93,124 @@ class PeerChannelTests(unittest.TestCase):
 
     def test_other_hsm_cannot_join(self):
         return defer.ensureDeferred(self._other_hsm_cannot_join())
+
+
+class ForwardErrorTests(unittest.TestCase):
+    """
+    How a follower's call to its leader fails: a refusal comes back as the
+    leader's KMSError; a network failure is a 503 that says whether the
+    write may have been applied; a bug on either side is logged with its
+    traceback and answered 500, and the link stays up.
+    """
+
+    timeout = 60
+
+    async def follower_of_two(self):
+        """A two-node cluster: the leader, and the follower a test calls from."""
+        (leader, follower), _ = await in_process_cluster(self, 2)
+        await follower.wait_ready()
+        self.assertEqual(follower.node.core.leader, leader.node.node_id)
+        return leader, follower
+
+    def forward(self, follower, code=101, name="e", **changed):
+        """Forward a CreateEnclave (by default) from the follower to its leader."""
+        arguments = {"code": code, "enclave": "", "caller": follower.node.settings.sysadmin,
+                     "request": pb.CreateEnclaveRequest(Name=name).SerializeToString(), **changed}
+        return follower.node.call_leader(peer.Forward, 10, **arguments)
+
+    async def applied_on(self, follower, placed):
+        """Wait until the follower has applied the entry the leader placed."""
+        await follower.node.writes.wait_applied(placed["index"], placed["term"])
+
+    async def test_refusal_comes_back_as_the_leaders_error(self):
+        leader, follower = await self.follower_of_two()
+        await self.applied_on(follower, await self.forward(follower))
+        with self.assertRaises(KMSError) as e:
+            await self.forward(follower)
+        self.assertEqual(e.exception, KMSError(409, "enclave already exists"))
+
+    async def test_bug_on_the_leader_is_answered_500(self):
+        leader, follower = await self.follower_of_two()
+        with self.assertRaises(KMSError) as e:
+            await self.forward(follower, code=999)
+        self.assertEqual(e.exception.status, 500)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1, "logged with its traceback")
+        link = follower.node.peer_links()[leader.node.node_id]
+        self.assertIsNotNone(link.usable(), "the link stays up")
+        await self.applied_on(follower, await self.forward(follower, name="after"))
+        self.assertIn("after", follower.node.state.state.enclaves)
+
+    async def test_bug_on_the_follower_is_answered_500(self):
+        leader, follower = await self.follower_of_two()
+        with self.assertRaises(KMSError) as e:
+            await self.forward(follower, code=None)
+        self.assertEqual(e.exception, KMSError(500, "internal server error"))
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1, "logged with its traceback")
+
+    async def test_link_lost_after_sending(self):
+        leader, follower = await self.follower_of_two()
+        link = follower.node.peer_links()[leader.node.node_id]
+        await until(link.usable, "the follower's link to the leader")
+        d = self.forward(follower)
+        link.usable().transport.abortConnection()
+        with self.assertRaises(KMSError) as e:
+            await d
+        self.assertEqual(e.exception.status, 503)
+        self.assertTrue(e.exception.message.startswith(f"lost the leader (node {leader.node.node_id}) "
+                                                       "after sending it the write"), e.exception.message)
+        self.assertTrue(e.exception.message.endswith(": it may or may not have been applied"))
+
+    async def test_leader_unreachable_means_not_applied(self):
+        leader, follower = await self.follower_of_two()
+        link = follower.node.peer_links()[leader.node.node_id]
+        await leader.stop()
+        await until(lambda: link.usable() is None, "the follower saw the link drop")
+        with self.assertRaises(KMSError) as e:
+            await self.forward(follower)
+        self.assertEqual(e.exception.status, 503)
+        self.assertTrue(e.exception.message.endswith("the write was not applied"), e.exception.message)
+
+
+class ResponderTests(unittest.TestCase):
+    """
+    The responder decorator and the typed error answer, over an in-memory
+    connection (L{iosim}): what any peer command answers when the node
+    behind it refuses, breaks, or the peer has not authenticated.
+    """
+
+    def call(self, node, command, authenticated=True, **arguments):
+        """
+        Call C{command} from a plain AMP client on a L{peer.PeerProtocol}
+        for C{node}, connected in memory; return the outcome (an answer or
+        a Failure) and the server's protocol.
+        """
+        client, server, pump = iosim.connectedServerAndClient(
+            lambda: peer.PeerProtocol(node, "", server_side=authenticated), amp.AMP)
+        outcome = []
+        d = client.callRemote(command, **arguments)
+        if d is not None:
+            d.addBoth(outcome.append)
+        pump.flush()
+        return (outcome or [None])[0], server
+
+    def test_refusal_is_answered_as_typed_fields(self):
+        class Refusing:
+            def join_cluster(self, cluster_id, node_id, host):
+                raise KMSError(409, "node is already part of another cluster")
+
+        outcome, server = self.call(Refusing(), peer.Join, cluster_id="c", node_id=1, host="h:7373")
+        self.assertEqual(outcome.value, KMSError(409, "node is already part of another cluster"))
+        box = peer.Join.makeResponse(KMSError(409, "é"), server)
+        self.assertEqual(dict(box), {b"error_status": b"409", b"error_message": "é".encode()})
+
+    def test_bug_is_logged_and_answered_500_on_a_live_connection(self):
+        outcome, server = self.call(None, peer.NodeStatus)
+        self.assertEqual(outcome.value.status, 500)
+        self.assertEqual(len(self.flushLoggedErrors(AttributeError)), 1)
+        self.assertFalse(server.transport.disconnecting, "the connection stays up")
+
+    def test_unauthenticated_peer_is_refused(self):
+        outcome, server = self.call(None, peer.NodeStatus, authenticated=False)
+        outcome.trap(peer.PeerUnauthenticated)
+        self.call(None, peer.RaftMessage, authenticated=False, data=b"ignored")
+        self.assertEqual(self.flushLoggedErrors(), [], "a Raft message from it is ignored, not delivered")

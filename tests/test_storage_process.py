@@ -4,7 +4,7 @@ the middle of the stream, restart it on the same volume, and every write
 whose reply said success is there.
 """
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from minkms.apikey import APIKey
@@ -14,6 +14,7 @@ from minkms.hsm import SoftHSM
 from minkms.wire import kms_pb2 as pb
 from minkms.wire.commands import ENCLAVE_CREATE, KEY_CREATE
 from tests.harness import ProcessNode
+from tests.harness import ProcessNode, until
 from tests.test_cluster_process import ENCLAVE, list_keys
 
 
@@ -43,7 +44,7 @@ class KillNineTests(unittest.TestCase):
                 acknowledged.add(name)
 
         writers = [defer.ensureDeferred(writer(f"w{i}")) for i in range(16)]
-        await task.deferLater(reactor, 1.0, lambda: None)
+        await until(lambda: len(acknowledged) >= 50 or failed, "writes acknowledged before the kill")
         node.kill()
         await defer.gatherResults(writers)
         self.assertGreater(len(acknowledged), 20)

@@ -34,6 +34,7 @@ def run_server(argv: list[str], reactor=None) -> int:
     if reactor is None:
         from twisted.internet import reactor
     node_service = makeService(options, reactor=reactor)
+    node_service.privilegedStartService()
     start_logging(as_json=options["log-format"] == "json")
     reactor.callWhenRunning(node_service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", node_service.stopService)

@@ -19,11 +19,9 @@ member of another cluster dials as its member was reset, and refuses to
 serve its empty state until it is added again.
 """
 
-import time
-
 from google.protobuf import unknown_fields
-from twisted.internet import task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from minkms.client import network_reason
 from minkms.errors import KMSError, StartupError, bad_request, not_implemented, unavailable
@@ -330,8 +328,6 @@ async def add_node(node, host: str, force: bool = False) -> None:
         new_id = node.config.next_id
         await link.call(peer.Join, JOIN_TIMEOUT, node.reactor,
                         cluster_id=node.cluster_id, node_id=new_id, host=host)
-    except peer.RemoteKMSError as e:
-        raise peer.kms_error_of(e) from None
     except KMSError:
         raise
     except Exception as e:
@@ -339,19 +335,33 @@ async def add_node(node, host: str, force: bool = False) -> None:
     finally:
         link.close()
     await node.propose_membership(ConfigChange.add_learner(new_id, host))
-    deadline = time.monotonic() + CATCH_UP_TIMEOUT
-    while True:
+    await _caught_up(node, new_id, host)
+    await node.propose_membership(ConfigChange.promote(new_id))
+    log.info("added node {id} at {host}", id=new_id, host=host)
+
+
+def _caught_up(node, new_id: int, host: str):
+    """
+    Fires once the learner C{new_id} holds every committed entry, as the
+    leader's progress shows after each message and tick; fails with 503 if
+    this node stops leading, or after L{CATCH_UP_TIMEOUT} on its clock.
+    """
+
+    def caught_up() -> bool:
         status = node.core.status()
         progress = status.progress.get(new_id)
         if progress is not None and progress.match >= status.commit:
-            break
+            return True
         if status.role != LEADER:
             raise unavailable("leadership changed while the node was catching up; run 'minkms add' again")
-        if time.monotonic() > deadline:
-            raise unavailable(f"node {host} did not catch up in {CATCH_UP_TIMEOUT:.0f}s")
-        await task.deferLater(node.reactor, 0.05, lambda: None)
-    await node.propose_membership(ConfigChange.promote(new_id))
-    log.info("added node {id} at {host}", id=new_id, host=host)
+        return False
+
+    def too_slow(result, timeout):
+        return Failure(unavailable(f"node {host} did not catch up in {timeout:.0f}s"))
+
+    d = node.when(caught_up)
+    d.addTimeout(CATCH_UP_TIMEOUT, node.reactor, onTimeoutCancel=too_slow)
+    return d
 
 
 async def remove_node(node, host: str, delete_cluster_on_host: bool = False) -> None:
@@ -371,8 +381,8 @@ async def remove_node(node, host: str, delete_cluster_on_host: bool = False) -> 
     link = node.peer_link(host)
     try:
         await link.call(peer.Leave, JOIN_TIMEOUT, node.reactor)
-    except peer.RemoteKMSError as e:
-        raise peer.kms_error_of(e) from None
+    except KMSError:
+        raise
     except Exception as e:
         raise KMSError(503, f"node {host} was removed, but could not be told to reset: "
                             f"{network_reason(e)}") from None

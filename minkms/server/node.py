@@ -79,6 +79,7 @@ class Node:
         self._failed = None
         self._joining = False
         self._stopped = False
+        self._watches: list[tuple] = []
         self._restore(_as_durable(volume.recovered))
         from minkms.apikey import APIKey
 
@@ -266,6 +267,35 @@ class Node:
 
     def _tick(self) -> None:
         self.driver.tick()
+        self._check_watches()
+
+    def when(self, condition) -> defer.Deferred:
+        """
+        Fires with C{condition()} once it is true, checked now and after
+        every Raft message and tick this node takes in (a change in the
+        core's view, such as a follower's progress, comes with one); fails
+        with what C{condition} raises.  Cancel it, or give it a timeout, to
+        stop waiting.
+        """
+        watch: tuple = ()
+        d = defer.Deferred(lambda _: self._watches.remove(watch) if watch in self._watches else None)
+        watch = (condition, d)
+        self._watches.append(watch)
+        self._check_watches()
+        return d
+
+    def _check_watches(self) -> None:
+        for watch in list(self._watches):
+            condition, d = watch
+            try:
+                result = condition()
+            except Exception:
+                self._watches.remove(watch)
+                d.errback()
+                continue
+            if result:
+                self._watches.remove(watch)
+                d.callback(result)
 
     def _after_ready(self, ready) -> None:
         if self.core.config is not self._links.config:
@@ -331,12 +361,8 @@ class Node:
         return self.writes.propose(data)
 
     def submit_forwarded(self, code: int, enclave: str, caller: str, request: bytes):
-        """A client write forwarded by a follower: prepare and propose it here."""
+        """A write forwarded by a follower (L{peer.Forward}): propose it here."""
         return self.writes.submit_forwarded(code, enclave, caller, request)
-
-    def propose_forwarded(self, data: bytes):
-        """A prepared command forwarded by a follower: propose it here."""
-        return self.writes.propose_here(lambda: data)
 
     def call_leader(self, command, timeout: float, **arguments):
         """Call a peer command on the leader (L{WritePath.call_leader})."""
@@ -377,6 +403,7 @@ class Node:
             self._links.heard_from(message.src, via)
         if self._failed is None and not self._joining and not self._stopped:
             self.driver.step(message)
+            self._check_watches()
 
     def ready(self, write: bool) -> bool:
         """
@@ -465,14 +492,16 @@ def _as_durable(recovered) -> DurableState:
     return DurableState(recovered.hard_state, recovered.snapshot, tuple(recovered.entries))
 
 
-def open_node(settings, reactor) -> Node:
+def open_node(settings, reactor, storage_runner=None) -> Node:
     """
     Open the volume and build the node; a fresh volume becomes a
     single-node cluster with this node as node 0 (DESIGN decision 9).
+    C{storage_runner} runs the volume's blocking calls (see
+    L{minkms.storage.volume.open_volume_now}).
     """
     from minkms.server.membership import founding_records
 
-    volume = open_volume_now(settings.volume, settings.hsm, reactor=reactor,
+    volume = open_volume_now(settings.volume, settings.hsm, reactor=reactor, runner=storage_runner,
                              founding=founding_records(settings.host))
     try:
         node = Node(reactor, settings, volume, settings.hsm)

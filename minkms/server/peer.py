@@ -12,9 +12,52 @@ shows another certificate.
 Raft messages travel as opaque bytes (L{minkms.raft.codec}); values larger
 than an AMP value (65,535 bytes) are split over several keys by
 L{LongBytes}, so snapshots and large entries need no special case here.
+
+Errors.  Every command is a L{PeerCommand}, and every responder is
+registered with L{responder}.  A L{KMSError} raised by a responder is
+answered as two typed fields, C{error_status} (an integer) and
+C{error_message} (text), and C{callRemote} raises it again on the calling
+node as the same L{KMSError}.  Any other exception in a responder is a bug:
+it is logged with its traceback on the node where it happened and answered
+as a 500, and the connection stays up.  A peer that has not authenticated
+gets L{PeerUnauthenticated}.
+
+One forward, end to end
+=======================
+
+A client sends C{KEY:CREATE} to node 2, a follower; node 0 leads.
+
+ 1. Node 2 (L{minkms.server.writes.WritePath}) sends the write as the
+    client sent it::
+
+        answer = await protocol.callRemote(
+            Forward, code=201, enclave="e", caller=identity,
+            request=CreateKeyRequest(Name="k").SerializeToString())
+
+ 2. On node 0, L{PeerProtocol.forward} waits until it has applied every
+    committed entry, checks and prepares the command against its own
+    state and proposes it.  It answers at once with where the entry went,
+    C{{"index": 57, "term": 3}}: nothing is persisted or committed yet.  A
+    refusal comes back instead as the typed error fields (C{409}, C{"key
+    already exists"}), and C{callRemote} raises that L{KMSError}.
+
+ 3. Node 2 waits until it has applied the entry at index 57 itself
+    (C{node.driver.wait_applied(57, 3)}).  Only then is the write committed
+    on a quorum, and the apply result is what node 2 answers the client.  If
+    the leader lost its leadership and another term's entry took index 57,
+    node 2 answers 503 "leadership changed before the write committed; it
+    was not applied".
+
+Compatibility: the nodes of a cluster must run the same build.  There is no
+version negotiation and no rolling upgrade from builds that had the
+separate C{Forward}/C{ForwardWrite} commands or sent errors as a
+C{"status message"} string: stop every node, upgrade, start them again.
 """
 
-from twisted.internet import defer
+import functools
+
+from OpenSSL import SSL
+from twisted.internet import defer, error
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory
@@ -23,7 +66,7 @@ from twisted.protocols import amp
 from zope.interface import implementer
 
 from minkms.client import network_reason
-from minkms.errors import KMSError
+from minkms.errors import KMSError, internal
 from minkms.tls import ALPN_PEER, PEER_SERVER_NAME, ClientTLS, peer_identity
 
 log = Logger()
@@ -52,33 +95,122 @@ class PeerUnauthenticated(Exception):
     """The other end is not (yet) known to hold the cluster's HSM key."""
 
 
-class RemoteKMSError(Exception):
-    """A KMSError raised on the other node, carried as C{status message}."""
+class PeerUnavailable(Exception):
+    """The other node could not be reached."""
 
 
-class RaftMessage(amp.Command):
+PEER_FAILURES = (
+    defer.TimeoutError,
+    defer.CancelledError,
+    error.ConnectError,
+    error.ConnectionClosed,
+    amp.RemoteAmpError,
+    amp.ProtocolSwitched,
+    SSL.Error,
+    OSError,
+    PeerUnauthenticated,
+    PeerUnavailable,
+)
+"""
+What a call to another node fails with when the network or the other node
+fails it (no answer in time, connection lost, refused, not a cluster node);
+anything else is a bug on this side.
+"""
+
+_ERROR_STATUS = b"error_status"
+_ERROR_MESSAGE = b"error_message"
+
+
+class PeerCommand(amp.Command):
+    """
+    A peer command whose answer is either its C{response} or a
+    L{KMSError} as the typed fields C{error_status} and C{error_message}
+    (a responder returns the L{KMSError} to answer it; see L{responder}).
+    """
+
+    errors = {PeerUnauthenticated: b"UNAUTHENTICATED"}
+
+    @classmethod
+    def makeResponse(cls, objects, proto):
+        if isinstance(objects, KMSError):
+            return amp.AmpBox({
+                _ERROR_STATUS: amp.Integer().toString(objects.status),
+                _ERROR_MESSAGE: amp.Unicode().toString(objects.message),
+            })
+        return super().makeResponse(objects, proto)
+
+    @classmethod
+    def parseResponse(cls, box, protocol):
+        if _ERROR_STATUS in box:
+            raise KMSError(amp.Integer().fromString(box[_ERROR_STATUS]),
+                           amp.Unicode().fromString(box[_ERROR_MESSAGE]))
+        return super().parseResponse(box, protocol)
+
+
+def responder(command):
+    """
+    Register the decorated L{PeerProtocol} method as C{command}'s
+    responder, with what every responder needs: a peer that has not
+    authenticated is refused (or, for a command without an answer,
+    ignored); a L{KMSError} is answered as typed fields; any other
+    exception is logged with its traceback and answered as a 500.
+    """
+
+    def register(method):
+        @functools.wraps(method)
+        def respond(self, **arguments):
+            if not self.authenticated:
+                if not command.requiresAnswer:
+                    return {}
+                raise PeerUnauthenticated("the TLS handshake has not authenticated the peer")
+            d = defer.maybeDeferred(method, self, **arguments)
+            d.addErrback(_error_answer, command, self)
+            return d
+
+        return command.responder(respond)
+
+    return register
+
+
+def _error_answer(failure, command, protocol):
+    """A responder's failure as the answer (see L{responder})."""
+    if failure.check(KMSError):
+        return failure.value
+    if failure.check(PeerUnauthenticated):
+        return failure
+    log.failure("answering {command} from {peer} failed", failure,
+                command=command.__name__, peer=protocol.transport.getPeer() if protocol.transport else None)
+    return internal(f"internal error on the other node while answering {command.__name__}: see its log")
+
+
+class RaftMessage(PeerCommand):
     """One encoded Raft message; no answer (Raft tolerates loss)."""
 
     arguments = [(b"data", LongBytes())]
     requiresAnswer = False
 
 
-class Forward(amp.Command):
-    """
-    A follower's client write for the leader to propose; answers where the
-    entry went (index, term) once it is appended on the leader.
-    """
-
-    arguments = [(b"data", LongBytes())]
-    response = [(b"index", amp.Integer()), (b"term", amp.Integer())]
-    errors = {RemoteKMSError: b"KMS_ERROR", PeerUnauthenticated: b"UNAUTHENTICATED"}
+PREPARED = 0
+"""
+L{Forward}'s C{code} for a state-machine command the follower prepared
+itself (a restore from backup): C{request} is its encoding, proposed as it
+is.
+"""
 
 
-class ForwardWrite(amp.Command):
+class Forward(PeerCommand):
     """
-    A client's write command as the client sent it, for the leader to
-    check and prepare against its own state (the newest) and propose;
-    answers where the entry went (index, term).
+    A write that a follower received, for the leader to propose.  Either a
+    client's KMS command as the client sent it (C{code}, C{enclave},
+    C{caller}, C{request}), which the leader checks and prepares against its
+    own state, the newest; or, with C{code} L{PREPARED}, a command the
+    follower prepared (C{request} is its encoding).
+
+    The answer says where the leader placed the entry in its log (C{index},
+    C{term}).  It comes as soon as the leader has proposed the entry, before
+    the entry is persisted or committed anywhere: the follower acknowledges
+    the write only once it has applied the entry at that place itself, and
+    the term tells it whether the entry there is still this one.
     """
 
     arguments = [
@@ -88,48 +220,48 @@ class ForwardWrite(amp.Command):
         (b"request", LongBytes()),
     ]
     response = [(b"index", amp.Integer()), (b"term", amp.Integer())]
-    errors = {RemoteKMSError: b"KMS_ERROR", PeerUnauthenticated: b"UNAUTHENTICATED"}
 
 
-class NodeStatus(amp.Command):
+class NodeStatus(PeerCommand):
     """This node's C{ServerStatusResponse}, for C{CLUSTER:STATUS}."""
 
     arguments = []
     response = [(b"status", LongBytes())]
-    errors = {PeerUnauthenticated: b"UNAUTHENTICATED"}
 
 
-class ClusterCommand(amp.Command):
-    """A membership command (add/remove node) forwarded to the leader."""
+class ClusterCommand(PeerCommand):
+    """
+    A membership command (add/remove node) forwarded to the leader; the
+    answer comes once the leader has carried it out.
+    """
 
     arguments = [(b"code", amp.Integer()), (b"request", LongBytes())]
     response = []
-    errors = {RemoteKMSError: b"KMS_ERROR", PeerUnauthenticated: b"UNAUTHENTICATED"}
 
 
-class Leave(amp.Command):
+class Leave(PeerCommand):
     """
     The leader tells a node it removed with C{DeleteClusterOnHost}: wipe
-    the cluster's state and start over as a fresh single-node cluster.
+    the cluster's state and start over as a fresh single-node cluster.  The
+    answer comes once the node has started over.
     """
 
     arguments = []
     response = []
-    errors = {RemoteKMSError: b"KMS_ERROR", PeerUnauthenticated: b"UNAUTHENTICATED"}
 
 
-class Join(amp.Command):
+class Join(PeerCommand):
     """
     The leader asks a fresh node to join: adopt the cluster ID and the
     node ID given, drop its own single-node state, and wait for the log.
+    The answer comes once the node has reset its volume to join.
     """
 
     arguments = [(b"cluster_id", amp.Unicode()), (b"node_id", amp.Integer()), (b"host", amp.Unicode())]
     response = []
-    errors = {RemoteKMSError: b"KMS_ERROR", PeerUnauthenticated: b"UNAUTHENTICATED"}
 
 
-class Hello(amp.Command):
+class Hello(PeerCommand):
     """
     The first call on every link, before anything else goes over it: who
     the dialling node is (its cluster ID and node ID), and whether it dials
@@ -148,10 +280,9 @@ class Hello(amp.Command):
         (b"holds", amp.Unicode()),
         (b"removed", amp.Unicode()),
     ]
-    errors = {PeerUnauthenticated: b"UNAUTHENTICATED"}
 
 
-class NotMember(amp.Command):
+class NotMember(PeerCommand):
     """
     A member tells a node that its cluster removed it (the node sent a
     Raft message as a node ID the cluster no longer has); no answer.
@@ -159,17 +290,6 @@ class NotMember(amp.Command):
 
     arguments = [(b"reason", amp.Unicode())]
     requiresAnswer = False
-
-
-def _to_remote(failure):
-    failure.trap(KMSError)
-    raise RemoteKMSError(f"{failure.value.status} {failure.value.message}")
-
-
-def kms_error_of(error: RemoteKMSError) -> KMSError:
-    """The KMSError a L{RemoteKMSError} carries from the other node."""
-    status, _, message = str(error).partition(" ")
-    return KMSError(int(status), message)
 
 
 @implementer(IHandshakeListener)
@@ -237,73 +357,45 @@ class PeerProtocol(amp.AMP):
             self.ready.errback(reason)
         self.lost.callback(None)
 
-    def _require_auth(self):
-        if not self.authenticated:
-            raise PeerUnauthenticated("the TLS handshake has not authenticated the peer")
-
-    @RaftMessage.responder
+    @responder(RaftMessage)
     def raft_message(self, data):
-        if self.authenticated:
-            self.node.receive_raft(data, via=self)
+        self.node.receive_raft(data, via=self)
         return {}
 
-    @Hello.responder
+    @responder(Hello)
     def hello(self, cluster_id, node_id, member):
-        self._require_auth()
         self.remote = {"cluster_id": cluster_id, "node_id": node_id}
         return self.node.standing.welcome(self, cluster_id, node_id, member)
 
-    @NotMember.responder
+    @responder(NotMember)
     def not_member(self, reason):
-        if self.authenticated:
-            self.node.standing.told_removed(self, reason)
+        self.node.standing.told_removed(self, reason)
         return {}
 
-    @Forward.responder
-    def forward(self, data):
-        self._require_auth()
-        d = defer.maybeDeferred(self.node.propose_forwarded, data)
-        d.addCallback(lambda placed: {"index": placed[0], "term": placed[1]})
-        d.addErrback(_to_remote)
-        return d
+    @responder(Forward)
+    async def forward(self, code, enclave, caller, request):
+        index, term = await self.node.submit_forwarded(code, enclave, caller, request)
+        return {"index": index, "term": term}
 
-    @ForwardWrite.responder
-    def forward_write(self, code, enclave, caller, request):
-        self._require_auth()
-        d = defer.maybeDeferred(self.node.submit_forwarded, code, enclave, caller, request)
-        d.addCallback(lambda placed: {"index": placed[0], "term": placed[1]})
-        d.addErrback(_to_remote)
-        return d
-
-    @NodeStatus.responder
+    @responder(NodeStatus)
     def node_status(self):
-        self._require_auth()
         return {"status": self.node.local_status().SerializeToString(deterministic=True)}
 
-    @ClusterCommand.responder
-    def cluster_command(self, code, request):
-        self._require_auth()
-        d = defer.maybeDeferred(self.node.cluster_command_forwarded, code, request)
-        d.addCallback(lambda _: {})
-        d.addErrback(_to_remote)
-        return d
+    @responder(ClusterCommand)
+    async def cluster_command(self, code, request):
+        await self.node.cluster_command_forwarded(code, request)
+        return {}
 
-    @Leave.responder
-    def leave(self):
-        self._require_auth()
-        d = defer.maybeDeferred(self.node.leave_cluster)
-        d.addCallback(lambda _: self.node.standing.cleared())
-        d.addCallback(lambda _: {})
-        d.addErrback(_to_remote)
-        return d
+    @responder(Leave)
+    async def leave(self):
+        await self.node.leave_cluster()
+        self.node.standing.cleared()
+        return {}
 
-    @Join.responder
-    def join(self, cluster_id, node_id, host):
-        self._require_auth()
-        d = defer.maybeDeferred(self.node.join_cluster, cluster_id, node_id, host)
-        d.addCallback(lambda _: {})
-        d.addErrback(_to_remote)
-        return d
+    @responder(Join)
+    async def join(self, cluster_id, node_id, host):
+        await self.node.join_cluster(cluster_id, node_id, host)
+        return {}
 
 
 class PeerListener:
@@ -487,10 +579,6 @@ class PeerLink:
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.errback(error)
-
-
-class PeerUnavailable(Exception):
-    """The other node could not be reached."""
 
 
 def peer_tls(hsm) -> ClientTLS:

@@ -15,7 +15,10 @@ import tempfile
 
 import attrs
 from twisted.application import service
-from twisted.internet import error as ierror, threads
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import defer, threads
+from twisted.internet import error as ierror
+from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -211,31 +214,54 @@ def dev_credentials(host_name: str):
 
 class NodeService(service.MultiService):
     """
-    A running node: starts the node driver, prints the banner once the
-    listener is up, and on stop closes the listener, the node and (in
-    C{--dev}) removes the temporary volume.
+    A running node, as C{twistd} and C{minkms server} run it: a
+    L{MultiService} whose children are the node (its ticks and peer links
+    run on the reactor it was given), the operations side (audit, log
+    stream, metric polls) and the TLS listener (a
+    L{StreamServerEndpointService}), started in that order and stopped in
+    reverse, one after the other.  It prints the banner once started and, in
+    C{--dev}, removes the temporary volume once stopped.
+
+    The listener binds its port in L{privilegedStartService}, before the
+    reactor runs; a port it cannot have ends start-up with one line.
     """
 
     stop_reactor_on_failure = True
 
-    def __init__(self, settings: Settings, node, port, out, reactor, ops) -> None:
+    def __init__(self, settings: Settings, node, ops, listener, out, reactor) -> None:
         super().__init__()
         self.ops = ops
         self.settings = settings
         self.node = node
-        self.port = port
+        self.listener = listener
         self._out = out
         self._reactor = reactor
+        Part("node", node.start, node.stop).setServiceParent(self)
+        Part("operations", ops.start, ops.stop).setServiceParent(self)
+        listener.setName("listener")
+        listener.setServiceParent(self)
 
     def _fatal(self, reason: str) -> None:
         if self.stop_reactor_on_failure and self._reactor.running:
             self._reactor.stop()
 
+    def privilegedStartService(self):
+        try:
+            super().privilegedStartService()
+        except ierror.CannotListenError as e:
+            self.node.close()
+            if self.settings.temporary_volume:
+                shutil.rmtree(self.settings.volume, ignore_errors=True)
+            reason = e.socketError.strerror if getattr(e.socketError, "strerror", None) else str(e.socketError)
+            s = self.settings
+            raise SystemExit(
+                f"minkms: error: cannot listen on {cfg.join_host_port(s.listen_ip, s.listen_port)}: "
+                f"{reason.lower()}"
+            ) from None
+
     def startService(self):
-        super().startService()
         self.node.fatal_hook = self._fatal
-        self.node.start()
-        self.ops.start()
+        super().startService()
         s = self.settings
         text = banner(
             s.hsm.name,
@@ -249,24 +275,43 @@ class NodeService(service.MultiService):
         self._out.flush()
 
     async def _stop(self):
-        await self.port.stopListening()
-        await self.ops.stop()
-        await self.node.stop()
+        for child in reversed(list(self)):
+            await child.stopService()
         if self.settings.temporary_volume:
             await threads.deferToThread(shutil.rmtree, self.settings.volume, ignore_errors=True)
 
     def stopService(self):
-        from twisted.internet import defer
-
-        super().stopService()
+        service.Service.stopService(self)
         return defer.ensureDeferred(self._stop())
 
 
-def build_service(settings: Settings, reactor, out=None) -> NodeService:
-    """Open the volume, build the node and bind the listener."""
+class Part(service.Service):
+    """One part of a node as a child service: C{start()} and C{stop()} (which may wait)."""
+
+    def __init__(self, name: str, start, stop) -> None:
+        self.setName(name)
+        self._start = start
+        self._stop = stop
+
+    def startService(self):
+        super().startService()
+        self._start()
+
+    def stopService(self):
+        super().stopService()
+        return defer.maybeDeferred(self._stop)
+
+
+def build_service(settings: Settings, reactor, out=None, storage_runner=None) -> NodeService:
+    """
+    Open the volume and build the node, the operations side and the
+    listener (which binds its port when the service starts).  The node and
+    every timer run on C{reactor}; C{storage_runner} runs the volume's
+    blocking calls (its own thread by default).
+    """
     from minkms.server.node import open_node
 
-    node = open_node(settings, reactor)
+    node = open_node(settings, reactor, storage_runner)
     try:
         ops = Operations(settings, node, reactor, settings.config)
         resources = {**node.extra_resources(), **ops.resources()}
@@ -278,24 +323,16 @@ def build_service(settings: Settings, reactor, out=None) -> NodeService:
         factory.noisy = False
         context_factory = ServerContextFactory(settings.credentials, peer.peer_credentials(settings.hsm))
         ops.watch_certificates(context_factory)
-        try:
-            port = reactor.listenSSL(
-                settings.listen_port,
-                factory,
-                context_factory,
-                backlog=limits.listen_backlog,
-                interface=settings.listen_ip,
-            )
-        except ierror.CannotListenError as e:
-            reason = e.socketError.strerror if getattr(e.socketError, "strerror", None) else str(e.socketError)
-            raise StartupError(
-                f"cannot listen on {cfg.join_host_port(settings.listen_ip, settings.listen_port)}: "
-                f"{reason.lower()}"
-            ) from None
+        endpoint = SSL4ServerEndpoint(reactor, settings.listen_port, context_factory,
+                                      backlog=limits.listen_backlog, interface=settings.listen_ip)
+        listener = StreamServerEndpointService(endpoint, factory)
+        # As Twisted's strports.service() does: a port that cannot be had
+        # fails privilegedStartService at once, not in a log line later.
+        listener._raiseSynchronously = True
     except BaseException:
         node.close()
         raise
-    return NodeService(settings, node, port, out or sys.stdout, reactor, ops)
+    return NodeService(settings, node, ops, listener, out or sys.stdout, reactor)
 
 
 def limits_within_descriptors(limits: ConnectionLimits) -> ConnectionLimits:

@@ -15,7 +15,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from minkms.errors import KMSError, unavailable
+from minkms.errors import KMSError, internal, unavailable
 from minkms.kms import dispatch
 from minkms.raft.errors import NotLeader, RaftError
 from minkms.raft.ready import LEADER
@@ -40,19 +40,24 @@ class WritePath:
         node = self._node
         return self._replicate(
             lambda: dispatch.prepare_write(node.state, ctx, command, request).encode(),
-            peer.ForwardWrite,
             code=command.code, enclave=ctx.enclave, caller=ctx.caller,
             request=request.SerializeToString(),
         )
 
     def propose(self, data: bytes):
         """Replicate a prepared command; fire with its apply result on this node."""
-        return self._replicate(lambda: data, peer.Forward, data=data)
+        return self._replicate(lambda: data, code=peer.PREPARED, enclave="", caller="", request=data)
 
     def submit_forwarded(self, code: int, enclave: str, caller: str, request: bytes):
-        """A client write forwarded by a follower: prepare and propose it here."""
+        """
+        A write forwarded by a follower (L{peer.Forward}): prepare it here,
+        unless the follower did (L{peer.PREPARED}), and propose it; fire with
+        where the entry went (index, term).
+        """
         from minkms.wire.commands import BY_CODE
 
+        if code == peer.PREPARED:
+            return self._when_caught_up(lambda: self.propose_here(lambda: request))
         node = self._node
         command = BY_CODE[code]
         ctx = dispatch.CallContext(caller=caller, enclave=enclave,
@@ -62,11 +67,11 @@ class WritePath:
             lambda: dispatch.prepare_write(node.state, ctx, command, message).encode()
         ))
 
-    def _replicate(self, prepare, forward, **arguments):
+    def _replicate(self, prepare, **forward):
         """
         On the leader, propose C{prepare()} and wait for its apply; on a
-        follower, send the leader C{forward(**arguments)} and wait for the
-        entry it placed to be applied here.
+        follower, send the leader L{peer.Forward}C{(**forward)} and wait for
+        the entry it placed to be applied here.
         """
         node = self._node
         try:
@@ -75,7 +80,7 @@ class WritePath:
                 return self._when_caught_up(lambda: self.wait_applied(*self.propose_here(prepare)))
         except KMSError as e:
             return defer.fail(e)
-        return defer.ensureDeferred(self._via_leader(forward, **arguments))
+        return defer.ensureDeferred(self._via_leader(**forward))
 
     def _when_caught_up(self, then):
         """
@@ -108,8 +113,8 @@ class WritePath:
         except RaftError as e:
             raise unavailable(f"write not accepted: {e}; it was not applied") from None
 
-    async def _via_leader(self, command, **arguments):
-        placed = await self.call_leader(command, WRITE_TIMEOUT, **arguments)
+    async def _via_leader(self, **forward):
+        placed = await self.call_leader(peer.Forward, WRITE_TIMEOUT, **forward)
         return await self.wait_applied(placed["index"], placed["term"])
 
     def _leader_link(self):
@@ -132,32 +137,32 @@ class WritePath:
     async def call_leader(self, command, timeout: float, **arguments):
         """
         Call a peer command on the leader; its KMSError comes back as one.
-        A leader that cannot be reached is a 503 that says whether the
-        request left this node (then its outcome is unknown).  A
-        programming error is logged and answered 500.
+        A leader that cannot be reached (L{peer.PEER_FAILURES}) is a 503
+        that says whether the request left this node (then its outcome is
+        unknown).  Anything else is a bug: logged with its traceback and
+        answered 500.
         """
         leader, link = self._leader_link()
         try:
             protocol = await link.when_connected(min(timeout, CONNECT_TIMEOUT), self._node.reactor)
-        except Exception:
+        except peer.PEER_FAILURES:
             raise unavailable(
                 f"cannot reach the leader (node {leader} at {link.address}); "
                 "the write was not applied"
             ) from None
-        d = protocol.callRemote(command, **arguments)
-        d.addTimeout(timeout, self._node.reactor)
+        except Exception:
+            raise _bug("connecting to the leader") from None
         try:
-            return await d
-        except peer.RemoteKMSError as e:
-            raise peer.kms_error_of(e) from None
-        except (TypeError, AttributeError, KeyError, ValueError) as e:
-            log.failure("calling the leader failed", Failure(e))
+            return await protocol.callRemote(command, **arguments).addTimeout(timeout, self._node.reactor)
+        except KMSError:
             raise
-        except Exception as e:
+        except peer.PEER_FAILURES as e:
             raise unavailable(
                 f"lost the leader (node {leader}) after sending it the write "
                 f"({e.__class__.__name__}): it may or may not have been applied"
             ) from None
+        except Exception:
+            raise _bug(f"calling {command.__name__} on the leader") from None
 
     async def propose_membership(self, change) -> None:
         """
@@ -180,6 +185,15 @@ class WritePath:
         d = self._node.driver.wait_applied(index, term)
         d.addTimeout(WRITE_TIMEOUT, self._node.reactor, onTimeoutCancel=timed_out)
         return d
+
+
+def _bug(doing: str) -> KMSError:
+    """
+    Log the exception being handled, a programming error met while
+    C{doing}, with its traceback; return the 500 to answer.
+    """
+    log.failure("{doing} failed", doing=doing)
+    return internal("internal server error")
 
 
 def timed_out(result, timeout):
