@@ -36,14 +36,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import read_path  # noqa: E402
-from read_path import REPO, call_sync, client_context, frame, free_port, http_request, stop  # noqa: E402
+from read_path import REPO, client_context, frame, free_port, http_request, stop  # noqa: E402
 
 from minkms.apikey import APIKey  # noqa: E402
 from minkms.hsm import SoftHSM  # noqa: E402
 from minkms.raft.config import encode_config, single_node_config  # noqa: E402
 from minkms.raft.types import Snapshot, SnapshotMeta  # noqa: E402
 from minkms.server.membership import founding_records  # noqa: E402
-from minkms.state.commands import CreateEnclave, CreateKey  # noqa: E402
+from minkms.state.changes import CreateEnclave, CreateKey  # noqa: E402
 from minkms.state.machine import StateMachine  # noqa: E402
 from minkms.storage.startup import DB_NAME, load_volume  # noqa: E402
 from minkms.storage.volume import InlineRunner, open_volume_now  # noqa: E402

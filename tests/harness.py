@@ -103,7 +103,7 @@ async def in_process_cluster(testcase, size: int) -> tuple[list[InProcessServer]
     client = first.client()
     testcase.addCleanup(client.close)
     for server in servers[1:]:
-        await client.call(1, pb.AddClusterNodeRequest(Host=server.host))
+        await client.call(CLUSTER_ADDNODE, pb.AddClusterNodeRequest(Host=server.host))
     return servers, client
 
 

@@ -9,8 +9,7 @@ from twisted.trial import unittest
 
 from minkms.hsm import SoftHSM
 from minkms.wire import kms_pb2 as pb
-from minkms.wire.commands import CLUSTER_ADDNODE, ENCLAVE_CREATE, ENCLAVE_DELETE, KEY_CREATE
-from tests.harness import InProcessServer
+from minkms.wire.commands import ENCLAVE_CREATE, ENCLAVE_DELETE, KEY_CREATE
 from tests.harness import in_process_cluster
 
 KEYS = 300

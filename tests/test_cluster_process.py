@@ -14,7 +14,6 @@ from minkms.client import ClientError, KMSClient
 from minkms.errors import KMSError
 from minkms.wire import kms_pb2 as pb
 from minkms.wire.commands import CLUSTER_ADDNODE, CLUSTER_STATUS, ENCLAVE_CREATE, KEY_CREATE, KEY_LIST
-from tests.harness import ProcessNode, form_cluster, leader_of, write_config
 from tests.harness import ProcessNode, form_cluster, leader_of, until, write_config
 
 ENCLAVE = "e"

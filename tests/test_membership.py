@@ -16,7 +16,6 @@ from minkms.wire.commands import (
     CLUSTER_STATUS,
     ENCLAVE_CREATE,
 )
-from tests.harness import InProcessServer
 from tests.harness import InProcessServer, in_process_cluster, until
 
 

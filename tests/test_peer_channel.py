@@ -21,7 +21,6 @@ from minkms.server import peer
 from minkms.tls import ALPN_PEER, PEER_SERVER_NAME
 from minkms.wire import kms_pb2 as pb
 from minkms.wire.commands import CLUSTER_ADDNODE
-from tests.harness import InProcessServer
 from tests.harness import InProcessServer, in_process_cluster, until
 
 

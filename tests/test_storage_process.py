@@ -13,7 +13,6 @@ from minkms.errors import KMSError
 from minkms.hsm import SoftHSM
 from minkms.wire import kms_pb2 as pb
 from minkms.wire.commands import ENCLAVE_CREATE, KEY_CREATE
-from tests.harness import ProcessNode
 from tests.harness import ProcessNode, until
 from tests.test_cluster_process import ENCLAVE, list_keys
 

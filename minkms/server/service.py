@@ -16,8 +16,7 @@ import tempfile
 import attrs
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet import defer, threads
-from twisted.internet import error as ierror
+from twisted.internet import defer, error as ierror, threads
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage

@@ -54,7 +54,6 @@ a sector slice under 16 bytes while later frames of it survived is reported
 as damage rather than repaired.
 """
 
-from collections.abc import Iterator
 
 import attrs
 
