@@ -130,6 +130,14 @@ class Enclave:
 
 @attrs.define
 class State:
-    """Everything the state machine replicates."""
+    """
+    Everything the state machine replicates.
+
+    C{subjects} is not replicated: it remembers the callers that
+    L{minkms.state.authz.subject} resolved, so that a request does not
+    resolve its caller again; the state machine empties it whenever an
+    enclave, an identity or a policy changes.
+    """
 
     enclaves: dict[str, Enclave] = attrs.Factory(dict)
+    subjects: dict = attrs.field(init=False, factory=dict, eq=False, repr=False)
