@@ -196,6 +196,7 @@ class Metrics:
                                buckets=BATCH_BUCKETS, registry=r)
         self.tls_reloads = Counter("minkms_tls_reloads", "Certificate reloads, by result.", ["result"], registry=r)
         self.watcher = None
+        self._request_series: dict = {}
 
     def watch_node(self, node, certificates=lambda: ()) -> RaftWatcher:
         """Register the scrape-time collector of C{node}."""
@@ -204,9 +205,16 @@ class Metrics:
         return self.watcher
 
     def observe_request(self, command: str, status: int, seconds: float) -> None:
-        """Count one answered API request."""
-        self.requests.labels(command, str(status)).inc()
-        self.latency.labels(command).observe(seconds)
+        """
+        Count one answered API request.  The labelled series are looked up
+        once per command and status (a fixed, small set), not per request.
+        """
+        series = self._request_series.get((command, status))
+        if series is None:
+            series = self._request_series[(command, status)] = (
+                self.requests.labels(command, str(status)), self.latency.labels(command))
+        series[0].inc()
+        series[1].observe(seconds)
 
     def exposition(self) -> tuple[bytes, bytes]:
         """The content type and body of a scrape."""
