@@ -100,10 +100,18 @@ class PatternSet:
 _EMPTY = PatternSet(())
 
 
-class PolicyMatcher:
-    """The compiled allow and deny rules of one policy record."""
+MAX_DECISIONS = 4096
+"""Decisions one L{PolicyMatcher} remembers before it starts afresh."""
 
-    __slots__ = ("allow", "deny")
+
+class PolicyMatcher:
+    """
+    The compiled allow and deny rules of one policy record, and the
+    decisions taken with them: a policy record is never changed, only
+    replaced, so a decision holds as long as the record does.
+    """
+
+    __slots__ = ("allow", "deny", "_decisions")
 
     def __init__(
         self,
@@ -112,12 +120,20 @@ class PolicyMatcher:
     ) -> None:
         self.allow = {action: PatternSet(p) for action, p in allow.items()}
         self.deny = {action: PatternSet(p) for action, p in deny.items()}
+        self._decisions: dict[tuple[str, str], bool] = {}
 
     def allows(self, action: str, name: str) -> bool:
         """Deny wins; otherwise some allow pattern must match."""
-        if self.deny.get(action, _EMPTY).matches(name):
-            return False
-        return self.allow.get(action, _EMPTY).matches(name)
+        decided = self._decisions.get((action, name))
+        if decided is None:
+            if len(self._decisions) >= MAX_DECISIONS:
+                self._decisions.clear()
+            decided = self._decisions[(action, name)] = self.decide(action, name)
+        return decided
+
+    def decide(self, action: str, name: str) -> bool:
+        """L{allows} without remembering: what a name never asked before costs."""
+        return not self.deny.get(action, _EMPTY).matches(name) and self.allow.get(action, _EMPTY).matches(name)
 
     def allows_listing(self, action: str, prefix: str) -> bool:
         """No deny pattern covers the whole prefix and some allow pattern may match."""
