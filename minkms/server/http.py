@@ -159,6 +159,8 @@ class APIChannel(http.HTTPChannel):
     _awaiting_request = False
     _body_deadline = None
     _body_request = None
+    _peer = None
+    _host = None
 
     # A deadline that is met is not cancelled: its call stays scheduled,
     # does nothing if it fires, and is moved on (cheaply, as it only ever
@@ -177,6 +179,18 @@ class APIChannel(http.HTTPChannel):
     def allHeadersReceived(self):
         self._awaiting_headers = False
         super().allHeadersReceived()
+
+    def getPeer(self):
+        """The client's address, asked of the socket once per connection (every request reads it)."""
+        if self._peer is None:
+            self._peer = super().getPeer()
+        return self._peer
+
+    def getHost(self):
+        """This end's address, asked of the socket once per connection."""
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
 
     def _send100Continue(self):
         if not self.requests[-1]._refused:
