@@ -103,7 +103,11 @@ class RequestObserver:
         if self.audit is not None:
             request.minkms_identity = caller_identity(request)
         self.in_flight += 1
-        request.notifications.append(_Finished(self, request))
+        notifications = getattr(request, "notifications", None)
+        if notifications is None:
+            request.notifyFinish().addBoth(self.end, request)
+        else:
+            notifications.append(_Finished(self, request))
 
     def end(self, result, request) -> None:
         """C{request} was answered (C{result} None) or its client left (a failure)."""
