@@ -13,6 +13,8 @@ once, when its record is made (L{PolicyMatcher}), and die with it.
 
 from collections.abc import Iterable, Mapping
 
+from minkms.names import MAX_NAME
+
 
 class Glob:
     """One compiled pattern."""
@@ -100,8 +102,13 @@ class PatternSet:
 _EMPTY = PatternSet(())
 
 
-MAX_DECISIONS = 4096
-"""Decisions one L{PolicyMatcher} remembers before it starts afresh."""
+MAX_DECISIONS = 256
+"""
+Decisions one L{PolicyMatcher} remembers before it starts afresh; only
+those about names a key, policy or identity may have (at most
+C{MAX_NAME} characters) are remembered, so a policy's memory stays small
+whatever its callers ask.
+"""
 
 
 class PolicyMatcher:
@@ -126,9 +133,11 @@ class PolicyMatcher:
         """Deny wins; otherwise some allow pattern must match."""
         decided = self._decisions.get((action, name))
         if decided is None:
-            if len(self._decisions) >= MAX_DECISIONS:
-                self._decisions.clear()
-            decided = self._decisions[(action, name)] = self.decide(action, name)
+            decided = self.decide(action, name)
+            if len(name) <= MAX_NAME:
+                if len(self._decisions) >= MAX_DECISIONS:
+                    self._decisions.clear()
+                self._decisions[(action, name)] = decided
         return decided
 
     def decide(self, action: str, name: str) -> bool:
