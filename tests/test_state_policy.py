@@ -230,3 +230,19 @@ class ProtoTests(unittest.TestCase):
         raw = p.raw_rules_from_proto(request.Allow)
         self.assertEqual(raw, {"key:encrypt": ("", "k*")})
         self.assertEqual(p.normalize_rules(raw, "allow"), {"KEY:ENCRYPT": ("k*",)})
+
+
+class RememberedDecisionTests(unittest.TestCase):
+    """A policy record remembers its decisions; they are the decisions it would take afresh."""
+
+    def test_many_names_asked_twice(self):
+        """More names than a record remembers, short and long, asked twice, decided alike."""
+        from minkms.state.patterns import MAX_DECISIONS
+
+        record = Policy("mixed", {"KEY:DECRYPT": ("app-*", "exact")}, {"KEY:DECRYPT": ("app-secret*",)}, 0, "")
+        names = [f"app-{i}" for i in range(MAX_DECISIONS + 50)]
+        names += ["exact", "app-secret-1", "other", "app-" + "x" * MAX_NAME, "app-secret" + "x" * MAX_NAME]
+        expected = [not n.startswith("app-secret") and (n.startswith("app-") or n == "exact") for n in names]
+        for _ in range(2):
+            self.assertEqual([p.allows(record, "KEY:DECRYPT", n) for n in names], expected)
+            self.assertEqual([p.allows(record, "KEY:ENCRYPT", n) for n in names], [False] * len(names))

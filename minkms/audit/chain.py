@@ -29,9 +29,13 @@ KIND_START = "start"
 GENESIS = ""
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+"""One encoder for every record: C{json.dumps} with options builds a new one per call."""
+
+
 def canonical(fields: dict) -> bytes:
     """The bytes hashed and MACed: sorted keys, no spaces, UTF-8."""
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _CANONICAL.encode(fields).encode("utf-8")
 
 
 def record_hash(fields: dict) -> str:

@@ -35,10 +35,15 @@ wake-up, write and fsync per batch instead of per request."""
 _STOP = object()
 
 
+_last_second = [None, ""]
+
+
 def utc_text(seconds: float) -> str:
-    """RFC 3339 UTC time with milliseconds."""
-    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return f"{whole}.{int(seconds % 1 * 1000):03d}Z"
+    """RFC 3339 UTC time with milliseconds (the date and time formatted once per second)."""
+    second = int(seconds // 1)
+    if _last_second[0] != second:
+        _last_second[:] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_last_second[1]}.{int(seconds % 1 * 1000):03d}Z"
 
 
 def _last_line(path: str) -> bytes | None:

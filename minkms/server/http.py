@@ -65,7 +65,7 @@ class LimitedRequest(server.Request):
     _limit = MAX_BODY
     _received = 0
     _refused = False
-    _deadline = None
+    _grace = None
 
     def gotLength(self, length):
         if length != 0:
@@ -80,7 +80,7 @@ class LimitedRequest(server.Request):
             if length is not None and length > self._limit:
                 self._refuse(self._too_large())
                 return
-            self._deadline = self.channel.callLater(self.channel.body_timeout, self._too_slow)
+            self.channel.await_body(self)
         super().gotLength(length)
 
     def handleContentChunk(self, data):
@@ -95,27 +95,27 @@ class LimitedRequest(server.Request):
     def requestReceived(self, command, path, version):
         if self._refused:
             return
-        self._stop_deadline()
+        self.channel.body_received(self)
         super().requestReceived(command, path, version)
 
     def connectionLost(self, reason):
-        self._stop_deadline()
+        self._stop_grace()
         super().connectionLost(reason)
 
-    def _stop_deadline(self):
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
-        self._deadline = None
+    def _stop_grace(self):
+        if self._grace is not None and self._grace.active():
+            self._grace.cancel()
+        self._grace = None
 
     def _too_large(self) -> KMSError:
         return KMSError(413, f"request body too large: limit is {self._limit} bytes")
 
-    def _too_slow(self):
-        self._deadline = None
+    def too_slow(self):
+        """The body did not arrive within the channel's C{body_timeout}: 408."""
         self._refuse(KMSError(408, "request body not received in time"))
 
     def _refuse(self, error: KMSError):
-        self._stop_deadline()
+        self.channel.body_received(self)
         self._refused = True
         ctype, body = wire_errors.error_body(error, "")
         head = (
@@ -126,7 +126,20 @@ class LimitedRequest(server.Request):
         )
         self.channel.transport.write(head + body)
         self.channel.loseConnection()
-        self._deadline = self.channel.callLater(REFUSAL_GRACE, self.channel.transport.abortConnection)
+        self._stop_grace()
+        self._grace = self.channel.callLater(REFUSAL_GRACE, self.channel.transport.abortConnection)
+
+
+def _rearm(call, seconds: float, schedule, action):
+    """
+    C{call} moved to C{seconds} from now if it is still pending (which
+    costs next to nothing when that is later than it was due), else a
+    new call of C{action}.
+    """
+    if call is not None and call.active():
+        call.reset(seconds)
+        return call
+    return schedule(seconds, action)
 
 
 class APIChannel(http.HTTPChannel):
@@ -142,7 +155,17 @@ class APIChannel(http.HTTPChannel):
     request_timeout = 5.0
     body_timeout = 60.0
     _headers_deadline = None
+    _awaiting_headers = False
     _awaiting_request = False
+    _body_deadline = None
+    _body_request = None
+    _peer = None
+    _host = None
+
+    # A deadline that is met is not cancelled: its call stays scheduled,
+    # does nothing if it fires, and is moved on (cheaply, as it only ever
+    # moves later) for the next request.  Per request that saves creating
+    # and cancelling two delayed calls.
 
     def connectionMade(self):
         super().connectionMade()
@@ -154,8 +177,20 @@ class APIChannel(http.HTTPChannel):
         super().dataReceived(data)
 
     def allHeadersReceived(self):
-        self._stop_headers_deadline()
+        self._awaiting_headers = False
         super().allHeadersReceived()
+
+    def getPeer(self):
+        """The client's address, asked of the socket once per connection (every request reads it)."""
+        if self._peer is None:
+            self._peer = super().getPeer()
+        return self._peer
+
+    def getHost(self):
+        """This end's address, asked of the socket once per connection."""
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
 
     def _send100Continue(self):
         if not self.requests[-1]._refused:
@@ -166,22 +201,41 @@ class APIChannel(http.HTTPChannel):
         super().requestDone(request)
 
     def connectionLost(self, reason):
-        self._stop_headers_deadline()
+        self._awaiting_headers = False
+        self._body_request = None
+        for call in (self._headers_deadline, self._body_deadline):
+            if call is not None and call.active():
+                call.cancel()
+        self._headers_deadline = self._body_deadline = None
         super().connectionLost(reason)
+
+    def await_body(self, request) -> None:
+        """C{request}'s body must arrive within C{body_timeout} from now."""
+        self._body_request = request
+        self._body_deadline = _rearm(self._body_deadline, self.body_timeout, self.callLater, self._body_too_slow)
+
+    def body_received(self, request) -> None:
+        """C{request}'s body arrived (or was refused): its deadline is met."""
+        if self._body_request is request:
+            self._body_request = None
+
+    def _body_too_slow(self):
+        self._body_deadline = None
+        request, self._body_request = self._body_request, None
+        if request is not None:
+            request.too_slow()
 
     def _await_headers(self):
         self._awaiting_request = False
-        self._stop_headers_deadline()
-        self._headers_deadline = self.callLater(self.request_timeout, self._headers_too_slow)
-
-    def _stop_headers_deadline(self):
-        if self._headers_deadline is not None and self._headers_deadline.active():
-            self._headers_deadline.cancel()
-        self._headers_deadline = None
+        self._awaiting_headers = True
+        self._headers_deadline = _rearm(
+            self._headers_deadline, self.request_timeout, self.callLater, self._headers_too_slow
+        )
 
     def _headers_too_slow(self):
         self._headers_deadline = None
-        self.transport.abortConnection()
+        if self._awaiting_headers:
+            self.transport.abortConnection()
 
 
 class APISite(server.Site):

@@ -61,14 +61,39 @@ def object_names(decoded) -> list:
     return names
 
 
+class _Finished:
+    """
+    What L{RequestObserver} puts in a request's C{notifications}: the
+    request calls C{callback(None)} once answered or C{errback(reason)} if
+    the client left, as it does the Deferreds of C{notifyFinish}, at a
+    fraction of a Deferred's cost per request.
+    """
+
+    __slots__ = ("_observer", "_request")
+
+    def __init__(self, observer, request) -> None:
+        self._observer = observer
+        self._request = request
+
+    def callback(self, result) -> None:
+        self._observer.end(result, self._request)
+
+    errback = callback
+
+
 class RequestObserver:
-    """Counts each request in L{Metrics} and hands it to the audit writer."""
+    """
+    Counts each request in L{Metrics} and hands it to the audit writer.
+    Requests in flight are a plain count that the gauge reads when scraped.
+    """
 
     def __init__(self, metrics, audit=None, clock=time.perf_counter, wall=time.time) -> None:
         self.metrics = metrics
         self.audit = audit
         self._clock = clock
         self._wall = wall
+        self.in_flight = 0
+        metrics.in_flight.set_function(lambda: self.in_flight)
 
     def begin(self, request) -> None:
         """A request arrived (once per request)."""
@@ -77,12 +102,17 @@ class RequestObserver:
         request.minkms_started = self._clock()
         if self.audit is not None:
             request.minkms_identity = caller_identity(request)
-        self.metrics.in_flight.inc()
-        request.notifyFinish().addBoth(self._end, request)
+        self.in_flight += 1
+        notifications = getattr(request, "notifications", None)
+        if notifications is None:
+            request.notifyFinish().addBoth(self.end, request)
+        else:
+            notifications.append(_Finished(self, request))
 
-    def _end(self, result, request) -> None:
+    def end(self, result, request) -> None:
+        """C{request} was answered (C{result} None) or its client left (a failure)."""
         seconds = self._clock() - request.minkms_started
-        self.metrics.in_flight.dec()
+        self.in_flight -= 1
         status = CLIENT_GONE if result is not None else request.code
         call = getattr(request, "minkms_call", None)
         command = call[1] if call else endpoint_of(request)

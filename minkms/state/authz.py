@@ -56,9 +56,22 @@ def subject(state: State, caller: str, sysadmin: bool, enclave: str | None) -> S
     """
     Resolve a caller acting in an enclave (C{None}: a cluster command).
 
+    A caller resolved once is remembered in C{state.subjects} until an
+    enclave, identity or policy changes (the state machine forgets them
+    all then); a refusal is not remembered, so the cache holds at most one
+    entry per known identity and enclave.
+
     @raise KMSError: L{ErrPermission} for an empty or unknown caller, or
         L{ErrEnclaveNotFound} to the SysAdmin for a missing enclave.
     """
+    key = (caller, sysadmin, enclave)
+    found = state.subjects.get(key)
+    if found is None:
+        found = state.subjects[key] = _resolve(state, caller, sysadmin, enclave)
+    return found
+
+
+def _resolve(state: State, caller: str, sysadmin: bool, enclave: str | None) -> Subject:
     if not is_identity(caller):
         raise ErrPermission
     if sysadmin:

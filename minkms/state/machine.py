@@ -14,8 +14,11 @@ import hashlib
 from minkms.errors import KMSError, bad_request, internal
 from minkms.state import snapshot
 from minkms.state.apply import plan
-from minkms.state.changes import Command, CommandError, decode
+from minkms.state.changes import Command, CommandError, CreateKey, DeleteKey, ImportKey, decode
 from minkms.state.model import State
+
+KEY_COMMANDS = (CreateKey, ImportKey, DeleteKey)
+"""Commands that change key rings only: who may do what stays as it was."""
 
 
 def _as_command(command: Command | bytes) -> Command:
@@ -60,7 +63,8 @@ class StateMachine:
         @return: C{None} on success, else the L{KMSError} for the client.
         """
         try:
-            commit = plan(self.state, _as_command(command))
+            command = _as_command(command)
+            commit = plan(self.state, command)
         except KMSError as e:
             return e
         except Exception as e:
@@ -71,6 +75,9 @@ class StateMachine:
             # Commit functions only assign into dicts; should one fail, every
             # node fails identically, so replicas still agree.
             return internal(f"state command failed while applying: {e!r}")
+        finally:
+            if not isinstance(command, KEY_COMMANDS):
+                self.state.subjects.clear()
         return None
 
     def check(self, command: Command | bytes) -> KMSError | None:

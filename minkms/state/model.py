@@ -9,6 +9,8 @@ a key ring) are not.  Times are nanoseconds since the Unix epoch, chosen by
 the proposer of the write, never read from a local clock.
 """
 
+from typing import Any
+
 import attrs
 
 from minkms.crypto import VersionCipher
@@ -130,6 +132,15 @@ class Enclave:
 
 @attrs.define
 class State:
-    """Everything the state machine replicates."""
+    """
+    Everything the state machine replicates.
+
+    C{subjects} is not replicated: it remembers the callers that
+    L{minkms.state.authz.subject} resolved, so that a request does not
+    resolve its caller again; the state machine empties it whenever an
+    enclave, an identity or a policy changes.
+    """
 
     enclaves: dict[str, Enclave] = attrs.Factory(dict)
+    # (caller, sysadmin, enclave) -> authz.Subject, which imports this module.
+    subjects: dict[tuple[str, bool, str | None], Any] = attrs.field(init=False, factory=dict, eq=False, repr=False)

@@ -13,6 +13,8 @@ once, when its record is made (L{PolicyMatcher}), and die with it.
 
 from collections.abc import Iterable, Mapping
 
+from minkms.names import MAX_NAME
+
 
 class Glob:
     """One compiled pattern."""
@@ -100,10 +102,23 @@ class PatternSet:
 _EMPTY = PatternSet(())
 
 
-class PolicyMatcher:
-    """The compiled allow and deny rules of one policy record."""
+MAX_DECISIONS = 256
+"""
+Decisions one L{PolicyMatcher} remembers before it starts afresh; only
+those about names a key, policy or identity may have (at most
+C{MAX_NAME} characters) are remembered, so a policy's memory stays small
+whatever its callers ask.
+"""
 
-    __slots__ = ("allow", "deny")
+
+class PolicyMatcher:
+    """
+    The compiled allow and deny rules of one policy record, and the
+    decisions taken with them: a policy record is never changed, only
+    replaced, so a decision holds as long as the record does.
+    """
+
+    __slots__ = ("allow", "deny", "_decisions")
 
     def __init__(
         self,
@@ -112,12 +127,22 @@ class PolicyMatcher:
     ) -> None:
         self.allow = {action: PatternSet(p) for action, p in allow.items()}
         self.deny = {action: PatternSet(p) for action, p in deny.items()}
+        self._decisions: dict[tuple[str, str], bool] = {}
 
     def allows(self, action: str, name: str) -> bool:
         """Deny wins; otherwise some allow pattern must match."""
-        if self.deny.get(action, _EMPTY).matches(name):
-            return False
-        return self.allow.get(action, _EMPTY).matches(name)
+        decided = self._decisions.get((action, name))
+        if decided is None:
+            decided = self.decide(action, name)
+            if len(name) <= MAX_NAME:
+                if len(self._decisions) >= MAX_DECISIONS:
+                    self._decisions.clear()
+                self._decisions[(action, name)] = decided
+        return decided
+
+    def decide(self, action: str, name: str) -> bool:
+        """L{allows} without remembering: what a name never asked before costs."""
+        return not self.deny.get(action, _EMPTY).matches(name) and self.allow.get(action, _EMPTY).matches(name)
 
     def allows_listing(self, action: str, prefix: str) -> bool:
         """No deny pattern covers the whole prefix and some allow pattern may match."""
