@@ -36,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import read_path  # noqa: E402
-from read_path import REPO, call_sync, client_context, frame, free_port, http_request, stop  # noqa: E402
+from read_path import REPO, client_context, frame, free_port, http_request, stop  # noqa: E402
 
 from minkms.apikey import APIKey  # noqa: E402
 from minkms.hsm import SoftHSM  # noqa: E402

@@ -12,8 +12,8 @@ from twisted.trial.unittest import TestCase
 from minkms.errors import StartupError
 from minkms.hsm import SoftHSM
 from minkms.raft.types import Entry, HardState, SnapshotMeta
-from minkms.storage.errors import StorageFailed
 from minkms.storage import layout, window
+from minkms.storage.errors import StorageFailed
 from minkms.storage.faults import FaultyFiles, SimulatedCrash
 from minkms.storage.layout import RecordSealer, decode_header
 from minkms.storage.records import Snapshot

@@ -13,7 +13,7 @@ from minkms.hsm import SoftHSM
 from minkms.raft.types import Entry, HardState, SnapshotMeta
 from minkms.storage import layout, window
 from minkms.storage.files import OSFiles
-from minkms.storage.layout import MARKER, FRAME_OVERHEAD, RecordSealer, encode_header, new_header
+from minkms.storage.layout import FRAME_OVERHEAD, MARKER, RecordSealer, encode_header, new_header
 from minkms.storage.records import Snapshot, record_size
 from minkms.storage.recovery import scan
 from minkms.storage.replay import replay
