@@ -45,7 +45,7 @@ start.
 import os
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import attrs
@@ -65,6 +65,7 @@ from minkms.storage.records import (
 
 if TYPE_CHECKING:
     from minkms.hsm import SoftHSM
+    from minkms.storage.window import FileData
 
 MAGIC = b"MINKMSDB"
 FORMAT_VERSION = 1
@@ -133,7 +134,7 @@ def encode_header(header: Header) -> bytes:
     return head + _U32.pack(zlib.crc32(head))
 
 
-def decode_header(data: bytes) -> tuple[Header, int]:
+def decode_header(data: "FileData") -> tuple[Header, int]:
     """
     Parse the header at the start of C{data} (bytes, or a
     L{minkms.storage.window.FileWindow}).
@@ -249,7 +250,9 @@ class RecordSealer:
             offset += len(frame)
         return b"".join(parts)
 
-    def file_pieces(self, head: bytes, records, piece_size: int | None = None):
+    def file_pieces(
+        self, head: bytes, records: Iterable[Record], piece_size: int | None = None
+    ) -> Iterator[tuple[int, bytes]]:
         """
         A whole new file, C{head} (its encoded header) followed by the
         frames for C{records} written as one batch, as C{(offset, bytes)}
@@ -279,7 +282,9 @@ class RecordSealer:
         if gathered:
             yield gathered_at, b"".join(gathered)
 
-    def _large_frame(self, offset: int, batch_start: int, record, piece_size: int):
+    def _large_frame(
+        self, offset: int, batch_start: int, record: Record, piece_size: int
+    ) -> Iterator[tuple[int, bytes]]:
         """
         One frame as pieces: the payload first, encrypted and checksummed
         as it goes, then the frame header, which carries the payload's CRC.
@@ -309,7 +314,7 @@ class RecordSealer:
         fields = _FRAME_FIELDS.pack(MARKER, length, batch_start, crc)
         yield offset, fields + _U32.pack(zlib.crc32(fields))
 
-    def read(self, data: bytes, offset: int) -> Frame | Unfinished:
+    def read(self, data: "FileData", offset: int) -> Frame | Unfinished:
         """
         Read the frame at C{offset} of C{data}: the whole file, as bytes
         or a L{minkms.storage.window.FileWindow}.

@@ -54,11 +54,13 @@ a sector slice under 16 bytes while later frames of it survived is reported
 as damage rather than repaired.
 """
 
+from collections.abc import Callable, Iterator
 
 import attrs
 
 from minkms.storage.errors import CorruptVolume
 from minkms.storage.layout import MARKER, Frame, RecordSealer, Unfinished
+from minkms.storage.window import FileData
 
 SECTOR_SIZE = 512
 MIN_HOLE = 16
@@ -85,7 +87,7 @@ class ScanResult:
     torn: TornTail | None
 
 
-def scan(data: bytes, start: int, sealer: RecordSealer) -> ScanResult:
+def scan(data: FileData, start: int, sealer: RecordSealer) -> ScanResult:
     """
     Read every frame of C{data} (a whole file) from C{start}, the end of
     its header.
@@ -97,7 +99,9 @@ def scan(data: bytes, start: int, sealer: RecordSealer) -> ScanResult:
     return attrs.evolve(result, frames=tuple(frames))
 
 
-def scan_each(data, start: int, sealer: RecordSealer, on_frame) -> ScanResult:
+def scan_each(
+    data: FileData, start: int, sealer: RecordSealer, on_frame: Callable[[Frame], object]
+) -> ScanResult:
     """
     L{scan}, calling C{on_frame(frame)} for each good frame in file order
     instead of keeping them (the result's C{frames} is empty).  A frame
@@ -119,7 +123,7 @@ def scan_each(data, start: int, sealer: RecordSealer, on_frame) -> ScanResult:
     return ScanResult((), pos, None)
 
 
-def _check_torn(data, bad: Unfinished, batch: int, sealer: RecordSealer) -> None:
+def _check_torn(data: FileData, bad: Unfinished, batch: int, sealer: RecordSealer) -> None:
     in_flight = (batch, bad.offset)
     first_after = None
     for frame in _good_frames_after(data, bad.offset + 1, sealer):
@@ -137,7 +141,7 @@ def _check_torn(data, bad: Unfinished, batch: int, sealer: RecordSealer) -> None
         )
 
 
-def _good_frames_after(data, cursor: int, sealer: RecordSealer):
+def _good_frames_after(data: FileData, cursor: int, sealer: RecordSealer) -> Iterator[Frame]:
     while True:
         found = data.find(MARKER, cursor)
         if found < 0:
@@ -150,7 +154,7 @@ def _good_frames_after(data, cursor: int, sealer: RecordSealer):
             cursor = found + 1
 
 
-def _has_hole(data, start: int, stop: int) -> bool:
+def _has_hole(data: FileData, start: int, stop: int) -> bool:
     sector = start - start % SECTOR_SIZE
     while sector < stop:
         piece = data[max(start, sector):min(stop, sector + SECTOR_SIZE)]

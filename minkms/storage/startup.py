@@ -26,7 +26,7 @@ from minkms.storage.layout import (
     new_header,
     rek_associated_data,
 )
-from minkms.storage.recovery import scan_each
+from minkms.storage.recovery import ScanResult, scan_each
 from minkms.storage.replay import DurableState, replay
 from minkms.storage.window import FileWindow
 
@@ -152,7 +152,9 @@ def _load_locked(
     )
 
 
-def _recover(db_path: str, hsm, files, fd: int):
+def _recover(
+    db_path: str, hsm: "SoftHSM", files: Files, fd: int
+) -> tuple[Header, bytes, DurableState, ScanResult]:
     """
     Read C{kms.db} front to back in chunks (L{FileWindow}), folding each
     good record into the durable state as it is read.

@@ -9,8 +9,23 @@ and only a frame larger than a chunk (a big snapshot) is held whole.
 No Twisted: recovery runs it in whichever thread opens the volume.
 """
 
+from typing import Protocol
+
+from minkms.storage.files import Files
+
 CHUNK_SIZE = 2**20
 """Bytes read at a time while scanning."""
+
+
+class FileData(Protocol):
+    """
+    What recovery reads a file through: its bytes, or a L{FileWindow} on it
+    (C{len}, contiguous slices and C{find}).
+    """
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, key: slice, /) -> bytes: ...
+    def find(self, sub: bytes, start: int = ..., /) -> int: ...
 
 
 class FileWindow:
@@ -19,7 +34,7 @@ class FileWindow:
     while the window is used) as L{len}, slicing and L{find}.
     """
 
-    def __init__(self, files, fd: int, size: int, chunk: int | None = None) -> None:
+    def __init__(self, files: Files, fd: int, size: int, chunk: int | None = None) -> None:
         self._files = files
         self._fd = fd
         self._size = size
@@ -38,19 +53,19 @@ class FileWindow:
             return b""
         offset = start - self._start
         if offset >= 0 and stop - self._start <= len(self._buffer):
-            return self._buffer[offset:stop - self._start]
+            return self._buffer[offset : stop - self._start]
         if stop - start > self._chunk:
             return self._read(start, stop - start)
         self._start = start
         self._buffer = self._read(start, min(self._chunk, self._size - start))
-        return self._buffer[:stop - start]
+        return self._buffer[: stop - start]
 
     def find(self, sub: bytes, start: int = 0) -> int:
         """The lowest offset at or after C{start} where C{sub} begins, or -1."""
         overlap = len(sub) - 1
         pos = max(start, 0)
         while pos < self._size:
-            block = self[pos:pos + self._chunk]
+            block = self[pos : pos + self._chunk]
             found = block.find(sub)
             if found >= 0:
                 return pos + found
