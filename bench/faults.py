@@ -31,13 +31,23 @@ def main(reactor, argv):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--nodes", type=int, default=3, choices=(3, 5))
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--pause", type=float, default=Settings().pause,
-                        help="seconds a SIGSTOP lasts (longer than the election timeout and a read lease)")
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=Settings().pause,
+        help="seconds a SIGSTOP lasts (longer than the election timeout and a read lease)",
+    )
     parser.add_argument("--kinds", default=",".join(KINDS), help="fault kinds, comma-separated")
     parser.add_argument("--fresh-reads", action="store_true", help="count stale reads as anomalies")
     options = parser.parse_args(argv)
-    settings = RunSettings(options.seed, options.minutes * 60, options.nodes, options.clients,
-                           tuple(options.kinds.split(",")), nemesis=Settings(pause=options.pause))
+    settings = RunSettings(
+        options.seed,
+        options.minutes * 60,
+        options.nodes,
+        options.clients,
+        tuple(options.kinds.split(",")),
+        nemesis=Settings(pause=options.pause),
+    )
     base = tempfile.mkdtemp(prefix="minkms-faults-")
 
     async def go():

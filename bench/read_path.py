@@ -86,10 +86,13 @@ def client_context(api_key: str, directory: str) -> ssl.SSLContext:
     with open(cert_path, "wb") as f:
         f.write(key.certificate().public_bytes(serialization.Encoding.PEM))
     with open(key_path, "wb") as f:
-        f.write(key.private_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ))
+        f.write(
+            key.private_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -315,9 +318,7 @@ def ceiling_main(args) -> None:
     site = NoDelaySite(Fixed(), parsePOSTFormSubmission=False)
     site.log = lambda request: None
     site.noisy = False
-    reactor.listenSSL(
-        args.port, site, ServerContextFactory([dev_credentials("127.0.0.1")]), interface="127.0.0.1"
-    )
+    reactor.listenSSL(args.port, site, ServerContextFactory([dev_credentials("127.0.0.1")]), interface="127.0.0.1")
     start_logging()
     reactor.run()
 
@@ -337,13 +338,32 @@ def stop(process) -> None:
 
 def run_loadgen(args, port, api_key, target, server_pid, sample_ciphertext=b"") -> dict:
     command = [
-        sys.executable, os.path.abspath(__file__), "loadgen", "--port", str(port), "--api-key", api_key,
-        "--target", target, "--seconds", str(args.seconds), "--warmup", str(args.warmup),
-        "--clients", str(args.clients), "--server-pid", str(server_pid),
-        "--sample-ciphertext", sample_ciphertext.hex(),
+        sys.executable,
+        os.path.abspath(__file__),
+        "loadgen",
+        "--port",
+        str(port),
+        "--api-key",
+        api_key,
+        "--target",
+        target,
+        "--seconds",
+        str(args.seconds),
+        "--warmup",
+        str(args.warmup),
+        "--clients",
+        str(args.clients),
+        "--server-pid",
+        str(server_pid),
+        "--sample-ciphertext",
+        sample_ciphertext.hex(),
     ]
     out = subprocess.run(
-        command, capture_output=True, text=True, cwd=REPO, timeout=args.seconds * 4 + 120,
+        command,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=args.seconds * 4 + 120,
         preexec_fn=pinned(args.loadgen_cpu),
     )
     if out.returncode != 0:
@@ -361,14 +381,19 @@ def audit_config(workdir: str) -> str:
     directory = tempfile.mkdtemp(dir=workdir)
     key_path, cert_path = os.path.join(directory, "private.key"), os.path.join(directory, "public.crt")
     with open(key_path, "wb") as f:
-        f.write(creds.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption()))
+        f.write(
+            creds.key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     with open(cert_path, "wb") as f:
         f.write(creds.chain[0].public_bytes(serialization.Encoding.PEM))
     path = os.path.join(directory, "config.yaml")
     with open(path, "w") as f:
-        f.write(f"version: v1\ntls:\n  certs:\n  - key: {key_path}\n    cert: {cert_path}\n"
-                f"audit:\n  file: {os.path.join(directory, 'audit.log')}\n")
+        f.write(
+            f"version: v1\ntls:\n  certs:\n  - key: {key_path}\n    cert: {cert_path}\n"
+            f"audit:\n  file: {os.path.join(directory, 'audit.log')}\n"
+        )
     return path
 
 
@@ -382,9 +407,24 @@ def bench_kms(args, workdir, audit: bool = False) -> tuple[dict, bytes]:
     profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
     config = ["--config", audit_config(workdir)] if audit else []
     process = subprocess.Popen(
-        [sys.executable, *profile, "-m", "minkms.cli.main", "server", "--dev", "--address", host, "--host", host,
-         *config],
-        env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pinned(args.server_cpu),
+        [
+            sys.executable,
+            *profile,
+            "-m",
+            "minkms.cli.main",
+            "server",
+            "--dev",
+            "--address",
+            host,
+            "--host",
+            host,
+            *config,
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=pinned(args.server_cpu),
     )
     try:
         root = hsm.sysadmin_api_key()
@@ -405,13 +445,9 @@ def bench_kms(args, workdir, audit: bool = False) -> tuple[dict, bytes]:
         identity = APIKey.parse(minio).identity
         status, body = call_sync(ctx, port, path, frame(401, pb.CreateIdentityRequest(Identity=identity)))
         assert status == 200, (status, body)
-        status, body = call_sync(
-            ctx, port, path, frame(303, pb.AssignPolicyRequest(Identity=identity, Policy="minio"))
-        )
+        status, body = call_sync(ctx, port, path, frame(303, pb.AssignPolicyRequest(Identity=identity, Policy="minio")))
         assert status == 200, (status, body)
-        status, body = call_sync(
-            ctx, port, path, frame(207, pb.GenerateKeyRequest(Name=KEY, AssociatedData=AAD))
-        )
+        status, body = call_sync(ctx, port, path, frame(207, pb.GenerateKeyRequest(Name=KEY, AssociatedData=AAD)))
         assert status == 200, (status, body)
         sample = pb.GenerateKeyResponse.FromString(body[6:]).Ciphertext
         result = run_loadgen(args, port, minio, "kms", process.pid)
@@ -426,7 +462,10 @@ def bench_ceiling(args, workdir, sample: bytes) -> dict:
     log = open(os.path.join(workdir, "ceiling-server.log"), "wb")
     process = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "ceiling-server", "--port", str(port)],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=REPO),
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONPATH=REPO),
         preexec_fn=pinned(args.server_cpu),
     )
     try:
@@ -461,8 +500,7 @@ def machine() -> str:
                     break
     except OSError:
         pass
-    return (f"{usable} usable CPUs ({cpus} online) {model}; Python {sys.version.split()[0]}; "
-            f"{ssl.OPENSSL_VERSION}")
+    return f"{usable} usable CPUs ({cpus} online) {model}; Python {sys.version.split()[0]}; {ssl.OPENSSL_VERSION}"
 
 
 def load_average() -> str:
@@ -483,13 +521,16 @@ def compare_audit(args, workdir, plain: dict) -> None:
             runs[audit].append(result)
             print(describe(result).replace("     kms:", " audited:" if audit else "     kms:", 1))
     best = {audit: max(results, key=lambda r: r["rps"]) for audit, results in runs.items()}
-    cpu = {audit: min(r["server_us_per_request"] or float("inf") for r in results)
-           for audit, results in runs.items()}
-    print(f"best of {args.rounds}: {best[False]['rps']:.0f} req/s without, {best[True]['rps']:.0f} req/s with "
-          f"the audit trail: cost {100 * (1 - best[True]['rps'] / best[False]['rps']):.1f}% of throughput "
-          "(aim: under 10%)")
-    print(f"least server CPU per request: {cpu[False]:.0f} us without, {cpu[True]:.0f} us with "
-          f"({100 * (cpu[True] / cpu[False] - 1):+.1f}%)")
+    cpu = {audit: min(r["server_us_per_request"] or float("inf") for r in results) for audit, results in runs.items()}
+    print(
+        f"best of {args.rounds}: {best[False]['rps']:.0f} req/s without, {best[True]['rps']:.0f} req/s with "
+        f"the audit trail: cost {100 * (1 - best[True]['rps'] / best[False]['rps']):.1f}% of throughput "
+        "(aim: under 10%)"
+    )
+    print(
+        f"least server CPU per request: {cpu[False]:.0f} us without, {cpu[True]:.0f} us with "
+        f"({100 * (cpu[True] / cpu[False] - 1):+.1f}%)"
+    )
 
 
 def orchestrate(args) -> None:
@@ -500,12 +541,19 @@ def orchestrate(args) -> None:
     else:
         args.server_cpu = args.loadgen_cpu = None
     print(f"machine: {machine()}")
-    print(f"before: {load_average()}" + ("  (busy machine: figures will be low and noisy)"
-                                         if os.getloadavg()[0] > 0.5 else ""))
-    pinning = (f"server on CPU {args.server_cpu}, load generator on CPU {args.loadgen_cpu}"
-               if args.server_cpu is not None else "no CPU pinning")
-    print(f"load: {args.clients} clients, keep-alive mTLS (k1: certificates), "
-          f"GenerateKey + Decrypt, {args.warmup} s warm-up + {args.seconds} s measured; {pinning}")
+    print(
+        f"before: {load_average()}"
+        + ("  (busy machine: figures will be low and noisy)" if os.getloadavg()[0] > 0.5 else "")
+    )
+    pinning = (
+        f"server on CPU {args.server_cpu}, load generator on CPU {args.loadgen_cpu}"
+        if args.server_cpu is not None
+        else "no CPU pinning"
+    )
+    print(
+        f"load: {args.clients} clients, keep-alive mTLS (k1: certificates), "
+        f"GenerateKey + Decrypt, {args.warmup} s warm-up + {args.seconds} s measured; {pinning}"
+    )
     kms, sample = bench_kms(args, workdir)
     print(describe(kms))
     if args.audit:
@@ -515,13 +563,14 @@ def orchestrate(args) -> None:
     ceiling = bench_ceiling(args, workdir, sample)
     print(describe(ceiling))
     ratio = kms["rps"] / ceiling["rps"]
-    print(f"ratio minkms / ceiling: {ratio:.2f} (aim >= 0.80); "
-          f"minkms p99 {kms['p99_ms']:.2f} ms (aim < 10 ms)")
+    print(f"ratio minkms / ceiling: {ratio:.2f} (aim >= 0.80); minkms p99 {kms['p99_ms']:.2f} ms (aim < 10 ms)")
     if kms["server_us_per_request"] and ceiling["server_us_per_request"]:
-        print(f"server CPU per request, ceiling / minkms: "
-              f"{ceiling['server_us_per_request'] / kms['server_us_per_request']:.2f} "
-              "(the throughput ratio a saturated, otherwise idle core would give; aim >= 0.77, "
-              "i.e. minkms within 1.3x of the ceiling)")
+        print(
+            f"server CPU per request, ceiling / minkms: "
+            f"{ceiling['server_us_per_request'] / kms['server_us_per_request']:.2f} "
+            "(the throughput ratio a saturated, otherwise idle core would give; aim >= 0.77, "
+            "i.e. minkms within 1.3x of the ceiling)"
+        )
     if kms["errors"] or ceiling["errors"]:
         print("errors:", kms["first_errors"], ceiling["first_errors"])
     print(f"after: {load_average()}; server logs in {workdir}")
@@ -532,14 +581,19 @@ def main(argv=None) -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--profile", metavar="FILE",
-                        help="run the minkms server under cProfile and write its stats to FILE")
-    parser.add_argument("--audit", action="store_true",
-                        help="compare minkms without and with the audit trail instead of the ceiling")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="with --audit: pairs of runs to alternate (default 2)")
-    parser.add_argument("--no-pin", dest="pin", action="store_false",
-                        help="do not pin the server and the load generator to separate CPUs")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="run the minkms server under cProfile and write its stats to FILE"
+    )
+    parser.add_argument(
+        "--audit", action="store_true", help="compare minkms without and with the audit trail instead of the ceiling"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="with --audit: pairs of runs to alternate (default 2)")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not pin the server and the load generator to separate CPUs",
+    )
     sub = parser.add_subparsers(dest="mode")
     lg = sub.add_parser("loadgen")
     lg.add_argument("--port", type=int, required=True)

@@ -109,8 +109,16 @@ def build(volume_dir: str, hsm: SoftHSM, host: str, keys: int, enclaves: int) ->
     t0 = time.perf_counter()
     commands = [CreateEnclave(caller=caller, sysadmin=True, time=now, name=enclave_name(e)) for e in range(enclaves)]
     commands += (
-        CreateKey(caller=caller, sysadmin=True, time=now, enclave=enclave, name=name, key_type="AES256",
-                  add_version=False, material=os.urandom(32))
+        CreateKey(
+            caller=caller,
+            sysadmin=True,
+            time=now,
+            enclave=enclave,
+            name=name,
+            key_type="AES256",
+            add_version=False,
+            material=os.urandom(32),
+        )
         for enclave, name in (key_place(n, enclaves) for n in range(keys))
     )
     for command in commands:
@@ -162,8 +170,18 @@ def child_recover(args) -> None:
         profiler.disable()
         profiler.dump_stats(args.profile)
     now, peak = rss()
-    print(json.dumps({"load_s": t1 - t0, "restore_s": t2 - t1, "rss_before": before, "load_peak": load_peak,
-                      "rss": now, "peak": peak}))
+    print(
+        json.dumps(
+            {
+                "load_s": t1 - t0,
+                "restore_s": t2 - t1,
+                "rss_before": before,
+                "load_peak": load_peak,
+                "rss": now,
+                "peak": peak,
+            }
+        )
+    )
 
 
 def child_compact(args) -> None:
@@ -185,8 +203,17 @@ def child_compact(args) -> None:
     _, peak = rss()
     size_after = volume.size
     _wait(volume.close())
-    print(json.dumps({"compact_s": took, "rss_opened": opened, "peak": peak,
-                      "size_before": size_before, "size_after": size_after}))
+    print(
+        json.dumps(
+            {
+                "compact_s": took,
+                "rss_opened": opened,
+                "peak": peak,
+                "size_before": size_before,
+                "size_after": size_after,
+            }
+        )
+    )
 
 
 def run_child(kind: str, volume: str, hsm: SoftHSM, profile: str | None) -> dict:
@@ -204,8 +231,9 @@ def run_child(kind: str, volume: str, hsm: SoftHSM, profile: str | None) -> dict
 class Server:
     """A C{minkms server VOLUME --dev} process on loopback."""
 
-    def __init__(self, workdir: str, name: str, hsm: SoftHSM, volume: str | None = None,
-                 port: int | None = None) -> None:
+    def __init__(
+        self, workdir: str, name: str, hsm: SoftHSM, volume: str | None = None, port: int | None = None
+    ) -> None:
         self.hsm = hsm
         self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -222,9 +250,22 @@ class Server:
         t0 = time.perf_counter()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "minkms.cli.main", "server", self.volume, "--dev",
-                 "--address", self.host, "--host", self.host],
-                env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "minkms.cli.main",
+                    "server",
+                    self.volume,
+                    "--dev",
+                    "--address",
+                    self.host,
+                    "--host",
+                    self.host,
+                ],
+                env=env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         read_path.wait_ready(self.ctx, self.port, self.process, timeout=300)
         return time.perf_counter() - t0
@@ -288,12 +329,16 @@ def join(workdir: str, hsm: SoftHSM, member: Server, newest: tuple[str, str]) ->
     try:
         newcomer.start()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MINIO_")}
-        env.update(MINIO_KMS_SERVER=f"https://{member.host}", MINIO_KMS_API_KEY=hsm.sysadmin_api_key(),
-                   PYTHONPATH=REPO)
+        env.update(MINIO_KMS_SERVER=f"https://{member.host}", MINIO_KMS_API_KEY=hsm.sysadmin_api_key(), PYTHONPATH=REPO)
         probe = ciphertexts(member, [newest])[0]
         t0 = time.perf_counter()
-        added = subprocess.run([sys.executable, "-m", "minkms.cli.main", "add", "-k", newcomer.host],
-                               env=env, cwd=REPO, capture_output=True, text=True)
+        added = subprocess.run(
+            [sys.executable, "-m", "minkms.cli.main", "add", "-k", newcomer.host],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
         t1 = time.perf_counter()
         if added.returncode:
             raise SystemExit(f"minkms add failed: {added.stderr.strip()}")
@@ -346,16 +391,22 @@ def orchestrate(args) -> None:
             recovered = run_child("recover", volume, hsm, profile and profile + "recover.prof")
             db = os.path.getsize(os.path.join(volume, DB_NAME))
             print(f"\n{keys} keys in {enclaves} enclaves")
-            print(f"  build: apply {built['apply_s']:.2f} s; snapshot: dump {built['dump_s']:.2f} s "
-                  f"({mib(built['snapshot_bytes'])}), volume append {built['append_s']:.2f} s")
-            print(f"  compaction: {compacted['compact_s']:.2f} s, {mib(compacted['size_before'])} -> "
-                  f"{mib(compacted['size_after'])}; process RSS {mib(compacted['rss_opened'])} after open, "
-                  f"peak during compaction {mib(compacted['peak'])}")
+            print(
+                f"  build: apply {built['apply_s']:.2f} s; snapshot: dump {built['dump_s']:.2f} s "
+                f"({mib(built['snapshot_bytes'])}), volume append {built['append_s']:.2f} s"
+            )
+            print(
+                f"  compaction: {compacted['compact_s']:.2f} s, {mib(compacted['size_before'])} -> "
+                f"{mib(compacted['size_after'])}; process RSS {mib(compacted['rss_opened'])} after open, "
+                f"peak during compaction {mib(compacted['peak'])}"
+            )
             print(f"  kms.db: {db} bytes ({mib(db)}), {db / max(keys, 1):.0f} bytes per key")
-            print(f"  recovery (fresh process): load_volume {recovered['load_s']:.2f} s, state restore "
-                  f"{recovered['restore_s']:.2f} s; RSS {mib(recovered['rss_before'])} before, peak "
-                  f"{mib(recovered['load_peak'])} by the end of load_volume, {mib(recovered['rss'])} after "
-                  f"the restore, peak {mib(recovered['peak'])}")
+            print(
+                f"  recovery (fresh process): load_volume {recovered['load_s']:.2f} s, state restore "
+                f"{recovered['restore_s']:.2f} s; RSS {mib(recovered['rss_before'])} before, peak "
+                f"{mib(recovered['load_peak'])} by the end of load_volume, {mib(recovered['rss'])} after "
+                f"the restore, peak {mib(recovered['peak'])}"
+            )
             places = [key_place(n, enclaves) for n in range(keys)]
             server, started, requests = serve(workdir, label, hsm, volume, port, places, args)
             servers[label] = (server, requests, places)
@@ -366,23 +417,26 @@ def orchestrate(args) -> None:
         for _ in range(rounds):
             for label, (server, requests, _) in servers.items():
                 latencies[label] += decrypt_latencies(server, requests, max(1, args.decrypts // rounds))
-        print(f"\nKEY:DECRYPT, one request in flight, {args.sample_keys} random keys, "
-              f"{rounds} interleaved rounds")
+        print(f"\nKEY:DECRYPT, one request in flight, {args.sample_keys} random keys, {rounds} interleaved rounds")
         means = {}
         for label, values in latencies.items():
             means[label] = statistics.mean(values)
-            print(f"  {sizes[label][0]:>7} keys: mean {1000 * means[label]:.3f} ms  p50 "
-                  f"{1000 * percentile(values, 50):.3f} ms  p99 {1000 * percentile(values, 99):.3f} ms "
-                  f"({len(values)} requests)")
+            print(
+                f"  {sizes[label][0]:>7} keys: mean {1000 * means[label]:.3f} ms  p50 "
+                f"{1000 * percentile(values, 50):.3f} ms  p99 {1000 * percentile(values, 99):.3f} ms "
+                f"({len(values)} requests)"
+            )
         print(f"  ratio of means, {args.keys} keys / {small_keys} keys: {means['large'] / means['small']:.2f}")
         servers.pop("small")[0].stop()
         if args.join:
             large, _, places = servers["large"]
             joined = join(workdir, hsm, large, places[-1])
-            print(f"\njoin of a new member to the {args.keys}-key node: minkms add returned after "
-                  f"{joined['add_s']:.2f} s; the new member served the newest key after "
-                  f"{joined['serving_s']:.2f} s; its kms.db {mib(joined['db'])}, RSS {mib(joined['rss'])}, "
-                  f"peak {mib(joined['peak'])}")
+            print(
+                f"\njoin of a new member to the {args.keys}-key node: minkms add returned after "
+                f"{joined['add_s']:.2f} s; the new member served the newest key after "
+                f"{joined['serving_s']:.2f} s; its kms.db {mib(joined['db'])}, RSS {mib(joined['rss'])}, "
+                f"peak {mib(joined['peak'])}"
+            )
         print(f"\n{read_path.load_average()}; server logs in {workdir}")
     finally:
         for server, _, _ in servers.values():

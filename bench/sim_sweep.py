@@ -39,9 +39,7 @@ def run_seed(job: tuple[int, int, str]) -> tuple[int, int, dict, int, str | None
 
 def main() -> int:
     """Run the sweep and print its figures."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=20000)
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
@@ -49,9 +47,7 @@ def main() -> int:
     parser.add_argument("--machine", choices=(*MACHINES, "both"), default="register")
     args = parser.parse_args()
 
-    jobs = [
-        (seed, args.fault_ms, args.machine) for seed in range(args.start, args.start + args.seeds)
-    ]
+    jobs = [(seed, args.fault_ms, args.machine) for seed in range(args.start, args.start + args.seeds)]
     totals: Counter = Counter()
     failures: list[str] = []
     virtual_ms = 0
@@ -91,9 +87,7 @@ def main() -> int:
         f"machine: {args.machine}, failed: {len(failures)}"
     )
     print(f"wall time: {elapsed:.1f} s with {args.jobs} process(es)")
-    print(
-        f"throughput: {args.seeds / elapsed:.1f} seeds/s, {virtual_ms / 1000 / elapsed:.1f} simulated s per wall s"
-    )
+    print(f"throughput: {args.seeds / elapsed:.1f} seeds/s, {virtual_ms / 1000 / elapsed:.1f} simulated s per wall s")
     print(
         f"simulated time: {virtual_ms / 1000:.0f} s; slowest convergence after faults: "
         f"{slowest_convergence} ms (seed {slowest_seed})"

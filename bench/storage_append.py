@@ -124,8 +124,8 @@ def main(reactor, argv):
         print(f"scratch dir {root}; entry data {args.size} B -> frame {frame} B; {args.seconds:g} s per run")
         raw, lat = raw_fsync(os.path.join(root, "raw"), frame, args.seconds)
         print(
-            f"{'raw pwrite+fdatasync':>24}: {raw:9.0f} /s   p50 {percentile(lat, .5) * 1e3:6.3f} ms"
-            f"   p99 {percentile(lat, .99) * 1e3:6.3f} ms"
+            f"{'raw pwrite+fdatasync':>24}: {raw:9.0f} /s   p50 {percentile(lat, 0.5) * 1e3:6.3f} ms"
+            f"   p99 {percentile(lat, 0.99) * 1e3:6.3f} ms"
         )
         rates = {}
         for writers in (1, 16, 256):
@@ -133,8 +133,8 @@ def main(reactor, argv):
             rate, lat = yield run_writers(reactor, path, hsm, writers, args.seconds, payload)
             rates[writers] = rate
             print(
-                f"{f'{writers} writer(s)':>24}: {rate:9.0f} /s   p50 {percentile(lat, .5) * 1e3:6.3f} ms"
-                f"   p99 {percentile(lat, .99) * 1e3:6.3f} ms   ({rate / raw:.2f}x raw fsync rate)"
+                f"{f'{writers} writer(s)':>24}: {rate:9.0f} /s   p50 {percentile(lat, 0.5) * 1e3:6.3f} ms"
+                f"   p99 {percentile(lat, 0.99) * 1e3:6.3f} ms   ({rate / raw:.2f}x raw fsync rate)"
             )
         print(f"256-writer / 1-writer throughput: {rates[256] / rates[1]:.1f}x (target >= 20x)")
     finally:

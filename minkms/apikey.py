@@ -91,9 +91,7 @@ class APIKey:
             if curve is None:
                 raise APIKeyError("invalid API key: wrong length")
             try:
-                key = ec.derive_private_key(
-                    int.from_bytes(scalar, "big"), curve
-                )
+                key = ec.derive_private_key(int.from_bytes(scalar, "big"), curve)
             except ValueError:
                 raise APIKeyError("invalid API key: bad scalar") from None
             return cls(text, key)
@@ -104,9 +102,7 @@ class APIKey:
         The self-signed client certificate kms-go builds from an API key
         (spec section 1.4): CN = identity, 90 days from now, clientAuth.
         """
-        return self_signed_certificate(
-            self.private_key, self.identity, now=now, client=True
-        )
+        return self_signed_certificate(self.private_key, self.identity, now=now, client=True)
 
 
 def self_signed_certificate(
@@ -125,11 +121,7 @@ def self_signed_certificate(
     if now is None:
         now = datetime.datetime.now(datetime.timezone.utc)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    usage = (
-        ExtendedKeyUsageOID.CLIENT_AUTH
-        if client
-        else ExtendedKeyUsageOID.SERVER_AUTH
-    )
+    usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -153,17 +145,11 @@ def self_signed_certificate(
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(
-            x509.BasicConstraints(ca=False, path_length=None), critical=True
-        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
     )
-    sans = [x509.DNSName(n) for n in dns_names] + [
-        x509.IPAddress(a) for a in ip_addresses
-    ]
+    sans = [x509.DNSName(n) for n in dns_names] + [x509.IPAddress(a) for a in ip_addresses]
     if sans:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(sans), critical=False
-        )
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     if isinstance(private_key, ed25519.Ed25519PrivateKey):
         algorithm = None
     else:
@@ -196,7 +182,7 @@ def _der_element(data: bytes, pos: int) -> tuple[int, int]:
     else:
         size = first & 0x7F
         start = pos + 2 + size
-        length = int.from_bytes(data[pos + 2:start], "big")
+        length = int.from_bytes(data[pos + 2 : start], "big")
     if start + length > len(data):
         raise ValueError("DER element runs past its container")
     return start, start + length
@@ -238,4 +224,3 @@ def is_identity(text: str) -> bool:
         return len(_unb64url(text[3:])) == 32
     except (binascii.Error, ValueError):
         return False
-

@@ -44,9 +44,9 @@ def parse_servers(text: str) -> list[str]:
         if not item:
             continue
         if item.lower().startswith("http://"):
-            raise ClientError(f"{item}: minkms serves HTTPS only: use https://{item[len('http://'):]}")
+            raise ClientError(f"{item}: minkms serves HTTPS only: use https://{item[len('http://') :]}")
         if item.lower().startswith("https://"):
-            item = item[len("https://"):]
+            item = item[len("https://") :]
         item = item.rstrip("/")
         if ":" not in item.rsplit("]", 1)[-1]:
             item += ":7373"
@@ -78,8 +78,10 @@ _TRANSPORT_ERRORS = (
     VerificationError,
     SSL.Error,
 )
-UNTRUSTED = ("certificate is not signed by a trusted CA: pass --cacert FILE, set SSL_CERT_FILE, "
-             "or use -k for a self-signed certificate")
+UNTRUSTED = (
+    "certificate is not signed by a trusted CA: pass --cacert FILE, set SSL_CERT_FILE, "
+    "or use -k for a self-signed certificate"
+)
 
 
 def _root_cause(error):
@@ -87,9 +89,9 @@ def _root_cause(error):
     while True:
         error = getattr(error, "value", error)
         reasons = getattr(error, "reasons", None)
-        if not reasons or not isinstance(error, (webclient.ResponseNeverReceived,
-                                                 webclient.RequestTransmissionFailed,
-                                                 webclient.ResponseFailed)):
+        if not reasons or not isinstance(
+            error, (webclient.ResponseNeverReceived, webclient.RequestTransmissionFailed, webclient.ResponseFailed)
+        ):
             return error
         error = reasons[0]
 
@@ -144,16 +146,19 @@ async def certificate_names(reactor, host: str, port: int, timeout: float) -> li
     The DNS names and IP addresses the certificate of C{host:port} is for,
     read without verifying it (only to say why verification failed).
     """
-    endpoint = wrapClientTLS(ClientTLS(None, insecure=True).creatorForNetloc(host.encode("idna"), port),
-                             HostnameEndpoint(reactor, host, port, timeout=timeout))
+    endpoint = wrapClientTLS(
+        ClientTLS(None, insecure=True).creatorForNetloc(host.encode("idna"), port),
+        HostnameEndpoint(reactor, host, port, timeout=timeout),
+    )
     try:
         protocol = await endpoint.connect(Factory.forProtocol(_CertificateGrab))
         cert = await protocol.certificate
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except Exception:
         return []
-    return [str(n) for n in sans.get_values_for_type(x509.DNSName)] + \
-        [str(n) for n in sans.get_values_for_type(x509.IPAddress)]
+    return [str(n) for n in sans.get_values_for_type(x509.DNSName)] + [
+        str(n) for n in sans.get_values_for_type(x509.IPAddress)
+    ]
 
 
 class KMSClient:
@@ -163,8 +168,15 @@ class KMSClient:
     @ivar servers: C{host:port} endpoints, tried in order on transport errors.
     """
 
-    def __init__(self, reactor, servers, api_key: APIKey | None = None, insecure=False,
-                 ca_certificates=None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        reactor,
+        servers,
+        api_key: APIKey | None = None,
+        insecure=False,
+        ca_certificates=None,
+        timeout: float = 30.0,
+    ) -> None:
         self.servers = list(servers)
         self.api_key = api_key
         self._reactor = reactor
@@ -179,26 +191,38 @@ class KMSClient:
         self._timeout = timeout
 
     @classmethod
-    def from_environment(cls, reactor, api_key: str | None = None, insecure=False,
-                         servers: str | None = None, environ=os.environ,
-                         ca_certificates=None) -> "KMSClient":
+    def from_environment(
+        cls,
+        reactor,
+        api_key: str | None = None,
+        insecure=False,
+        servers: str | None = None,
+        environ=os.environ,
+        ca_certificates=None,
+    ) -> "KMSClient":
         """A client configured like the C{minkms} CLI: flags, then environment."""
         if servers is None:
             servers = environ.get("MINIO_KMS_SERVER", DEFAULT_SERVER)
             if not servers.strip():
-                raise ClientError("MINIO_KMS_SERVER is empty: set it to the server's URL, "
-                                  f"e.g. {DEFAULT_SERVER}")
+                raise ClientError(f"MINIO_KMS_SERVER is empty: set it to the server's URL, e.g. {DEFAULT_SERVER}")
         key = api_key if api_key is not None else environ.get("MINIO_KMS_API_KEY")
-        return cls(reactor, parse_servers(servers), load_api_key(key), insecure=insecure,
-                   ca_certificates=ca_certificates)
+        return cls(
+            reactor, parse_servers(servers), load_api_key(key), insecure=insecure, ca_certificates=ca_certificates
+        )
 
     def close(self):
         """Close idle connections (a Deferred)."""
         return self._pool.closeCachedConnections()
 
-    async def request(self, method: bytes, path: str, body: bytes | None = None,
-                      host: str | None = None, accept: bytes = b"application/*",
-                      timeout: float | None = None):
+    async def request(
+        self,
+        method: bytes,
+        path: str,
+        body: bytes | None = None,
+        host: str | None = None,
+        accept: bytes = b"application/*",
+        timeout: float | None = None,
+    ):
         """
         Send one request; on a transport error try the next server (unless
         C{host} pins one).  C{timeout} overrides the client's for this call.
@@ -242,8 +266,7 @@ class KMSClient:
         headers = Headers({b"accept": [OCTET_STREAM], b"content-type": [OCTET_STREAM]})
         producer = webclient.FileBodyProducer(io.BytesIO(body))
         try:
-            response = await self._agent.request(method, f"https://{target}{path}".encode(),
-                                                 headers, producer)
+            response = await self._agent.request(method, f"https://{target}{path}".encode(), headers, producer)
         except _TRANSPORT_ERRORS as e:
             raise ClientError(f"cannot reach https://{target}: {await self._why(target, e)}") from None
         if response.code != 200:
@@ -264,8 +287,9 @@ class KMSClient:
             return network_reason(error)
         return f"certificate of {host.strip('[]')} is for {', '.join(names)}"
 
-    async def send(self, code: int, messages: list, enclave: str = "", host: str | None = None,
-                   timeout: float | None = None) -> list:
+    async def send(
+        self, code: int, messages: list, enclave: str = "", host: str | None = None, timeout: float | None = None
+    ) -> list:
         """
         Send framed commands and decode the response frames.
 
@@ -282,8 +306,7 @@ class KMSClient:
             return []
         return frames.decode_response(code, data)
 
-    async def call(self, code: int, message, enclave: str = "", host: str | None = None,
-                   timeout: float | None = None):
+    async def call(self, code: int, message, enclave: str = "", host: str | None = None, timeout: float | None = None):
         """Send one command and return its one response (or None for writes)."""
         replies = await self.send(code, [message], enclave=enclave, host=host, timeout=timeout)
         return replies[0] if replies else None
@@ -294,7 +317,6 @@ class KMSClient:
         if status != 200:
             raise wire_errors.parse_error(status, ctype.decode("latin-1"), data)
         return data
-
 
 
 class _Delivery(Protocol):

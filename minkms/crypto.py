@@ -65,9 +65,7 @@ def key_type(name: str) -> str:
     for known in KEY_TYPES:
         if name.lower() == known.lower():
             return known
-    raise bad_request(
-        f"invalid key type '{name}': must be {AES256} or {CHACHA20}"
-    )
+    raise bad_request(f"invalid key type '{name}': must be {AES256} or {CHACHA20}")
 
 
 def new_key_material() -> bytes:
@@ -82,17 +80,12 @@ def check_key_material(material: bytes, type_name: str) -> None:
     @raise KMSError: 400 naming the expected length.
     """
     if len(material) != KEY_SIZE:
-        raise bad_request(
-            f"invalid key: a {type_name} key must be {KEY_SIZE} bytes, "
-            f"not {len(material)}"
-        )
+        raise bad_request(f"invalid key: a {type_name} key must be {KEY_SIZE} bytes, not {len(material)}")
 
 
 def _subkey(material: bytes, label: bytes, version: int, extra: bytes = b"") -> bytes:
     info = label + struct.pack(">I", version) + extra
-    return HKDF(
-        algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=info
-    ).derive(material)
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=info).derive(material)
 
 
 def _associated_data(header: bytes, aad: bytes) -> bytes:
@@ -152,9 +145,7 @@ class VersionCipher:
         return hmac.new(self._mac_key, message, hashlib.sha256).digest()
 
 
-def encrypt(
-    material: bytes, type_name: str, version: int, plaintext: bytes, aad: bytes
-) -> bytes:
+def encrypt(material: bytes, type_name: str, version: int, plaintext: bytes, aad: bytes) -> bytes:
     """
     Encrypt C{plaintext} under one key version, binding C{aad}.
 
@@ -178,9 +169,7 @@ def parse_ciphertext_version(ciphertext: bytes) -> int:
     return version
 
 
-def decrypt(
-    material: bytes, type_name: str, version: int, ciphertext: bytes, aad: bytes
-) -> bytes:
+def decrypt(material: bytes, type_name: str, version: int, ciphertext: bytes, aad: bytes) -> bytes:
     """
     Reverse L{encrypt} for the key version whose material is given.
 
@@ -199,9 +188,7 @@ def generate_data_key(length: int) -> bytes:
     if length == 0:
         length = DEFAULT_DEK_LENGTH
     if length > MAX_DEK_LENGTH:
-        raise bad_request(
-            f"invalid key length {length}: must be at most {MAX_DEK_LENGTH} bytes"
-        )
+        raise bad_request(f"invalid key length {length}: must be at most {MAX_DEK_LENGTH} bytes")
     return os.urandom(length)
 
 

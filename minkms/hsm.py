@@ -68,18 +68,14 @@ class SoftHSM:
         """
         text = text.strip()
         if not text.startswith(SOFT_HSM_PREFIX):
-            raise HSMKeyError(
-                "invalid HSM key: must start with 'hsm:aes256:'"
-            )
-        encoded = text[len(SOFT_HSM_PREFIX):]
+            raise HSMKeyError("invalid HSM key: must start with 'hsm:aes256:'")
+        encoded = text[len(SOFT_HSM_PREFIX) :]
         try:
             secret = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             raise HSMKeyError("invalid HSM key: not valid base64") from None
         if len(secret) != 32:
-            raise HSMKeyError(
-                f"invalid HSM key: must encode 32 bytes, not {len(secret)}"
-            )
+            raise HSMKeyError(f"invalid HSM key: must encode 32 bytes, not {len(secret)}")
         return cls(secret)
 
     def to_text(self) -> str:
@@ -88,9 +84,7 @@ class SoftHSM:
 
     def derive(self, label: bytes, length: int = 32) -> bytes:
         """Derive a purpose-bound secret from the HSM key."""
-        return HKDF(
-            algorithm=hashes.SHA256(), length=length, salt=None, info=label
-        ).derive(self._secret)
+        return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=label).derive(self._secret)
 
     def seal(self, plaintext: bytes, associated_data: bytes = b"") -> bytes:
         """Encrypt and authenticate C{plaintext}: C{nonce || ciphertext || tag}."""
@@ -107,9 +101,7 @@ class SoftHSM:
         if len(sealed) < _NONCE_SIZE + 16:
             raise ErrDecrypt
         try:
-            return self._seal_key.decrypt(
-                sealed[:_NONCE_SIZE], sealed[_NONCE_SIZE:], associated_data
-            )
+            return self._seal_key.decrypt(sealed[:_NONCE_SIZE], sealed[_NONCE_SIZE:], associated_data)
         except InvalidTag:
             raise ErrDecrypt from None
 

@@ -49,9 +49,7 @@ def load_certificate_chain(cert_path: str) -> list[x509.Certificate]:
     try:
         chain = x509.load_pem_x509_certificates(data)
     except ValueError:
-        raise TLSConfigError(
-            f"invalid certificate {cert_path}: not a PEM certificate"
-        ) from None
+        raise TLSConfigError(f"invalid certificate {cert_path}: not a PEM certificate") from None
     return chain
 
 
@@ -61,9 +59,7 @@ def load_private_key(key_path: str):
     try:
         return serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
-        raise TLSConfigError(
-            f"invalid private key {key_path}: not an unencrypted PEM key"
-        ) from None
+        raise TLSConfigError(f"invalid private key {key_path}: not an unencrypted PEM key") from None
 
 
 def load_ca_directory(path: str, warn=None) -> list[x509.Certificate]:
@@ -80,9 +76,7 @@ def load_ca_directory(path: str, warn=None) -> list[x509.Certificate]:
         try:
             names = sorted(os.listdir(path))
         except OSError as e:
-            raise TLSConfigError(
-                f"cannot read CA directory {path}: {e.strerror}"
-            ) from None
+            raise TLSConfigError(f"cannot read CA directory {path}: {e.strerror}") from None
         files = [os.path.join(path, n) for n in names]
         files = [f for f in files if os.path.isfile(f)]
     elif os.path.exists(path):
@@ -116,9 +110,13 @@ class ServerCredentials:
     """
 
     def __init__(self, chain: list[x509.Certificate], key) -> None:
-        leaf_pub = chain[0].public_key().public_bytes(
-            serialization.Encoding.DER,
-            serialization.PublicFormat.SubjectPublicKeyInfo,
+        leaf_pub = (
+            chain[0]
+            .public_key()
+            .public_bytes(
+                serialization.Encoding.DER,
+                serialization.PublicFormat.SubjectPublicKeyInfo,
+            )
         )
         key_pub = key.public_key().public_bytes(
             serialization.Encoding.DER,
@@ -129,9 +127,7 @@ class ServerCredentials:
         self.chain = chain
         self.key = key
         try:
-            san = chain[0].extensions.get_extension_for_class(
-                x509.SubjectAlternativeName
-            )
+            san = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName)
             self.names = [n.lower() for n in san.value.get_values_for_type(x509.DNSName)]
         except x509.ExtensionNotFound:
             self.names = []
@@ -161,14 +157,16 @@ def _accept_any_certificate(connection, certificate, errno, depth, ok) -> bool:
     return True
 
 
-TLS12_CIPHERS = b":".join((
-    b"ECDHE-ECDSA-AES128-GCM-SHA256",
-    b"ECDHE-RSA-AES128-GCM-SHA256",
-    b"ECDHE-ECDSA-AES256-GCM-SHA384",
-    b"ECDHE-RSA-AES256-GCM-SHA384",
-    b"ECDHE-ECDSA-CHACHA20-POLY1305",
-    b"ECDHE-RSA-CHACHA20-POLY1305",
-))
+TLS12_CIPHERS = b":".join(
+    (
+        b"ECDHE-ECDSA-AES128-GCM-SHA256",
+        b"ECDHE-RSA-AES128-GCM-SHA256",
+        b"ECDHE-ECDSA-AES256-GCM-SHA384",
+        b"ECDHE-RSA-AES256-GCM-SHA384",
+        b"ECDHE-ECDSA-CHACHA20-POLY1305",
+        b"ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
 """The TLS 1.2 suites a node accepts: forward secret (ECDHE) and AEAD only,
 no CBC and no static RSA key exchange.  TLS 1.3 suites are all AEAD and
 keep OpenSSL's defaults."""
@@ -210,8 +208,7 @@ class ServerContextFactory:
     certificate derived from the HSM key.
     """
 
-    def __init__(self, credentials: list[ServerCredentials],
-                 peer_credentials: ServerCredentials | None = None) -> None:
+    def __init__(self, credentials: list[ServerCredentials], peer_credentials: ServerCredentials | None = None) -> None:
         self._peer_context = self._make(peer_credentials) if peer_credentials else None
         self.replace_credentials(credentials)
 

@@ -49,15 +49,15 @@ class InProcessServer:
     does, serving on 127.0.0.1 in the test's reactor.
     """
 
-    def __init__(self, testcase, hsm: SoftHSM | None = None, volume: str | None = None,
-                 extra_args=(), port: int | None = None):
+    def __init__(
+        self, testcase, hsm: SoftHSM | None = None, volume: str | None = None, extra_args=(), port: int | None = None
+    ):
         self.hsm = hsm or SoftHSM.generate()
         self.volume = volume or testcase.mktemp()
         self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
         options = service.Options()
-        options.parseOptions([self.volume, "--dev", "--host", self.host,
-                              "--address", self.host, *extra_args])
+        options.parseOptions([self.volume, "--dev", "--host", self.host, "--address", self.host, *extra_args])
         options["volume"] = self.volume
         self.out = NullOut()
         self.service = service.makeService(
@@ -158,8 +158,16 @@ class ProcessNode:
     it can be killed (SIGKILL) and restarted on the same volume and port.
     """
 
-    def __init__(self, testcase, hsm: SoftHSM, port: int | None = None, volume: str | None = None,
-                 extra_args=(), environ: dict | None = None, preexec_fn=None):
+    def __init__(
+        self,
+        testcase,
+        hsm: SoftHSM,
+        port: int | None = None,
+        volume: str | None = None,
+        extra_args=(),
+        environ: dict | None = None,
+        preexec_fn=None,
+    ):
         self.hsm = hsm
         self.environ = environ if environ is not None else {"MINIO_KMS_HSM_KEY": hsm.to_text()}
         self.preexec_fn = preexec_fn
@@ -178,10 +186,24 @@ class ProcessNode:
         """Start the process (returns at once; see L{wait_up})."""
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "minkms.cli.main", "server", self.volume, "--dev",
-             "--host", self.host, "--address", f"127.0.0.1:{self.port}", *self.extra_args],
+            [
+                sys.executable,
+                "-m",
+                "minkms.cli.main",
+                "server",
+                self.volume,
+                "--dev",
+                "--host",
+                self.host,
+                "--address",
+                f"127.0.0.1:{self.port}",
+                *self.extra_args,
+            ],
             env=cli_env(**self.environ),
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=self.preexec_fn,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            preexec_fn=self.preexec_fn,
         )
         log.close()
         return self
@@ -231,8 +253,9 @@ async def form_cluster(testcase, size=3, extra_args=()):
     """Start C{size} process nodes and join them as C{minkms add} does."""
     hsm = SoftHSM.generate()
     nodes = [ProcessNode(testcase, hsm, extra_args=extra_args).start() for _ in range(size)]
-    client = KMSClient(reactor, [n.host for n in nodes], APIKey.parse(hsm.sysadmin_api_key()),
-                       insecure=True, timeout=10)
+    client = KMSClient(
+        reactor, [n.host for n in nodes], APIKey.parse(hsm.sysadmin_api_key()), insecure=True, timeout=10
+    )
     testcase.addCleanup(client.close)
     for node in nodes:
         await node.wait_up(client, write=True)

@@ -70,15 +70,21 @@ def write_server_certificate(directory: str, names=("localhost",), ips=("127.0.0
     """Write a self-signed server key and certificate; return their paths."""
     key = ec.generate_private_key(ec.SECP256R1())
     cert = self_signed_certificate(
-        key, names[0], client=False, dns_names=tuple(names),
-        ip_addresses=tuple(ipaddress.ip_address(i) for i in ips), days=30,
+        key,
+        names[0],
+        client=False,
+        dns_names=tuple(names),
+        ip_addresses=tuple(ipaddress.ip_address(i) for i in ips),
+        days=30,
     )
     key_path = os.path.join(directory, "private.key")
     cert_path = os.path.join(directory, "public.crt")
     with open(key_path, "wb") as f:
-        f.write(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ))
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     with open(cert_path, "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
     return key_path, cert_path

@@ -39,8 +39,9 @@ class AccessChangeTests(ServerTestCase):
         return [c for idle in self.minio._pool._connections.values() for c in idle]
 
     async def generate(self, name="k1") -> pb.GenerateKeyResponse:
-        return await self.call(KEY_GENERATE, pb.GenerateKeyRequest(Name=name, AssociatedData=AAD), "e1",
-                               client=self.minio)
+        return await self.call(
+            KEY_GENERATE, pb.GenerateKeyRequest(Name=name, AssociatedData=AAD), "e1", client=self.minio
+        )
 
     async def decrypt(self, ciphertext: bytes, name="k1") -> pb.DecryptResponse:
         request = pb.DecryptRequest(Name=name, Ciphertext=ciphertext, AssociatedData=AAD)

@@ -49,19 +49,22 @@ class BadInputTests(ServerTestCase):
 
     async def test_truncated_frame(self):
         await self.refused(
-            unhex("00 cc 00 00"), 400,
+            unhex("00 cc 00 00"),
+            400,
             "truncated command frame 1: 4 bytes left, a frame header needs 6",
         )
 
     async def test_truncated_second_frame(self):
         await self.refused(
-            body_of(KEY_STATUS, pb.KeyStatusRequest(Name="k")) + unhex("00 cc 00"), 400,
+            body_of(KEY_STATUS, pb.KeyStatusRequest(Name="k")) + unhex("00 cc 00"),
+            400,
             "truncated command frame 2: 3 bytes left, a frame header needs 6",
         )
 
     async def test_length_beyond_body(self):
         await self.refused(
-            unhex("00 cc 00 00 00 10 0a 02 6b 31"), 400,
+            unhex("00 cc 00 00 00 10 0a 02 6b 31"),
+            400,
             "truncated command frame 1: length 16 exceeds the 4 bytes left in the body",
         )
 
@@ -75,15 +78,14 @@ class BadInputTests(ServerTestCase):
     async def test_invalid_protobuf(self):
         # field 1 (Name) announces 5 bytes, none follow
         await self.refused(
-            frame(KEY_STATUS, unhex("0a 05")), 400,
+            frame(KEY_STATUS, unhex("0a 05")),
+            400,
             "invalid KEY:STATUS message in frame 1: not a valid KeyStatusRequest",
         )
 
     async def test_mixed_codes(self):
         body = body_of(KEY_STATUS, pb.KeyStatusRequest(Name="k1")) + frame(KEY_ENCRYPT, unhex("0a 02 6b 31"))
-        await self.refused(
-            body, 400, "mixed commands in one request: frame 2 is KEY:ENCRYPT, frame 1 is KEY:STATUS"
-        )
+        await self.refused(body, 400, "mixed commands in one request: frame 2 is KEY:ENCRYPT, frame 1 is KEY:STATUS")
 
     async def test_batched_write(self):
         body = body_of(KEY_CREATE, pb.CreateKeyRequest(Name="a"), pb.CreateKeyRequest(Name="b"))
@@ -91,27 +93,34 @@ class BadInputTests(ServerTestCase):
 
     async def test_cluster_command_with_enclave(self):
         await self.refused(
-            frame(CLUSTER_STATUS), 400,
+            frame(CLUSTER_STATUS),
+            400,
             "CLUSTER:STATUS is a cluster command: send it without an enclave",
         )
         await self.refused(
-            body_of(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="e2")), 400,
+            body_of(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="e2")),
+            400,
             "ENCLAVE:CREATE is a cluster command: send it without an enclave",
         )
         await self.refused(
-            body_of(ENCLAVE_LIST, pb.ListRequest()), 400,
+            body_of(ENCLAVE_LIST, pb.ListRequest()),
+            400,
             "ENCLAVE:LIST is a cluster command: send it without an enclave",
         )
 
     async def test_enclave_command_without_enclave(self):
         for path in ("/v1/kms", "/v1/kms/"):
             await self.refused(
-                body_of(KEY_STATUS, pb.KeyStatusRequest(Name="k")), 400,
-                "KEY:STATUS needs an enclave: send it to /v1/kms/ENCLAVE", path=path,
+                body_of(KEY_STATUS, pb.KeyStatusRequest(Name="k")),
+                400,
+                "KEY:STATUS needs an enclave: send it to /v1/kms/ENCLAVE",
+                path=path,
             )
             await self.refused(
-                body_of(KEY_CREATE, pb.CreateKeyRequest(Name="k")), 400,
-                "KEY:CREATE needs an enclave: send it to /v1/kms/ENCLAVE", path=path,
+                body_of(KEY_CREATE, pb.CreateKeyRequest(Name="k")),
+                400,
+                "KEY:CREATE needs an enclave: send it to /v1/kms/ENCLAVE",
+                path=path,
             )
 
     async def test_ten_mib_body(self):
@@ -119,9 +128,7 @@ class BadInputTests(ServerTestCase):
         Content-Length 10 MiB: 413 arrives although only 64 KiB of the body
         were sent, so the server did not wait for (or buffer) the rest.
         """
-        response = await self.raw().kms(
-            None, "e1", content_length=TEN_MIB, send_body=b"\x00" * 65536
-        )
+        response = await self.raw().kms(None, "e1", content_length=TEN_MIB, send_body=b"\x00" * 65536)
         self.assertError(response, 413, f"request body too large: limit is {MAX_BODY} bytes")
         self.assertEqual(response.header("connection"), "close")
         await self.assertStillServing()
@@ -130,9 +137,7 @@ class BadInputTests(ServerTestCase):
         """A body of exactly 1 MiB is read (and judged on its frames)."""
         payload = b"\x00" * (MAX_BODY - 6)
         response = await self.raw().kms(frame(KEY_STATUS, payload), "e1")
-        self.assertError(
-            response, 400, "invalid KEY:STATUS message in frame 1: not a valid KeyStatusRequest"
-        )
+        self.assertError(response, 400, "invalid KEY:STATUS message in frame 1: not a valid KeyStatusRequest")
         await self.assertStillServing()
 
     async def test_ten_mib_body_slow_client(self):
@@ -175,52 +180,64 @@ class BadInputTests(ServerTestCase):
     async def test_enclave_name_with_encoded_slash(self):
         """C{/v1/kms/a%2Fb} names the enclave "a/b", which is not a valid name."""
         await self.refused(
-            body_of(KEY_STATUS, pb.KeyStatusRequest(Name="k")), 400,
-            "invalid enclave name: contains '/' at position 2", path="/v1/kms/a%2Fb",
+            body_of(KEY_STATUS, pb.KeyStatusRequest(Name="k")),
+            400,
+            "invalid enclave name: contains '/' at position 2",
+            path="/v1/kms/a%2Fb",
         )
 
     async def test_enclave_path_with_slash(self):
         await self.refused(
-            body_of(KEY_STATUS, pb.KeyStatusRequest(Name="k")), 400,
-            "invalid enclave name: must not contain '/'", path="/v1/kms/e1/k",
+            body_of(KEY_STATUS, pb.KeyStatusRequest(Name="k")),
+            400,
+            "invalid enclave name: must not contain '/'",
+            path="/v1/kms/e1/k",
         )
 
     async def test_names_with_slash(self):
         await self.refused(
-            body_of(KEY_CREATE, pb.CreateKeyRequest(Name="a/b")), 400,
+            body_of(KEY_CREATE, pb.CreateKeyRequest(Name="a/b")),
+            400,
             "invalid key name: contains '/' at position 2",
         )
         await self.refused(
-            body_of(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="a/b")), 400,
-            "invalid enclave name: contains '/' at position 2", enclave="",
+            body_of(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="a/b")),
+            400,
+            "invalid enclave name: contains '/' at position 2",
+            enclave="",
         )
         await self.refused(
-            body_of(POLICY_CREATE, pb.CreatePolicyRequest(Name="/p")), 400,
+            body_of(POLICY_CREATE, pb.CreatePolicyRequest(Name="/p")),
+            400,
             "invalid policy name: contains '/' at position 1",
         )
 
     async def test_empty_names(self):
         await self.refused(body_of(KEY_CREATE, pb.CreateKeyRequest(Name="")), 400, "invalid key name: empty")
         await self.refused(
-            body_of(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="")), 400,
-            "invalid enclave name: empty", enclave="",
+            body_of(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="")),
+            400,
+            "invalid enclave name: empty",
+            enclave="",
         )
-        await self.refused(
-            body_of(POLICY_CREATE, pb.CreatePolicyRequest(Name="")), 400, "invalid policy name: empty"
-        )
+        await self.refused(body_of(POLICY_CREATE, pb.CreatePolicyRequest(Name="")), 400, "invalid policy name: empty")
 
     async def test_over_long_names(self):
         long = "n" * 81
         await self.refused(
-            body_of(KEY_CREATE, pb.CreateKeyRequest(Name=long)), 400,
+            body_of(KEY_CREATE, pb.CreateKeyRequest(Name=long)),
+            400,
             "invalid key name: longer than 80 characters",
         )
         await self.refused(
-            body_of(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name=long)), 400,
-            "invalid enclave name: longer than 80 characters", enclave="",
+            body_of(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name=long)),
+            400,
+            "invalid enclave name: longer than 80 characters",
+            enclave="",
         )
         await self.refused(
-            body_of(POLICY_CREATE, pb.CreatePolicyRequest(Name=long)), 400,
+            body_of(POLICY_CREATE, pb.CreatePolicyRequest(Name=long)),
+            400,
             "invalid policy name: longer than 80 characters",
         )
         await self.key("n" * 80)
@@ -229,19 +246,18 @@ class BadInputTests(ServerTestCase):
 
     async def test_no_client_certificate(self):
         await self.refused(frame(CLUSTER_STATUS), 403, PERMISSION, enclave="", certificate=None)
-        await self.refused(
-            body_of(KEY_CREATE, pb.CreateKeyRequest(Name="k")), 403, PERMISSION, certificate=None
-        )
+        await self.refused(body_of(KEY_CREATE, pb.CreateKeyRequest(Name="k")), 403, PERMISSION, certificate=None)
 
     async def test_unknown_identity(self):
         stranger = generate_api_key()
         await self.refused(frame(CLUSTER_STATUS), 403, PERMISSION, enclave="", certificate=stranger)
+        await self.refused(body_of(KEY_STATUS, pb.KeyStatusRequest(Name="k")), 403, PERMISSION, certificate=stranger)
         await self.refused(
-            body_of(KEY_STATUS, pb.KeyStatusRequest(Name="k")), 403, PERMISSION, certificate=stranger
-        )
-        await self.refused(
-            body_of(KEY_STATUS, pb.KeyStatusRequest(Name="k")), 403, PERMISSION,
-            enclave="missing", certificate=stranger,
+            body_of(KEY_STATUS, pb.KeyStatusRequest(Name="k")),
+            403,
+            PERMISSION,
+            enclave="missing",
+            certificate=stranger,
         )
 
     async def test_garbage_instead_of_tls(self):

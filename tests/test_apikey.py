@@ -13,10 +13,14 @@ SPEC_VECTORS = [
     ("k1:AqwjUvaWEE9O83quGOkiO_2D1x37Za9gE4L5UHdq0Ag", "h1:FALvKoL5sB2mfvXrbheZ8tgKjIJZ60gN-VH9TcfK7Q0"),
     ("k1:xZnpcYtPdVMNLBBRaUO5HPEoK_jVrcc3MWR8BshkjJw", "h1:l4AoVm6xKAVGsfo8J_ttCOC6Odgq3GJLHg5NtAdOAr0"),
     ("k2:q0B1BZ069Sk3-pBun983nLbQUOSR_j0ltnkfG4nPrE0", "h1:i0ivgFv_k3pPT4sB5_gkwoWdcSHz060kQ47wNfKCzog"),
-    ("k2:CaJIp1tfO7US1bMkRP1LzVzMV8v4IK5oBW1bhuvJFpFOPtbsJf3a3vViu5uGSas6",
-     "h1:UnOB_LeUMAcsLwHK0ufq_5ZIlcqO8sIBPrXiFGc_BLY"),
-    ("k2:AT7JYw3tnjgYhqplUPiJbITqAdgo4IuDf9talnHivzMeoEsVR60Vidpl93zAdweZApsStCEpHVPtwGAD2UoGI0o0",
-     "h1:J19yvEsR7rCj35ujui4hESeXgWQovzpqzzVKb0BUOlc"),
+    (
+        "k2:CaJIp1tfO7US1bMkRP1LzVzMV8v4IK5oBW1bhuvJFpFOPtbsJf3a3vViu5uGSas6",
+        "h1:UnOB_LeUMAcsLwHK0ufq_5ZIlcqO8sIBPrXiFGc_BLY",
+    ),
+    (
+        "k2:AT7JYw3tnjgYhqplUPiJbITqAdgo4IuDf9talnHivzMeoEsVR60Vidpl93zAdweZApsStCEpHVPtwGAD2UoGI0o0",
+        "h1:J19yvEsR7rCj35ujui4hESeXgWQovzpqzzVKb0BUOlc",
+    ),
 ]
 
 

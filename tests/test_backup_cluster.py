@@ -26,10 +26,12 @@ class ClusterRestoreTests(unittest.TestCase):
         (first, second), client = await in_process_cluster(self, 2)
         await client.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="e"))
         for start in range(0, KEYS, BATCH):
-            await defer.gatherResults([
-                defer.ensureDeferred(client.call(KEY_CREATE, pb.CreateKeyRequest(Name=f"key-{i:04d}"), enclave="e"))
-                for i in range(start, start + BATCH)
-            ])
+            await defer.gatherResults(
+                [
+                    defer.ensureDeferred(client.call(KEY_CREATE, pb.CreateKeyRequest(Name=f"key-{i:04d}"), enclave="e"))
+                    for i in range(start, start + BATCH)
+                ]
+            )
         backup = await client.get("/v1/db", host=first.host)
         self.assertGreater(len(first.node.state.snapshot()), 60_000, "the state must exceed one batch")
         await client.call(ENCLAVE_DELETE, pb.DeleteEnclaveRequest(Name="e"))

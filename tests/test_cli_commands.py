@@ -237,11 +237,13 @@ class KeyTests(ServerTestCase):
 
         latest = await self.ok("stat-key", *e, "app")
         owner = re.escape(self.server.api_key.identity)
-        self.assertRegex(latest.out, r"^Name\s+app\nVersion\s+2\nType\s+ChaCha20\n"
-                                     rf"Created\s+\S+ \S+\nOwner\s+{owner}\n$")
+        self.assertRegex(
+            latest.out,
+            r"^Name\s+app\nVersion\s+2\nType\s+ChaCha20\n"
+            rf"Created\s+\S+ \S+\nOwner\s+{owner}\n$",
+        )
         first = (await self.ok("stat-key", *e, "app", "-v", "1", "--json")).json()
-        self.assertEqual((first[0]["name"], first[0]["version"], first[0]["type"]),
-                         ("app", 1, "ChaCha20"))
+        self.assertEqual((first[0]["name"], first[0]["version"], first[0]["type"]), ("app", 1, "ChaCha20"))
 
         generated = await self.ok("keygen", *e, "app", "--context", "bucket/object")
         plaintext = re.search(r"^Plaintext\s+(\S+)$", generated.out, re.M)[1]
@@ -269,8 +271,9 @@ class KeyTests(ServerTestCase):
         self.assertFails(await self.minkms("decrypt", *e, "app", sealed), "key does not exist")
 
         material = base64.b64encode(os.urandom(32)).decode()
-        self.assertEqual((await self.ok("add-key", *e, "imported", "--import", material)).out,
-                         "Imported key imported\n")
+        self.assertEqual(
+            (await self.ok("add-key", *e, "imported", "--import", material)).out, "Imported key imported\n"
+        )
         removed = await self.ok("rm-key", *e, "imported", "--all")
         self.assertEqual(removed.out, "Deleted key imported\n")
         self.assertFails(await self.minkms("stat-key", *e, "imported"), "key does not exist")
@@ -311,21 +314,30 @@ class AccessTests(ServerTestCase):
             await self.call(KEY_CREATE, pb.CreateKeyRequest(Name=name), enclave=ENCLAVE)
         path = self.path()
         with open(path, "w") as f:
-            json.dump({
-                "allow": {
-                    "KEY:ENCRYPT": "app-*",
-                    "key:decrypt": ["app-1", "app-secret", ""],
-                    "KEY:STATUS": {"app-*": {}, "db": {}},
+            json.dump(
+                {
+                    "allow": {
+                        "KEY:ENCRYPT": "app-*",
+                        "key:decrypt": ["app-1", "app-secret", ""],
+                        "KEY:STATUS": {"app-*": {}, "db": {}},
+                    },
+                    "deny": {"KEY:ENCRYPT": ["app-secret"]},
                 },
-                "deny": {"KEY:ENCRYPT": ["app-secret"]},
-            }, f)
+                f,
+            )
         self.assertEqual((await self.ok("add-policy", *e, "apps", path)).out, "Added policy apps\n")
         document = (await self.ok("get-policy", *e, "apps")).json()
-        self.assertEqual(document, {
-            "allow": {"KEY:DECRYPT": ["app-1", "app-secret"], "KEY:ENCRYPT": "app-*",
-                      "KEY:STATUS": ["db", "app-*"]},
-            "deny": {"KEY:ENCRYPT": "app-secret"},
-        })
+        self.assertEqual(
+            document,
+            {
+                "allow": {
+                    "KEY:DECRYPT": ["app-1", "app-secret"],
+                    "KEY:ENCRYPT": "app-*",
+                    "KEY:STATUS": ["db", "app-*"],
+                },
+                "deny": {"KEY:ENCRYPT": "app-secret"},
+            },
+        )
         proto = (await self.ok("get-policy", *e, "apps", "--json")).json()
         self.assertEqual(proto[0]["allow"]["KEY:ENCRYPT"], {"rules": {"app-*": {}}})
         described = await self.ok("stat-policy", *e, "apps")
@@ -373,8 +385,7 @@ class AccessTests(ServerTestCase):
         self.assertEqual(listed.out.split()[:4], ["Privilege", "Policy", "Created", "Identity"])
         self.assertIn(other.identity, listed.out)
 
-        self.assertEqual((await self.ok("rm-identity", *e, other.identity)).out,
-                         f"Deleted identity {other.identity}\n")
+        self.assertEqual((await self.ok("rm-identity", *e, other.identity)).out, f"Deleted identity {other.identity}\n")
         gone = await self.minkms("get-identity", *e, other.identity)
         self.assertFails(gone, "identity does not exist")
         self.assertFails(await self.minkms("get-identity", *e, api_key=other.text), DENIED)
@@ -392,12 +403,13 @@ class BadInputTests(ServerTestCase):
             (self.minkms("stat", api_key=""), "no API key"),
             (self.minkms("stat", api_key=generate_api_key()), DENIED),
             (self.minkms("stat", api_key="k1:nonsense"), "invalid API key"),
-            (self.minkms("stat", MINIO_KMS_SERVER=f"https://127.0.0.1:{port}"),
-             f"cannot reach https://127.0.0.1:{port}: connection refused"),
+            (
+                self.minkms("stat", MINIO_KMS_SERVER=f"https://127.0.0.1:{port}"),
+                f"cannot reach https://127.0.0.1:{port}: connection refused",
+            ),
             (self.minkms("stat-key", *e, "missing"), "key does not exist"),
             (self.minkms("decrypt", *e, "k", "v1:not*base64"), "invalid ciphertext: not base64"),
-            (self.minkms("add-policy", *e, "p", self.path('{"allow": ')),
-             "invalid policy: not valid JSON"),
+            (self.minkms("add-policy", *e, "p", self.path('{"allow": ')), "invalid policy: not valid JSON"),
             (self.minkms("add-enclave", ENCLAVE), "enclave already exists"),
         ]
         results = await defer.gatherResults([defer.ensureDeferred(c) for c, _ in cases])
@@ -416,10 +428,8 @@ class OfflineMistakeTests(CLIAssertions, unittest.TestCase):
             (("add-key", *e, "x", "--import", "%%%"), "invalid key material: not base64"),
             (("add-key", *e, "x", "--type", "DES"), "invalid key type 'DES'"),
             (("add-key", *e, "x", "--import", "AAAA", "--version"), "cannot be combined"),
-            (("add-policy", *e, "p", self.path('{"allow": {"KEY:FROB": "*"}}')),
-             "unknown action 'KEY:FROB'"),
-            (("add-policy", *e, "p", self.path('{"allow": {"ENCLAVE:CREATE": "*"}}')),
-             "cannot be granted by a policy"),
+            (("add-policy", *e, "p", self.path('{"allow": {"KEY:FROB": "*"}}')), "unknown action 'KEY:FROB'"),
+            (("add-policy", *e, "p", self.path('{"allow": {"ENCLAVE:CREATE": "*"}}')), "cannot be granted by a policy"),
             (("add-policy", *e, "p", missing), "cannot read"),
             (("ls-key",), "no enclave"),
             (("stat-key", *e), "the following arguments are required"),
@@ -433,16 +443,23 @@ class OfflineMistakeTests(CLIAssertions, unittest.TestCase):
             err = io.StringIO()
             with redirect_stderr(err), redirect_stdout(io.StringIO()) as out:
                 code = main(list(argv))
-            self.assertFails(CLIResult(out.getvalue().encode(), err.getvalue().encode(), code),
-                             message)
+            self.assertFails(CLIResult(out.getvalue().encode(), err.getvalue().encode(), code), message)
 
 
 class RenderTests(unittest.TestCase):
     """The pure pieces: durations, ciphertext text, the cluster view."""
 
     def test_durations(self):
-        cases = {0.233: "233ms", 31: "31s", 300: "5m", 1471: "24m31s", 3720: "1h2m",
-                 3725: "1h2m", 7200: "2h", 90000: "1d1h"}
+        cases = {
+            0.233: "233ms",
+            31: "31s",
+            300: "5m",
+            1471: "24m31s",
+            3720: "1h2m",
+            3725: "1h2m",
+            7200: "2h",
+            90000: "1d1h",
+        }
         for seconds, text in cases.items():
             self.assertEqual(render.duration(seconds), text)
 
@@ -465,26 +482,29 @@ class RenderTests(unittest.TestCase):
         out = io.StringIO()
         with redirect_stdout(out):
             cluster.print_status(status)
-        self.assertEqual(out.getvalue(), (
-            "● Node 0 at node0:7373\n"
-            "  Version    2025-11-12T19-14-51Z\n"
-            "  Uptime     24m31s\n"
-            "  State      Follower\n"
-            "  Leader     Node 1\n"
-            "  Commit     12\n"
-            "\n"
-            "● Node 1 at node1:7373\n"
-            "  Version    2025-11-12T19-14-51Z\n"
-            "  Uptime     24m31s\n"
-            "  State      Leader\n"
-            "  Leader     Node 1\n"
-            "  Commit     12\n"
-            "\n"
-            "● Node 2 at node2:7373\n"
-            "  State      Offline\n"
-            "\n"
-            "[2/3] nodes are up\n"
-        ))
+        self.assertEqual(
+            out.getvalue(),
+            (
+                "● Node 0 at node0:7373\n"
+                "  Version    2025-11-12T19-14-51Z\n"
+                "  Uptime     24m31s\n"
+                "  State      Follower\n"
+                "  Leader     Node 1\n"
+                "  Commit     12\n"
+                "\n"
+                "● Node 1 at node1:7373\n"
+                "  Version    2025-11-12T19-14-51Z\n"
+                "  Uptime     24m31s\n"
+                "  State      Leader\n"
+                "  Leader     Node 1\n"
+                "  Commit     12\n"
+                "\n"
+                "● Node 2 at node2:7373\n"
+                "  State      Offline\n"
+                "\n"
+                "[2/3] nodes are up\n"
+            ),
+        )
 
 
 class TLSMessageTests(CLIAssertions, unittest.TestCase):
@@ -513,14 +533,17 @@ class TLSMessageTests(CLIAssertions, unittest.TestCase):
 
     @inline
     async def test_messages(self):
-        untrusted, mismatch, trusted, from_env = await defer.gatherResults([
-            defer.ensureDeferred(run_minkms("stat", **self.at("localhost"))),
-            defer.ensureDeferred(run_minkms("stat", "--cacert", self.cert, **self.at("127.0.0.1"))),
-            defer.ensureDeferred(run_minkms("stat", "--cacert", self.cert, **self.at("localhost"))),
-            defer.ensureDeferred(run_minkms("stat", SSL_CERT_FILE=self.cert, **self.at("localhost"))),
-        ])
-        self.assertFails(untrusted, "certificate is not signed by a trusted CA: pass --cacert FILE, "
-                                    "set SSL_CERT_FILE, or use -k")
+        untrusted, mismatch, trusted, from_env = await defer.gatherResults(
+            [
+                defer.ensureDeferred(run_minkms("stat", **self.at("localhost"))),
+                defer.ensureDeferred(run_minkms("stat", "--cacert", self.cert, **self.at("127.0.0.1"))),
+                defer.ensureDeferred(run_minkms("stat", "--cacert", self.cert, **self.at("localhost"))),
+                defer.ensureDeferred(run_minkms("stat", SSL_CERT_FILE=self.cert, **self.at("localhost"))),
+            ]
+        )
+        self.assertFails(
+            untrusted, "certificate is not signed by a trusted CA: pass --cacert FILE, set SSL_CERT_FILE, or use -k"
+        )
         self.assertFails(mismatch, "certificate of 127.0.0.1 is for localhost, 10.0.0.1")
         for result in (trusted, from_env):
             self.assertEqual((result.code, result.err), (0, ""), result)
@@ -538,8 +561,9 @@ class TLSMessageTests(CLIAssertions, unittest.TestCase):
             f.write("1A2B3C\n")
         result = await run_minkms("stat", "--cacert", cas, **self.at("localhost"))
         self.assertEqual(result.code, 0, result)
-        self.assertEqual(result.err, f"minkms: warning: skipped {cas}/ca.srl in CA directory {cas}: "
-                                     "not a PEM certificate\n")
+        self.assertEqual(
+            result.err, f"minkms: warning: skipped {cas}/ca.srl in CA directory {cas}: not a PEM certificate\n"
+        )
         os.remove(os.path.join(cas, "ca.crt"))
         result = await run_minkms("stat", "--cacert", cas, **self.at("localhost"))
         self.assertFails(result, f"no CA certificate found in {cas}")
@@ -554,12 +578,18 @@ class ClientSettingsTests(CLIAssertions, unittest.TestCase):
     async def test_messages(self):
         key = generate_api_key()
         cases = [
-            (run_minkms("stat", MINIO_KMS_SERVER="http://127.0.0.1:7373", MINIO_KMS_API_KEY=key),
-             "http://127.0.0.1:7373: minkms serves HTTPS only: use https://127.0.0.1:7373"),
-            (run_minkms("stat", MINIO_KMS_SERVER="", MINIO_KMS_API_KEY=key),
-             "MINIO_KMS_SERVER is empty: set it to the server's URL, e.g. https://localhost:7373"),
-            (run_minkms("stat", MINIO_KMS_SERVER="https://no-such-node.invalid:7373", MINIO_KMS_API_KEY=key),
-             "cannot reach https://no-such-node.invalid:7373: no such host"),
+            (
+                run_minkms("stat", MINIO_KMS_SERVER="http://127.0.0.1:7373", MINIO_KMS_API_KEY=key),
+                "http://127.0.0.1:7373: minkms serves HTTPS only: use https://127.0.0.1:7373",
+            ),
+            (
+                run_minkms("stat", MINIO_KMS_SERVER="", MINIO_KMS_API_KEY=key),
+                "MINIO_KMS_SERVER is empty: set it to the server's URL, e.g. https://localhost:7373",
+            ),
+            (
+                run_minkms("stat", MINIO_KMS_SERVER="https://no-such-node.invalid:7373", MINIO_KMS_API_KEY=key),
+                "cannot reach https://no-such-node.invalid:7373: no such host",
+            ),
             (run_minkms("stats"), "unknown command 'stats'; did you mean 'stat'?"),
         ]
         results = await defer.gatherResults([defer.ensureDeferred(c) for c, _ in cases])
@@ -568,11 +598,13 @@ class ClientSettingsTests(CLIAssertions, unittest.TestCase):
 
     @inline
     async def test_server_usage_and_version(self):
-        usage_text, version_text, policy_help = await defer.gatherResults([
-            defer.ensureDeferred(run_minkms("server", "--help")),
-            defer.ensureDeferred(run_minkms("server", "--version")),
-            defer.ensureDeferred(run_minkms("add-policy", "--help")),
-        ])
+        usage_text, version_text, policy_help = await defer.gatherResults(
+            [
+                defer.ensureDeferred(run_minkms("server", "--help")),
+                defer.ensureDeferred(run_minkms("server", "--version")),
+                defer.ensureDeferred(run_minkms("add-policy", "--help")),
+            ]
+        )
         self.assertEqual(usage_text.code, 0, usage_text)
         self.assertTrue(usage_text.out.startswith("Usage: minkms server VOLUME [options]\n"), usage_text)
         self.assertEqual(version_text.code, 0, version_text)

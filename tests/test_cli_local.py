@@ -48,8 +48,7 @@ class IdentityCommandTests(unittest.TestCase):
         $MINIO_KMS_HSM_KEY, so it never has to sit in the process list.
         """
         hsm = SoftHSM.generate()
-        expected = {"api_key": hsm.sysadmin_api_key(),
-                    "identity": APIKey.parse(hsm.sysadmin_api_key()).identity}
+        expected = {"api_key": hsm.sysadmin_api_key(), "identity": APIKey.parse(hsm.sysadmin_api_key()).identity}
         for args, kw in (
             (("identity", "-", "--json"), {"input": hsm.to_text() + "\n"}),
             (("identity", "--json"), {"input": hsm.to_text() + "\n"}),
@@ -100,7 +99,11 @@ class IdentityCommandTests(unittest.TestCase):
         import subprocess
         import sys
 
-        result = subprocess.run([sys.executable, os.path.join(REPO, "bin", "minkms"), "--version"],
-                                capture_output=True, text=True, env=cli_env())
+        result = subprocess.run(
+            [sys.executable, os.path.join(REPO, "bin", "minkms"), "--version"],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+        )
         self.assertEqual(result.returncode, 0)
         self.assertIn("minkms version", result.stdout)

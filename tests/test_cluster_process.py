@@ -70,8 +70,7 @@ class ClusterFailoverTests(unittest.TestCase):
         acknowledged: set[str] = set()
         stop: list = []
         rng = random.Random(7)
-        writers = [defer.ensureDeferred(self.writer(client, nodes, f"w{i}", stop, acknowledged, rng))
-                   for i in range(8)]
+        writers = [defer.ensureDeferred(self.writer(client, nodes, f"w{i}", stop, acknowledged, rng)) for i in range(8)]
         await until(lambda: len(acknowledged) >= 50, "writes acknowledged before the kill")
         leader = await leader_of(client, nodes)
         self.assertIsNotNone(leader)

@@ -49,8 +49,10 @@ class ConfigFileTests(unittest.TestCase):
         self.assertEqual(len(cfg.load_config(path).credentials), 1)
 
     def test_cluster_timing(self):
-        path = self.write(f"version: v1\ntls:\n  certs:\n  - key: {self.key}\n    cert: {self.cert}\n"
-                          "cluster:\n  heartbeat: 100ms\n  election_timeout: 1.5s\n")
+        path = self.write(
+            f"version: v1\ntls:\n  certs:\n  - key: {self.key}\n    cert: {self.cert}\n"
+            "cluster:\n  heartbeat: 100ms\n  election_timeout: 1.5s\n"
+        )
         loaded = cfg.load_config(path)
         self.assertEqual((loaded.heartbeat, loaded.election_timeout), (0.1, 1.5))
 
@@ -62,21 +64,29 @@ class ConfigFileTests(unittest.TestCase):
         self.assertOneLine(self.write("version: v2\ntls:\n" + good), "unsupported version 'v2'")
         self.assertOneLine(self.write("- a list\n"), "expected a YAML mapping")
         self.assertOneLine(self.write("version: v1\n"), "tls.certs")
-        self.assertOneLine(self.write(f"version: v1\ntls:\n  certs:\n  - key: /no/key\n    cert: {self.cert}\n"),
-                           "cannot read private key /no/key")
-        self.assertOneLine(self.write(f"version: v1\ntls:\n  certs:\n  - key: {self.key}\n    cert: /no/cert\n"),
-                           "cannot read certificate /no/cert")
-        self.assertOneLine(self.write(f"version: v1\ntls:\n  certs:\n  - key: {self.cert}\n    cert: {self.cert}\n"),
-                           "invalid private key")
+        self.assertOneLine(
+            self.write(f"version: v1\ntls:\n  certs:\n  - key: /no/key\n    cert: {self.cert}\n"),
+            "cannot read private key /no/key",
+        )
+        self.assertOneLine(
+            self.write(f"version: v1\ntls:\n  certs:\n  - key: {self.key}\n    cert: /no/cert\n"),
+            "cannot read certificate /no/cert",
+        )
+        self.assertOneLine(
+            self.write(f"version: v1\ntls:\n  certs:\n  - key: {self.cert}\n    cert: {self.cert}\n"),
+            "invalid private key",
+        )
         self.assertOneLine(
             self.write("version: v1\ntls:\n" + good + "  ca: /no/CAs\n"), "cannot read CA directory /no/CAs"
         )
         other_key, _ = write_server_certificate(self.cas)
         os.remove(os.path.join(self.cas, "public.crt"))
-        self.assertOneLine(self.write(f"version: v1\ntls:\n  certs:\n  - key: {other_key}\n    cert: {self.cert}\n"),
-                           "does not match")
-        self.assertOneLine(self.write("version: v1\ntls:\n" + good + "cluster:\n  heartbeat: soon\n"),
-                           "invalid cluster.heartbeat")
+        self.assertOneLine(
+            self.write(f"version: v1\ntls:\n  certs:\n  - key: {other_key}\n    cert: {self.cert}\n"), "does not match"
+        )
+        self.assertOneLine(
+            self.write("version: v1\ntls:\n" + good + "cluster:\n  heartbeat: soon\n"), "invalid cluster.heartbeat"
+        )
         for limits, fragment in (
             ("  handshake_timeout: soon\n", "invalid limits.handshake_timeout 'soon'"),
             ("  body_timeout: 0\n", "invalid limits.body_timeout 0: must be positive"),
@@ -89,14 +99,19 @@ class ConfigFileTests(unittest.TestCase):
 
     def test_limits(self):
         """The limits: section; what it leaves out keeps its default."""
-        path = self.write(f"version: v1\ntls:\n  certs:\n  - key: {self.key}\n    cert: {self.cert}\n"
-                          "limits:\n  handshake_timeout: 2s\n  body_timeout: 1m\n"
-                          "  max_connections_per_address: 10\n  reserved_connections: 0\n")
+        path = self.write(
+            f"version: v1\ntls:\n  certs:\n  - key: {self.key}\n    cert: {self.cert}\n"
+            "limits:\n  handshake_timeout: 2s\n  body_timeout: 1m\n"
+            "  max_connections_per_address: 10\n  reserved_connections: 0\n"
+        )
         limits = cfg.load_config(path).limits
-        self.assertEqual(limits, ConnectionLimits(handshake_timeout=2.0, body_timeout=60.0,
-                                                  max_connections_per_address=10, reserved_connections=0))
-        self.assertEqual((limits.request_timeout, limits.max_connections, limits.listen_backlog),
-                         (10.0, 4096, 1024))
+        self.assertEqual(
+            limits,
+            ConnectionLimits(
+                handshake_timeout=2.0, body_timeout=60.0, max_connections_per_address=10, reserved_connections=0
+            ),
+        )
+        self.assertEqual((limits.request_timeout, limits.max_connections, limits.listen_backlog), (10.0, 4096, 1024))
 
 
 class DescriptorFitTests(unittest.TestCase):
@@ -104,8 +119,9 @@ class DescriptorFitTests(unittest.TestCase):
 
     def test_fits(self):
         fitted = fit_to_descriptors(ConnectionLimits(), 512)
-        self.assertEqual((fitted.max_connections, fitted.reserved_connections,
-                          fitted.max_connections_per_address), (392, 56, 392))
+        self.assertEqual(
+            (fitted.max_connections, fitted.reserved_connections, fitted.max_connections_per_address), (392, 56, 392)
+        )
         self.assertLessEqual(fitted.max_connections + fitted.reserved_connections, 512 - DESCRIPTOR_MARGIN)
 
     def test_enough_descriptors(self):

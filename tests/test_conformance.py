@@ -169,8 +169,9 @@ class RawClient:
         or L{APIKey}), or C{(certificates, private_key)} for any X.509 chain.
     """
 
-    def __init__(self, testcase, port: int, certificate=None, tls_version=None,
-                 alpn=("h2", "http/1.1"), timeout: float = 10.0):
+    def __init__(
+        self, testcase, port: int, certificate=None, tls_version=None, alpn=("h2", "http/1.1"), timeout: float = 10.0
+    ):
         self.port = port
         self.host = f"127.0.0.1:{port}"
         self.timeout = timeout
@@ -193,9 +194,17 @@ class RawClient:
             ctx.load_cert_chain(cert_path, key_path)
         self.context = ctx
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers=(),
-                session=None, accept="application/*", send_body: bytes | None = None,
-                content_length: int | None = None):
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers=(),
+        session=None,
+        accept="application/*",
+        send_body: bytes | None = None,
+        content_length: int | None = None,
+    ):
         """
         A Deferred L{RawResponse}.
 
@@ -204,8 +213,15 @@ class RawClient:
             gives the announced length.
         """
         return threads.deferToThread(
-            self._exchange, method, path, body, list(headers), session, accept,
-            send_body, content_length,
+            self._exchange,
+            method,
+            path,
+            body,
+            list(headers),
+            session,
+            accept,
+            send_body,
+            content_length,
         )
 
     def kms(self, body: bytes, enclave: str | None = None, path: str | None = None, **kw):
@@ -256,8 +272,13 @@ class RawClient:
             else:
                 data = response.read()
             return RawResponse(
-                response.status, got_headers, data, tls.version(), tls.session,
-                tls.session_reused, tls.selected_alpn_protocol(),
+                response.status,
+                got_headers,
+                data,
+                tls.version(),
+                tls.session,
+                tls.session_reused,
+                tls.selected_alpn_protocol(),
             )
         finally:
             sock.close()
@@ -337,12 +358,15 @@ class ServerTestCase(unittest.TestCase):
     async def key(self, name, enclave="e1", key_type=""):
         await self.call(KEY_CREATE, pb.CreateKeyRequest(Name=name, Type=key_type), enclave)
 
-    async def identity(self, enclave="e1", privilege="User", api_key=None, tags=None, client=None,
-                       service_account=False):
+    async def identity(
+        self, enclave="e1", privilege="User", api_key=None, tags=None, client=None, service_account=False
+    ):
         """Register a fresh (or the given) API key's identity; return the key."""
         key = APIKey.parse(api_key or generate_api_key())
         request = pb.CreateIdentityRequest(
-            Identity=key.identity, Privilege=privilege, IsServiceAccount=service_account,
+            Identity=key.identity,
+            Privilege=privilege,
+            IsServiceAccount=service_account,
             Tags=tags or {},
         )
         await self.call(IDENTITY_CREATE, request, enclave, client=client)
@@ -376,8 +400,9 @@ class ServerTestCase(unittest.TestCase):
             response = await self.call(
                 code, pb.ListRequest(Prefix=prefix, ContinueAt=continue_at, Limit=limit), enclave
             )
-            names = [getattr(item, "Name", None) or getattr(item, "Identity", None)
-                     for item in getattr(response, items)]
+            names = [
+                getattr(item, "Name", None) or getattr(item, "Identity", None) for item in getattr(response, items)
+            ]
             if pages and continue_at:
                 self.assertEqual(names[:1], [continue_at], "ContinueAt is inclusive")
             if limit:
@@ -412,9 +437,7 @@ class TLSTests(ServerTestCase):
             (row["api_key"], row["identity"]) for row in read_tsv("api-key-identity.tsv")
         ]
         for _api_key, expected in vectors:
-            await self.call(
-                IDENTITY_CREATE, pb.CreateIdentityRequest(Identity=expected, Privilege="User"), "e1"
-            )
+            await self.call(IDENTITY_CREATE, pb.CreateIdentityRequest(Identity=expected, Privilege="User"), "e1")
         for api_key, expected in vectors:
             me = await self.whoami(self.client(api_key))
             self.assertEqual((api_key, me.Identity), (api_key, expected))
@@ -424,9 +447,7 @@ class TLSTests(ServerTestCase):
         """The stdlib TLS stack presenting k1: and k2: (P-256) certificates."""
         await self.enclave()
         for api_key, expected in (K1_VECTOR, K2_P256_VECTOR):
-            await self.call(
-                IDENTITY_CREATE, pb.CreateIdentityRequest(Identity=expected, Privilege="Admin"), "e1"
-            )
+            await self.call(IDENTITY_CREATE, pb.CreateIdentityRequest(Identity=expected, Privilege="Admin"), "e1")
             response = await self.raw(api_key).kms(body_of(IDENTITY_STATUS, pb.IdentityRequest()), "e1")
             self.assertOK(response)
             [me] = decode_frames(IDENTITY_STATUS, response.body)
@@ -593,9 +614,7 @@ class ClusterStatusTests(ServerTestCase):
         admin = await self.identity(privilege="Admin")
         user = await self.identity(privilege="User")
         for key in (admin, user, APIKey.parse(generate_api_key())):
-            await self.fails(
-                ErrPermission, self.client(key).call(CLUSTER_STATUS, pb.ClusterStatusRequest())
-            )
+            await self.fails(ErrPermission, self.client(key).call(CLUSTER_STATUS, pb.ClusterStatusRequest()))
 
 
 # --- 5. Enclaves --------------------------------------------------------------
@@ -616,9 +635,7 @@ class EnclaveTests(ServerTestCase):
         self.assertEqual(status.CreatedBy, self.root_identity)
         self.assertLessEqual(abs(status.CreatedAt.ToSeconds() - before), 60)
         await self.enclave("e2")
-        both = await self.send(
-            ENCLAVE_STATUS, [pb.EnclaveStatusRequest(Name="e2"), pb.EnclaveStatusRequest(Name="e1")]
-        )
+        both = await self.send(ENCLAVE_STATUS, [pb.EnclaveStatusRequest(Name="e2"), pb.EnclaveStatusRequest(Name="e1")])
         self.assertEqual([s.Name for s in both], ["e2", "e1"])
         await self.fails(
             ErrEnclaveNotFound,
@@ -723,9 +740,7 @@ class KeyTests(ServerTestCase):
             self.call(KEY_IMPORT, pb.ImportKeyRequest(Name="imp", Key=os.urandom(32)), "e1"),
         )
         await self.key("k")
-        await self.fails(
-            ErrKeyExists, self.call(KEY_IMPORT, pb.ImportKeyRequest(Name="k", Key=material), "e1")
-        )
+        await self.fails(ErrKeyExists, self.call(KEY_IMPORT, pb.ImportKeyRequest(Name="k", Key=material), "e1"))
         await self.fails(
             KMSError(400, "invalid key: a AES256 key must be 32 bytes, not 16"),
             self.call(KEY_IMPORT, pb.ImportKeyRequest(Name="short", Key=os.urandom(16)), "e1"),
@@ -740,15 +755,17 @@ class KeyTests(ServerTestCase):
         await self.rotate("k2")
         both = await self.send(
             KEY_STATUS,
-            [pb.KeyStatusRequest(Name="k1"), pb.KeyStatusRequest(Name="k2", Version=3),
-             pb.KeyStatusRequest(Name="k2", Version=2), pb.KeyStatusRequest(Name="k2")],
+            [
+                pb.KeyStatusRequest(Name="k1"),
+                pb.KeyStatusRequest(Name="k2", Version=3),
+                pb.KeyStatusRequest(Name="k2", Version=2),
+                pb.KeyStatusRequest(Name="k2"),
+            ],
             "e1",
         )
         self.assertEqual([(s.Name, s.Version) for s in both], [("k1", 1), ("k2", 3), ("k2", 2), ("k2", 3)])
         for missing in (pb.KeyStatusRequest(Name="nope"), pb.KeyStatusRequest(Name="k2", Version=4)):
-            await self.fails(
-                ErrKeyNotFound, self.send(KEY_STATUS, [pb.KeyStatusRequest(Name="k1"), missing], "e1")
-            )
+            await self.fails(ErrKeyNotFound, self.send(KEY_STATUS, [pb.KeyStatusRequest(Name="k1"), missing], "e1"))
 
     async def test_status_batch_hex_example(self):
         """The spec's batch of two KEY:STATUS frames (k1 latest, k2 version 3)."""
@@ -779,8 +796,9 @@ class KeyTests(ServerTestCase):
             self.assertEqual(flatten(pages), names[:6])
         listing = await self.call(KEY_LIST, pb.ListRequest(Prefix="key-3"), "e1")
         [item] = listing.Keys
-        self.assertEqual((item.Name, item.Version, item.Type, item.CreatedBy),
-                         ("key-3", 2, "AES256", self.root_identity))
+        self.assertEqual(
+            (item.Name, item.Version, item.Type, item.CreatedBy), ("key-3", 2, "AES256", self.root_identity)
+        )
         page = await self.call(KEY_LIST, pb.ListRequest(Limit=2, ContinueAt="key-2"), "e1")
         self.assertEqual([k.Name for k in page.Keys], ["key-2", "key-3"])
         self.assertEqual(page.ContinueAt, "key-4")
@@ -808,9 +826,11 @@ class KeyTests(ServerTestCase):
         await self.key("c", key_type="ChaCha20")
         deks = await self.send(
             KEY_GENERATE,
-            [pb.GenerateKeyRequest(Name="k", AssociatedData=b"1"),
-             pb.GenerateKeyRequest(Name="c", Length=16, AssociatedData=b"2"),
-             pb.GenerateKeyRequest(Name="k", Length=48)],
+            [
+                pb.GenerateKeyRequest(Name="k", AssociatedData=b"1"),
+                pb.GenerateKeyRequest(Name="c", Length=16, AssociatedData=b"2"),
+                pb.GenerateKeyRequest(Name="k", Length=48),
+            ],
             "e1",
         )
         self.assertEqual([len(d.Plaintext) for d in deks], [32, 16, 48])
@@ -960,10 +980,8 @@ class PolicyTests(ServerTestCase):
         await self.policy("p1", allow, deny)
         [got] = await self.send(POLICY_GET, [pb.PolicyRequest(Name="p1")], "e1")
         self.assertEqual(got.Name, "p1")
-        self.assertEqual({a: sorted(r.Rules) for a, r in got.Allow.items()},
-                         {a: sorted(p) for a, p in allow.items()})
-        self.assertEqual({a: sorted(r.Rules) for a, r in got.Deny.items()},
-                         {a: sorted(p) for a, p in deny.items()})
+        self.assertEqual({a: sorted(r.Rules) for a, r in got.Allow.items()}, {a: sorted(p) for a, p in allow.items()})
+        self.assertEqual({a: sorted(r.Rules) for a, r in got.Deny.items()}, {a: sorted(p) for a, p in deny.items()})
         self.assertEqual(got.CreatedBy, self.root_identity)
         self.assertGreater(got.CreatedAt.seconds, 0)
         # overwritten by a second create
@@ -1030,8 +1048,14 @@ class IdentityTests(ServerTestCase):
         self.assertEqual(len(pages), 3)
         await self.fails(
             ErrIdentityNotFound,
-            self.send(IDENTITY_STATUS, [pb.IdentityRequest(Identity=user.identity),
-                                        pb.IdentityRequest(Identity=APIKey.parse(generate_api_key()).identity)], "e1"),
+            self.send(
+                IDENTITY_STATUS,
+                [
+                    pb.IdentityRequest(Identity=user.identity),
+                    pb.IdentityRequest(Identity=APIKey.parse(generate_api_key()).identity),
+                ],
+                "e1",
+            ),
         )
 
     async def test_service_account(self):
@@ -1048,8 +1072,9 @@ class IdentityTests(ServerTestCase):
         await self.key("k")
         me = await self.whoami(self.client(service))
         self.assertEqual(me.Identity, service.identity)
-        sealed = await self.call(KEY_ENCRYPT, pb.EncryptRequest(Name="k", Plaintext=b"x"), "e1",
-                                 client=self.client(service))
+        sealed = await self.call(
+            KEY_ENCRYPT, pb.EncryptRequest(Name="k", Plaintext=b"x"), "e1", client=self.client(service)
+        )
         self.assertEqual(sealed.Version, 1)
 
     async def test_assign_policy(self):
@@ -1063,8 +1088,9 @@ class IdentityTests(ServerTestCase):
         await self.fails(ErrPolicyNotFound, self.assign(user.identity, "nope"))
         admin = await self.identity(privilege="Admin")
         await self.fails(
-            KMSError(400, "cannot assign a policy to an identity with privilege Admin: "
-                          "only User identities have policies"),
+            KMSError(
+                400, "cannot assign a policy to an identity with privilege Admin: only User identities have policies"
+            ),
             self.assign(admin.identity, "p1"),
         )
 
@@ -1079,8 +1105,11 @@ class IdentityTests(ServerTestCase):
         )
         await self.fails(
             KMSError(400, "invalid privilege: SysAdmin cannot be given to an identity in an enclave"),
-            self.call(IDENTITY_CREATE, pb.CreateIdentityRequest(
-                Identity=APIKey.parse(generate_api_key()).identity, Privilege="SysAdmin"), "e1"),
+            self.call(
+                IDENTITY_CREATE,
+                pb.CreateIdentityRequest(Identity=APIKey.parse(generate_api_key()).identity, Privilege="SysAdmin"),
+                "e1",
+            ),
         )
 
 
@@ -1115,16 +1144,21 @@ class AuthorizationTests(ServerTestCase):
         c = self.user_client
         sealed = await self.call(KEY_ENCRYPT, pb.EncryptRequest(Name="k1", Plaintext=b"p"), "e1", client=c)
         self.assertEqual(sealed.Version, 1)
-        await self.fails(ErrPermission, self.call(
-            KEY_DECRYPT, pb.DecryptRequest(Name="k1", Ciphertext=sealed.Ciphertext), "e1", client=c))
+        await self.fails(
+            ErrPermission,
+            self.call(KEY_DECRYPT, pb.DecryptRequest(Name="k1", Ciphertext=sealed.Ciphertext), "e1", client=c),
+        )
         other = await self.call(KEY_ENCRYPT, pb.EncryptRequest(Name="x1", Plaintext=b"p"), "e1")
         plain = await self.call(KEY_DECRYPT, pb.DecryptRequest(Name="x1", Ciphertext=other.Ciphertext), "e1", client=c)
         self.assertEqual(plain.Plaintext, b"p")
-        await self.fails(ErrPermission, self.call(
-            KEY_ENCRYPT, pb.EncryptRequest(Name="x1", Plaintext=b"p"), "e1", client=c))
+        await self.fails(
+            ErrPermission, self.call(KEY_ENCRYPT, pb.EncryptRequest(Name="x1", Plaintext=b"p"), "e1", client=c)
+        )
         # one denied frame fails the whole batch
-        await self.fails(ErrPermission, self.send(
-            KEY_ENCRYPT, [pb.EncryptRequest(Name="k1"), pb.EncryptRequest(Name="x1")], "e1", client=c))
+        await self.fails(
+            ErrPermission,
+            self.send(KEY_ENCRYPT, [pb.EncryptRequest(Name="k1"), pb.EncryptRequest(Name="x1")], "e1", client=c),
+        )
         for code, message, enclave in (
             (ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="e3"), ""),
             (ENCLAVE_LIST, pb.ListRequest(), ""),
@@ -1152,8 +1186,9 @@ class AuthorizationTests(ServerTestCase):
         await self.call(KEY_DELETE, pb.DeleteKeyRequest(Name="a1"), "e1", client=c)
         await self.policy("admin-made", {"KEY:STATUS": ["*"]}, client=c)
         new_user = await self.identity(client=c)
-        await self.call(POLICY_ASSIGN, pb.AssignPolicyRequest(Identity=new_user.identity, Policy="admin-made"),
-                        "e1", client=c)
+        await self.call(
+            POLICY_ASSIGN, pb.AssignPolicyRequest(Identity=new_user.identity, Policy="admin-made"), "e1", client=c
+        )
         await self.call(IDENTITY_LIST, pb.ListRequest(), "e1", client=c)
         await self.call(IDENTITY_DELETE, pb.DeleteIdentityRequest(Identity=new_user.identity), "e1", client=c)
         # nothing in e2, in a missing enclave, or at cluster level
@@ -1185,19 +1220,23 @@ class AuthorizationTests(ServerTestCase):
         service = await self.identity(service_account=True, privilege="", client=self.user_client)
         c = self.client(service)
         sealed = await self.call(KEY_ENCRYPT, pb.EncryptRequest(Name="k2", Plaintext=b"p"), "e1", client=c)
-        await self.fails(ErrPermission, self.call(
-            KEY_DECRYPT, pb.DecryptRequest(Name="k2", Ciphertext=sealed.Ciphertext), "e1", client=c))
-        await self.fails(ErrPermission, self.call(
-            ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="e3"), "", client=c))
+        await self.fails(
+            ErrPermission,
+            self.call(KEY_DECRYPT, pb.DecryptRequest(Name="k2", Ciphertext=sealed.Ciphertext), "e1", client=c),
+        )
+        await self.fails(ErrPermission, self.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="e3"), "", client=c))
         await self.fails(ErrPermission, self.call(KEY_CREATE, pb.CreateKeyRequest(Name="k5"), "e1", client=c))
         record = await self.call(IDENTITY_STATUS, pb.IdentityRequest(Identity=service.identity), "e1")
-        self.assertEqual((record.IsServiceAccount, record.Privilege, record.CreatedBy),
-                         (True, PRIV_USER, self.user.identity))
+        self.assertEqual(
+            (record.IsServiceAccount, record.Privilege, record.CreatedBy), (True, PRIV_USER, self.user.identity)
+        )
         await self.call(IDENTITY_DELETE, pb.DeleteIdentityRequest(Identity=self.user.identity), "e1")
-        await self.fails(ErrPermission, self.call(
-            KEY_ENCRYPT, pb.EncryptRequest(Name="k2", Plaintext=b"p"), "e1", client=c))
-        await self.fails(ErrIdentityNotFound, self.call(
-            IDENTITY_STATUS, pb.IdentityRequest(Identity=service.identity), "e1"))
+        await self.fails(
+            ErrPermission, self.call(KEY_ENCRYPT, pb.EncryptRequest(Name="k2", Plaintext=b"p"), "e1", client=c)
+        )
+        await self.fails(
+            ErrIdentityNotFound, self.call(IDENTITY_STATUS, pb.IdentityRequest(Identity=service.identity), "e1")
+        )
 
 
 # --- 16. Deletes ---------------------------------------------------------------
@@ -1230,19 +1269,21 @@ class DeleteTests(ServerTestCase):
     async def test_delete_identity_with_service_accounts(self):
         admin = await self.identity(privilege="Admin")
         admin_client = self.client(admin)
-        services = [await self.identity(service_account=True, privilege="", client=admin_client)
-                    for _ in range(2)]
+        services = [await self.identity(service_account=True, privilege="", client=admin_client) for _ in range(2)]
         for service in services:
             await self.call(KEY_STATUS, pb.KeyStatusRequest(Name="k"), "e1", client=self.client(service))
         await self.call(IDENTITY_DELETE, pb.DeleteIdentityRequest(Identity=admin.identity), "e1")
         for gone in [admin] + services:
-            await self.fails(ErrIdentityNotFound, self.call(
-                IDENTITY_STATUS, pb.IdentityRequest(Identity=gone.identity), "e1"))
-            await self.fails(ErrPermission, self.call(
-                KEY_STATUS, pb.KeyStatusRequest(Name="k"), "e1", client=self.client(gone)))
+            await self.fails(
+                ErrIdentityNotFound, self.call(IDENTITY_STATUS, pb.IdentityRequest(Identity=gone.identity), "e1")
+            )
+            await self.fails(
+                ErrPermission, self.call(KEY_STATUS, pb.KeyStatusRequest(Name="k"), "e1", client=self.client(gone))
+            )
         self.assertEqual(flatten(await self.list_pages(IDENTITY_LIST, "e1", items="Identities")), [])
-        await self.fails(ErrIdentityNotFound, self.call(
-            IDENTITY_DELETE, pb.DeleteIdentityRequest(Identity=admin.identity), "e1"))
+        await self.fails(
+            ErrIdentityNotFound, self.call(IDENTITY_DELETE, pb.DeleteIdentityRequest(Identity=admin.identity), "e1")
+        )
 
     async def test_delete_enclave(self):
         await self.policy("p", {"KEY:ENCRYPT": ["*"]})
@@ -1252,18 +1293,20 @@ class DeleteTests(ServerTestCase):
         await self.fails(ErrEnclaveNotFound, self.call(ENCLAVE_STATUS, pb.EnclaveStatusRequest(Name="e1")))
         await self.fails(ErrEnclaveNotFound, self.call(KEY_STATUS, pb.KeyStatusRequest(Name="k"), "e1"))
         await self.fails(ErrEnclaveNotFound, self.call(ENCLAVE_DELETE, pb.DeleteEnclaveRequest(Name="e1")))
-        await self.fails(ErrPermission, self.call(
-            KEY_STATUS, pb.KeyStatusRequest(Name="k"), "e1", client=self.client(admin)))
+        await self.fails(
+            ErrPermission, self.call(KEY_STATUS, pb.KeyStatusRequest(Name="k"), "e1", client=self.client(admin))
+        )
         # a new enclave of the same name starts empty
         await self.enclave("e1")
         await self.fails(ErrKeyNotFound, self.call(KEY_STATUS, pb.KeyStatusRequest(Name="k"), "e1"))
-        await self.fails(ErrKeyNotFound, self.call(
-            KEY_DECRYPT, pb.DecryptRequest(Name="k", Ciphertext=sealed.Ciphertext), "e1"))
+        await self.fails(
+            ErrKeyNotFound, self.call(KEY_DECRYPT, pb.DecryptRequest(Name="k", Ciphertext=sealed.Ciphertext), "e1")
+        )
         await self.fails(ErrPolicyNotFound, self.call(POLICY_GET, pb.PolicyRequest(Name="p"), "e1"))
-        await self.fails(ErrIdentityNotFound, self.call(
-            IDENTITY_STATUS, pb.IdentityRequest(Identity=admin.identity), "e1"))
-        await self.fails(ErrPermission, self.call(
-            KEY_LIST, pb.ListRequest(), "e1", client=self.client(admin)))
+        await self.fails(
+            ErrIdentityNotFound, self.call(IDENTITY_STATUS, pb.IdentityRequest(Identity=admin.identity), "e1")
+        )
+        await self.fails(ErrPermission, self.call(KEY_LIST, pb.ListRequest(), "e1", client=self.client(admin)))
 
 
 # --- 21. Raw probes ------------------------------------------------------------
@@ -1348,8 +1391,11 @@ class RawProbeTests(ServerTestCase):
             (body_of(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="e1")), "", ErrEnclaveExists),
             (body_of(ENCLAVE_STATUS, pb.EnclaveStatusRequest(Name="e9")), "", ErrEnclaveNotFound),
             (body_of(POLICY_GET, pb.PolicyRequest(Name="nope")), "e1", ErrPolicyNotFound),
-            (body_of(IDENTITY_STATUS, pb.IdentityRequest(Identity=APIKey.parse(generate_api_key()).identity)),
-             "e1", ErrIdentityNotFound),
+            (
+                body_of(IDENTITY_STATUS, pb.IdentityRequest(Identity=APIKey.parse(generate_api_key()).identity)),
+                "e1",
+                ErrIdentityNotFound,
+            ),
             (body_of(KEY_DECRYPT, pb.DecryptRequest(Name="k", Ciphertext=b"\x01garbage")), "e1", ErrDecrypt),
         ]
         for body, enclave, error in cases:
@@ -1361,8 +1407,7 @@ class RawProbeTests(ServerTestCase):
 
     async def test_unknown_path(self):
         raw = self.raw()
-        for path in ("/v1/nope", "/v2/kms", "/v1/kms-x", "/v1/health/dead", "/nope", "/version/x",
-                     "/v1/health/live/x"):
+        for path in ("/v1/nope", "/v2/kms", "/v1/kms-x", "/v1/health/dead", "/nope", "/version/x", "/v1/health/live/x"):
             for method in ("GET", "POST"):
                 response = await raw.request(method, path, b"" if method == "POST" else None)
                 self.assertError(response, 404, "no such API endpoint")
@@ -1370,8 +1415,12 @@ class RawProbeTests(ServerTestCase):
     async def test_wrong_method(self):
         raw = self.raw()
         for method, path in (
-            ("GET", "/v1/kms"), ("PUT", "/v1/kms/e1"), ("DELETE", "/v1/kms"),
-            ("POST", "/version"), ("POST", "/v1/health/live"), ("PUT", "/v1/health/ready"),
+            ("GET", "/v1/kms"),
+            ("PUT", "/v1/kms/e1"),
+            ("DELETE", "/v1/kms"),
+            ("POST", "/version"),
+            ("POST", "/v1/health/live"),
+            ("PUT", "/v1/health/ready"),
         ):
             response = await raw.request(method, path, b"" if method != "GET" else None)
             self.assertError(response, 405, f"method {method} not allowed")

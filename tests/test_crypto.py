@@ -66,9 +66,7 @@ class CiphertextTests(unittest.TestCase):
                 for flip in (0x01, 0x80):
                     bad = bytearray(ct)
                     bad[i] ^= flip
-                    e = self.assertRaises(
-                        KMSError, crypto.decrypt, KEY, key_type, 3, bytes(bad), b"aad"
-                    )
+                    e = self.assertRaises(KMSError, crypto.decrypt, KEY, key_type, 3, bytes(bad), b"aad")
                     self.assertEqual(e, ErrDecrypt)
 
     def test_truncated_and_extended(self):
@@ -153,14 +151,12 @@ class KnownAnswerTests(unittest.TestCase):
 
     def test_aes256(self):
         ct = bytes.fromhex(
-            "01000000010132f8a7280bad35c16af3b9abcb0ad50ecfc0231fc4908bb3570ee523ac"
-            "562b52aa81e4d30bca0fdd"
+            "01000000010132f8a7280bad35c16af3b9abcb0ad50ecfc0231fc4908bb3570ee523ac562b52aa81e4d30bca0fdd"
         )
         self.assertEqual(crypto.decrypt(KEY, "AES256", 1, ct, b"ctx"), b"known answer")
 
     def test_chacha20(self):
         ct = bytes.fromhex(
-            "010000000502fb308c122ccf674f1f8b78b720ad5d747054cf5a3aae8fc127758fdfdb"
-            "6b01a395362f608db24c11"
+            "010000000502fb308c122ccf674f1f8b78b720ad5d747054cf5a3aae8fc127758fdfdb6b01a395362f608db24c11"
         )
         self.assertEqual(crypto.decrypt(KEY, "ChaCha20", 5, ct, b"ctx"), b"known answer")

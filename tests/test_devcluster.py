@@ -28,7 +28,11 @@ class DevClusterTests(unittest.TestCase):
     def start(self, port: int, cwd: str = REPO) -> subprocess.Popen:
         process = subprocess.Popen(
             [sys.executable, "-m", "minkms.cli.main", "cluster", "--dev", "--port", str(port)],
-            env=cli_env(), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=cli_env(),
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self.addCleanup(lambda: process.poll() is None and process.kill())
         return process
@@ -65,7 +69,7 @@ class DevClusterTests(unittest.TestCase):
         endpoints = re.search(r"Endpoint\s+(\S+)", output).group(1).split(",")
         self.assertEqual(endpoints, [f"https://127.0.0.1:{port + i}" for i in range(3)])
         api_key = re.search(r"API Key\s+(k1:\S+)", output).group(1)
-        client = KMSClient(reactor, [e[len("https://"):] for e in endpoints], APIKey.parse(api_key), insecure=True)
+        client = KMSClient(reactor, [e[len("https://") :] for e in endpoints], APIKey.parse(api_key), insecure=True)
         self.addCleanup(client.close)
         status = await client.call(CLUSTER_STATUS, pb.ClusterStatusRequest())
         self.assertEqual(len(status.NodesUp), 3)
@@ -76,17 +80,24 @@ class DevClusterTests(unittest.TestCase):
         other_dir = os.path.abspath(self.mktemp())
         os.makedirs(other_dir)
         env = cli_env(MINIO_KMS_SERVER=",".join(endpoints), MINIO_KMS_API_KEY=api_key)
-        printed = subprocess.run(f"{stat_line} stat -k", shell=True, cwd=other_dir, env=env,
-                                 capture_output=True, text=True, timeout=60)
+        printed = subprocess.run(
+            f"{stat_line} stat -k", shell=True, cwd=other_dir, env=env, capture_output=True, text=True, timeout=60
+        )
         self.assertIn("All [3/3] nodes are up", printed.stdout, printed)
 
         busy = subprocess.run(
             [sys.executable, "-m", "minkms.cli.main", "cluster", "--dev", "--port", str(port)],
-            env=cli_env(), capture_output=True, text=True, timeout=60,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         self.assertEqual(busy.returncode, 1, busy)
-        self.assertEqual(busy.stderr, f"minkms: error: port {port} is in use (is another minkms cluster "
-                                      "still running?); stop it or pass --port\n")
+        self.assertEqual(
+            busy.stderr,
+            f"minkms: error: port {port} is in use (is another minkms cluster "
+            "still running?); stop it or pass --port\n",
+        )
         await self.stopped_by(process, signal.SIGINT, output, port)
 
     def test_dev_cluster(self):

@@ -162,8 +162,7 @@ class FreshReadRun:
         carry the phase their request was sent in.
     """
 
-    KINDS = ("key-status", "key-generate", "key-encrypt", "key-rotate", "key-delete",
-             "policy", "identity-delete")
+    KINDS = ("key-status", "key-generate", "key-encrypt", "key-rotate", "key-delete", "policy", "identity-delete")
 
     def __init__(self, nodes, sysadmin: KMSClient, seed: int, labels: dict[str, str]):
         self.hosts = [n.host for n in nodes]
@@ -247,8 +246,18 @@ class FreshReadRun:
                 raise NoAnswer(f"{describe(message)} on {self.labels[host]}")
         raise NoAnswer(f"no node answered {describe(message)}")
 
-    async def step(self, sequence: Sequence, step: str, client: KMSClient, code: int, message,
-                   write=False, want=OK, stale=(), judge=None):
+    async def step(
+        self,
+        sequence: Sequence,
+        step: str,
+        client: KMSClient,
+        code: int,
+        message,
+        write=False,
+        want=OK,
+        stale=(),
+        judge=None,
+    ):
         """
         Send one request of a sequence and judge its answer.
 
@@ -279,28 +288,37 @@ class FreshReadRun:
 
     async def create_key(self, sequence: Sequence) -> str | None:
         name = f"k{sequence.number}"
-        ok = await self.step(sequence, "create", self.sysadmin, KEY_CREATE, pb.CreateKeyRequest(Name=name),
-                             write=True)
+        ok = await self.step(sequence, "create", self.sysadmin, KEY_CREATE, pb.CreateKeyRequest(Name=name), write=True)
         return name if ok else None
 
     async def decrypt(self, sequence, name, ciphertext, plaintext, stale=(ErrKeyNotFound,)):
         def judge(reply):
             return "ok" if reply.Plaintext == plaintext else "unexpected"
-        await self.step(sequence, "decrypt", self.sysadmin, KEY_DECRYPT,
-                        pb.DecryptRequest(Name=name, Ciphertext=ciphertext), stale=stale, judge=judge)
+
+        await self.step(
+            sequence,
+            "decrypt",
+            self.sysadmin,
+            KEY_DECRYPT,
+            pb.DecryptRequest(Name=name, Ciphertext=ciphertext),
+            stale=stale,
+            judge=judge,
+        )
 
     async def key_status(self, sequence):
         name = await self.create_key(sequence)
         if name:
-            await self.step(sequence, "status", self.sysadmin, KEY_STATUS, pb.KeyStatusRequest(Name=name),
-                            stale=(ErrKeyNotFound,))
+            await self.step(
+                sequence, "status", self.sysadmin, KEY_STATUS, pb.KeyStatusRequest(Name=name), stale=(ErrKeyNotFound,)
+            )
 
     async def key_generate(self, sequence):
         name = await self.create_key(sequence)
         if not name:
             return
-        reply = await self.step(sequence, "generate", self.sysadmin, KEY_GENERATE,
-                                pb.GenerateKeyRequest(Name=name), stale=(ErrKeyNotFound,))
+        reply = await self.step(
+            sequence, "generate", self.sysadmin, KEY_GENERATE, pb.GenerateKeyRequest(Name=name), stale=(ErrKeyNotFound,)
+        )
         if reply:
             await self.decrypt(sequence, name, reply.Ciphertext, reply.Plaintext)
 
@@ -309,8 +327,14 @@ class FreshReadRun:
         if not name:
             return
         plaintext = sequence.rng.randbytes(16)
-        reply = await self.step(sequence, "encrypt", self.sysadmin, KEY_ENCRYPT,
-                                pb.EncryptRequest(Name=name, Plaintext=plaintext), stale=(ErrKeyNotFound,))
+        reply = await self.step(
+            sequence,
+            "encrypt",
+            self.sysadmin,
+            KEY_ENCRYPT,
+            pb.EncryptRequest(Name=name, Plaintext=plaintext),
+            stale=(ErrKeyNotFound,),
+        )
         if reply:
             await self.decrypt(sequence, name, reply.Ciphertext, plaintext)
 
@@ -318,9 +342,15 @@ class FreshReadRun:
         name = await self.create_key(sequence)
         if not name:
             return
-        rotated = await self.step(sequence, "rotate", self.sysadmin, KEY_CREATE,
-                                  pb.CreateKeyRequest(Name=name, AddVersion=True), write=True,
-                                  stale=(ErrKeyNotFound,))
+        rotated = await self.step(
+            sequence,
+            "rotate",
+            self.sysadmin,
+            KEY_CREATE,
+            pb.CreateKeyRequest(Name=name, AddVersion=True),
+            write=True,
+            stale=(ErrKeyNotFound,),
+        )
         if not rotated:
             return
 
@@ -329,9 +359,15 @@ class FreshReadRun:
             return {frozenset({2}): "ok", frozenset({1}): "stale"}.get(frozenset(versions), "unexpected")
 
         plaintext = sequence.rng.randbytes(16)
-        reply = await self.step(sequence, "encrypt", self.sysadmin, KEY_ENCRYPT,
-                                pb.EncryptRequest(Name=name, Plaintext=plaintext), stale=(ErrKeyNotFound,),
-                                judge=judge)
+        reply = await self.step(
+            sequence,
+            "encrypt",
+            self.sysadmin,
+            KEY_ENCRYPT,
+            pb.EncryptRequest(Name=name, Plaintext=plaintext),
+            stale=(ErrKeyNotFound,),
+            judge=judge,
+        )
         if reply:
             # a node that has version 1 only calls a version 2 ciphertext invalid
             await self.decrypt(sequence, name, reply.Ciphertext, plaintext, stale=(ErrKeyNotFound, ErrDecrypt))
@@ -340,14 +376,27 @@ class FreshReadRun:
         name = await self.create_key(sequence)
         if not name:
             return
-        await self.step(sequence, "status", self.sysadmin, KEY_STATUS, pb.KeyStatusRequest(Name=name),
-                        stale=(ErrKeyNotFound,))
-        deleted = await self.step(sequence, "delete", self.sysadmin, KEY_DELETE,
-                                  pb.DeleteKeyRequest(Name=name, AllVersions=True), write=True,
-                                  stale=(ErrKeyNotFound,))
+        await self.step(
+            sequence, "status", self.sysadmin, KEY_STATUS, pb.KeyStatusRequest(Name=name), stale=(ErrKeyNotFound,)
+        )
+        deleted = await self.step(
+            sequence,
+            "delete",
+            self.sysadmin,
+            KEY_DELETE,
+            pb.DeleteKeyRequest(Name=name, AllVersions=True),
+            write=True,
+            stale=(ErrKeyNotFound,),
+        )
         if deleted:
-            await self.step(sequence, "status-after-delete", self.sysadmin, KEY_STATUS,
-                            pb.KeyStatusRequest(Name=name), want=ErrKeyNotFound)
+            await self.step(
+                sequence,
+                "status-after-delete",
+                self.sysadmin,
+                KEY_STATUS,
+                pb.KeyStatusRequest(Name=name),
+                want=ErrKeyNotFound,
+            )
 
     async def policy(self, sequence):
         """
@@ -358,8 +407,14 @@ class FreshReadRun:
         if not sequence.task.user:
             client = user_client(self.hosts, sequence.rng.randbytes(32))
             identity = client.api_key.identity
-            created = await self.step(sequence, "create-identity", self.sysadmin, IDENTITY_CREATE,
-                                      pb.CreateIdentityRequest(Identity=identity, Privilege="User"), write=True)
+            created = await self.step(
+                sequence,
+                "create-identity",
+                self.sysadmin,
+                IDENTITY_CREATE,
+                pb.CreateIdentityRequest(Identity=identity, Privilege="User"),
+                write=True,
+            )
             if not created:
                 await client.close()
                 return
@@ -373,33 +428,58 @@ class FreshReadRun:
         request.Deny["KEY:STATUS"].Rules[denied].SetInParent()
         if not await self.step(sequence, "create-policy", self.sysadmin, POLICY_CREATE, request, write=True):
             return
-        assigned = await self.step(sequence, "assign", self.sysadmin, POLICY_ASSIGN,
-                                   pb.AssignPolicyRequest(Identity=me.identity, Policy=name), write=True,
-                                   stale=(ErrPolicyNotFound, ErrIdentityNotFound))
+        assigned = await self.step(
+            sequence,
+            "assign",
+            self.sysadmin,
+            POLICY_ASSIGN,
+            pb.AssignPolicyRequest(Identity=me.identity, Policy=name),
+            write=True,
+            stale=(ErrPolicyNotFound, ErrIdentityNotFound),
+        )
         if not assigned:
             return
         me.denied = denied
-        await self.step(sequence, "allowed", me.client, KEY_STATUS, pb.KeyStatusRequest(Name=allowed),
-                        stale=(ErrPermission,))
-        await self.step(sequence, "denied", me.client, KEY_STATUS, pb.KeyStatusRequest(Name=denied),
-                        want=ErrPermission)
+        await self.step(
+            sequence, "allowed", me.client, KEY_STATUS, pb.KeyStatusRequest(Name=allowed), stale=(ErrPermission,)
+        )
+        await self.step(sequence, "denied", me.client, KEY_STATUS, pb.KeyStatusRequest(Name=denied), want=ErrPermission)
 
     async def identity_delete(self, sequence):
         client = user_client(self.hosts, sequence.rng.randbytes(32))
         identity = client.api_key.identity
         try:
-            created = await self.step(sequence, "create", self.sysadmin, IDENTITY_CREATE,
-                                      pb.CreateIdentityRequest(Identity=identity, Privilege="Admin"), write=True)
+            created = await self.step(
+                sequence,
+                "create",
+                self.sysadmin,
+                IDENTITY_CREATE,
+                pb.CreateIdentityRequest(Identity=identity, Privilege="Admin"),
+                write=True,
+            )
             if not created:
                 return
-            await self.step(sequence, "act", client, KEY_STATUS, pb.KeyStatusRequest(Name=SHARED_KEYS[0]),
-                            stale=(ErrPermission,))
-            deleted = await self.step(sequence, "delete", self.sysadmin, IDENTITY_DELETE,
-                                      pb.DeleteIdentityRequest(Identity=identity), write=True,
-                                      stale=(ErrIdentityNotFound,))
+            await self.step(
+                sequence, "act", client, KEY_STATUS, pb.KeyStatusRequest(Name=SHARED_KEYS[0]), stale=(ErrPermission,)
+            )
+            deleted = await self.step(
+                sequence,
+                "delete",
+                self.sysadmin,
+                IDENTITY_DELETE,
+                pb.DeleteIdentityRequest(Identity=identity),
+                write=True,
+                stale=(ErrIdentityNotFound,),
+            )
             if deleted:
-                await self.step(sequence, "act-after-delete", client, KEY_STATUS,
-                                pb.KeyStatusRequest(Name=SHARED_KEYS[0]), want=ErrPermission)
+                await self.step(
+                    sequence,
+                    "act-after-delete",
+                    client,
+                    KEY_STATUS,
+                    pb.KeyStatusRequest(Name=SHARED_KEYS[0]),
+                    want=ErrPermission,
+                )
         finally:
             await client.close()
 
@@ -418,11 +498,12 @@ class FreshReadRun:
             f"retried on another node: {self.refused} after a connection error, "
             f"{sum(self.no_answer.values())} without an answer (timeout or 5xx)",
         ]
-        lines += [f"  no answer from {node}: {n} x {reason}"
-                  for (node, reason), n in self.no_answer.most_common(4)]
+        lines += [f"  no answer from {node}: {n} x {reason}" for (node, reason), n in self.no_answer.most_common(4)]
         if self.phase:
-            lines.append("requests sent per node and phase: " + ", ".join(
-                f"{node} {phase or 'before'} {n}" for (node, phase), n in sorted(self.sent.items())))
+            lines.append(
+                "requests sent per node and phase: "
+                + ", ".join(f"{node} {phase or 'before'} {n}" for (node, phase), n in sorted(self.sent.items()))
+            )
         lines.append(f"stale answers: {len(self.stale)}")
         if self.stale:
             lines += [f"  by {field}: {tally(self.stale, field)}" for field in ("node", "kind", "step")]
@@ -459,8 +540,9 @@ class FreshReadTests(unittest.TestCase):
         for node in nodes:
             for _attempt in range(300):
                 try:
-                    await client.call(KEY_STATUS, pb.KeyStatusRequest(Name=SHARED_KEYS[-1]),
-                                      enclave=ENCLAVE, host=node.host)
+                    await client.call(
+                        KEY_STATUS, pb.KeyStatusRequest(Name=SHARED_KEYS[-1]), enclave=ENCLAVE, host=node.host
+                    )
                     break
                 except (KMSError, ClientError):
                     await sleep(0.1)
@@ -473,8 +555,7 @@ class FreshReadTests(unittest.TestCase):
         leader = await leader_of(client, nodes)
         if leader is None:
             raise BrokenRun("the cluster has no leader")
-        labels = {n.host: f"n{i} ({'leader' if n is leader else 'follower'} at start)"
-                  for i, n in enumerate(nodes)}
+        labels = {n.host: f"n{i} ({'leader' if n is leader else 'follower'} at start)" for i, n in enumerate(nodes)}
         return leader, labels
 
     async def wait_for_new_leader(self, client, survivors, dead):
@@ -488,8 +569,11 @@ class FreshReadTests(unittest.TestCase):
                     break
             else:
                 leaders = {s.Host for v in views for s in v.NodesUp.values() if s.Role == "Leader"}
-                if all(dead.host in v.NodesDown.values() for v in views) and len(leaders) == 1 \
-                        and dead.host not in leaders:
+                if (
+                    all(dead.host in v.NodesDown.values() for v in views)
+                    and len(leaders) == 1
+                    and dead.host not in leaders
+                ):
                     return
             await sleep(0.1)
         raise BrokenRun("the survivors did not elect a new leader")
@@ -513,7 +597,6 @@ class FreshReadTests(unittest.TestCase):
         await run.start()
         self.finish(run, run.hosts)
 
-
     async def test_one_node_killed(self):
         """The leader is killed before the sequences; the client still tries every node."""
         nodes, client = await self.cluster()
@@ -526,7 +609,6 @@ class FreshReadTests(unittest.TestCase):
         if run.refused == 0:
             raise BrokenRun("no request went to the killed node\n" + run.summary())
         self.finish(run, [n.host for n in nodes if n is not leader])
-
 
     async def test_one_node_paused(self):
         """
@@ -550,4 +632,3 @@ class FreshReadTests(unittest.TestCase):
         if run.answers[follower.host] == answered_before:
             raise BrokenRun("the paused node answered nothing after it was resumed\n" + run.summary())
         self.finish(run, run.hosts)
-

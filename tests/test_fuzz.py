@@ -156,8 +156,7 @@ def _reference_states(pattern: str, prefix: str) -> set[int]:
 
     states = closure({0})
     for char in prefix:
-        step = {i + (pattern[i] != "*") for i in states
-                if i < len(pattern) and pattern[i] in ("*", char)}
+        step = {i + (pattern[i] != "*") for i in states if i < len(pattern) and pattern[i] in ("*", char)}
         states = closure(step)
     return states
 
@@ -177,11 +176,19 @@ class PolicyFuzzTests(unittest.TestCase):
         covered = any(pattern[i:] and set(pattern[i:]) == {"*"} for i in states)
         self.assertEqual(policy.covers_prefix(pattern, name), covered)
 
-    @given(st.binary(max_size=200) | JSON_VALUES.map(json.dumps)
-           | st.fixed_dictionaries({}, optional={
-               "allow": st.dictionaries(st.sampled_from(sorted(policy.ACTIONS)) | st.text(max_size=8),
-                                        JSON_VALUES, max_size=3),
-               "deny": JSON_VALUES}).map(json.dumps))
+    @given(
+        st.binary(max_size=200)
+        | JSON_VALUES.map(json.dumps)
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "allow": st.dictionaries(
+                    st.sampled_from(sorted(policy.ACTIONS)) | st.text(max_size=8), JSON_VALUES, max_size=3
+                ),
+                "deny": JSON_VALUES,
+            },
+        ).map(json.dumps)
+    )
     @example(DEEP_JSON)
     @example(b"\xff{}")
     def test_policy_documents(self, text):
@@ -195,17 +202,20 @@ class PolicyFuzzTests(unittest.TestCase):
                 self.assertIn(action, policy.ACTIONS)
                 self.assertTrue(all(isinstance(p, str) and p for p in patterns))
 
-    @given(st.dictionaries(st.sampled_from(sorted(policy.ENCLAVE_ACTIONS)) | st.text(max_size=8),
-                           st.lists(st.text(alphabet="ab*\x00é", max_size=20), max_size=5), max_size=3),
-           st.text(max_size=90))
+    @given(
+        st.dictionaries(
+            st.sampled_from(sorted(policy.ENCLAVE_ACTIONS)) | st.text(max_size=8),
+            st.lists(st.text(alphabet="ab*\x00é", max_size=20), max_size=5),
+            max_size=3,
+        ),
+        st.text(max_size=90),
+    )
     def test_policy_through_apply(self, rules, name):
         """A CreatePolicy with any rules and name is applied or refused with a 4xx, never crashes."""
         machine = StateMachine()
-        self.assertIsNone(machine.apply(
-            sc.CreateEnclave(caller=ROOT, sysadmin=True, time=T0, name="e").encode()))
+        self.assertIsNone(machine.apply(sc.CreateEnclave(caller=ROOT, sysadmin=True, time=T0, name="e").encode()))
         raw = {action: tuple(patterns) for action, patterns in rules.items()}
-        command = sc.CreatePolicy(caller=ROOT, sysadmin=True, time=T0 + 1, enclave="e",
-                                  name=name, allow=raw, deny=raw)
+        command = sc.CreatePolicy(caller=ROOT, sysadmin=True, time=T0 + 1, enclave="e", name=name, allow=raw, deny=raw)
         result = machine.apply(command.encode())
         if result is not None:
             self.assertIsInstance(result, KMSError)
@@ -241,20 +251,36 @@ class ConfigFuzzTests(unittest.TestCase):
     @given(st.data())
     def test_structured(self, data):
         value = self.values()
-        doc = data.draw(st.fixed_dictionaries({}, optional={
-            "version": st.sampled_from(["v1", "v2", 1]) | value,
-            "tls": st.fixed_dictionaries({}, optional={
-                "certs": st.lists(st.fixed_dictionaries({}, optional={
-                    "key": value, "cert": value, "ca": value}), max_size=2) | value,
-                "ca": value,
-            }) | value,
-            "admin": st.fixed_dictionaries({}, optional={"identity": value}) | value,
-            "cluster": st.fixed_dictionaries({}, optional={
-                "heartbeat": value | st.sampled_from(["250ms", "1.5s", "2m", "0s", "-1"]),
-                "election_timeout": value | st.sampled_from(["1s", "9" * 400]),
-                "snapshot_entries": value,
-            }) | value,
-        }))
+        doc = data.draw(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "version": st.sampled_from(["v1", "v2", 1]) | value,
+                    "tls": st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "certs": st.lists(
+                                st.fixed_dictionaries({}, optional={"key": value, "cert": value, "ca": value}),
+                                max_size=2,
+                            )
+                            | value,
+                            "ca": value,
+                        },
+                    )
+                    | value,
+                    "admin": st.fixed_dictionaries({}, optional={"identity": value}) | value,
+                    "cluster": st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "heartbeat": value | st.sampled_from(["250ms", "1.5s", "2m", "0s", "-1"]),
+                            "election_timeout": value | st.sampled_from(["1s", "9" * 400]),
+                            "snapshot_entries": value,
+                        },
+                    )
+                    | value,
+                },
+            )
+        )
         self.load(yaml.safe_dump(doc, allow_unicode=True).encode("utf-8"))
 
     @given(st.binary(max_size=200) | st.text(alphabet=":-[]{}!&*#|>'\" \nabv1", max_size=120).map(str.encode))
@@ -302,11 +328,11 @@ def damaged_volumes(draw):
             data[at:at] = draw(st.binary(min_size=1, max_size=30))
         elif kind == "zero":
             size = draw(st.integers(1, 600))
-            data[at:at + size] = bytes(len(data[at:at + size]))
+            data[at : at + size] = bytes(len(data[at : at + size]))
         elif kind == "move":
             size = draw(st.integers(1, 200))
-            piece = data[at:at + size]
-            del data[at:at + size]
+            piece = data[at : at + size]
+            del data[at : at + size]
             to = draw(st.integers(0, len(data)))
             data[to:to] = piece
     return bytes(data)

@@ -21,8 +21,13 @@ class SoftHSMTests(unittest.TestCase):
 
     def test_malformed(self):
         """Malformed keys are refused with a one-line reason."""
-        for bad in ["", "hsm:aes128:AAAA", "hsm:aes256:not base64!", "hsm:aes256:AAAA",
-                    "k1:AqwjUvaWEE9O83quGOkiO_2D1x37Za9gE4L5UHdq0Ag"]:
+        for bad in [
+            "",
+            "hsm:aes128:AAAA",
+            "hsm:aes256:not base64!",
+            "hsm:aes256:AAAA",
+            "k1:AqwjUvaWEE9O83quGOkiO_2D1x37Za9gE4L5UHdq0Ag",
+        ]:
             with self.assertRaises(HSMKeyError) as e:
                 SoftHSM.parse(bad)
             self.assertNotIn("\n", str(e.exception))

@@ -47,8 +47,8 @@ def elements(data: bytes) -> list[bytes]:
             start, length = pos + 2, first
         else:
             start = pos + 2 + (first & 0x7F)
-            length = int.from_bytes(data[pos + 2:start], "big")
-        out.append(data[pos:start + length])
+            length = int.from_bytes(data[pos + 2 : start], "big")
+        out.append(data[pos : start + length])
         pos = start + length
     return out
 
@@ -56,7 +56,7 @@ def elements(data: bytes) -> list[bytes]:
 def content(element: bytes) -> bytes:
     """The content octets of one whole DER element."""
     first = element[1]
-    return element[2:] if first < 0x80 else element[2 + (first & 0x7F):]
+    return element[2:] if first < 0x80 else element[2 + (first & 0x7F) :]
 
 
 def plain_certificate(key) -> x509.Certificate:
@@ -64,8 +64,11 @@ def plain_certificate(key) -> x509.Certificate:
     now = datetime.datetime.now(datetime.timezone.utc)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "client")])
     return (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .sign(key, hashes.SHA256())
@@ -90,13 +93,12 @@ def compressed_ec_client():
     """A P-256 client certificate whose key is sent as a compressed point."""
     key = ec.generate_private_key(ec.SECP256R1())
     canonical = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     algorithm, _ = elements(content(canonical))
-    point = key.public_key().public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint)
+    point = key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint)
     spki = tlv(0x30, algorithm + tlv(0x03, b"\0" + point))
-    cert = with_spki(plain_certificate(key), spki,
-                     lambda tbs: key.sign(tbs, ec.ECDSA(hashes.SHA256())))
+    cert = with_spki(plain_certificate(key), spki, lambda tbs: key.sign(tbs, ec.ECDSA(hashes.SHA256())))
     return cert, key, spki, canonical
 
 
@@ -104,11 +106,11 @@ def rsa_pss_client():
     """An RSA certificate whose key is marked id-RSASSA-PSS (RFC 4055)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     canonical = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     _, bits = elements(content(canonical))
     spki = tlv(0x30, tlv(0x30, RSASSA_PSS) + bits)
-    cert = with_spki(plain_certificate(key), spki,
-                     lambda tbs: key.sign(tbs, padding.PKCS1v15(), hashes.SHA256()))
+    cert = with_spki(plain_certificate(key), spki, lambda tbs: key.sign(tbs, padding.PKCS1v15(), hashes.SHA256()))
     return cert, key, spki, canonical
 
 
@@ -126,10 +128,13 @@ class RawSPKITests(unittest.TestCase):
         self.assertEqual(identity_of_certificate(cert), h1(spki))
 
     def test_ordinary_keys_unchanged(self):
-        for key in (ec.generate_private_key(ec.SECP384R1()),
-                    rsa.generate_private_key(public_exponent=65537, key_size=2048)):
+        for key in (
+            ec.generate_private_key(ec.SECP384R1()),
+            rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        ):
             spki = key.public_key().public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
             self.assertEqual(identity_of_certificate(plain_certificate(key)), h1(spki))
 
 
@@ -140,8 +145,7 @@ class HandshakeIdentityTests(ServerTestCase):
         await self.enclave("e1")
         cert, key, spki, _ = compressed_ec_client()
         await self.call(IDENTITY_CREATE, pb.CreateIdentityRequest(Identity=h1(spki)), "e1")
-        response = await self.raw(([cert], key)).kms(
-            body_of(IDENTITY_STATUS, pb.IdentityRequest(Identity="")), "e1")
+        response = await self.raw(([cert], key)).kms(body_of(IDENTITY_STATUS, pb.IdentityRequest(Identity="")), "e1")
         self.assertOK(response)
         [me] = decode_frames(IDENTITY_STATUS, response.body)
         self.assertEqual(me.Identity, h1(spki))

@@ -115,20 +115,41 @@ class EnclaveTests(DispatchTestCase):
         self.assertEqual(([e.Name for e in page.Enclaves], page.ContinueAt), (["a1", "a2"], "a3"))
 
     def test_invalid_name(self):
-        self.fails(bad("invalid enclave name: contains '/' at position 2"),
-                   self.h.write, "ENCLAVE:CREATE", pb.CreateEnclaveRequest(Name="a/b"))
-        self.fails(bad("invalid enclave name: contains U+0020 at position 2"),
-                   self.h.write, "ENCLAVE:CREATE", pb.CreateEnclaveRequest(Name="a b"))
+        self.fails(
+            bad("invalid enclave name: contains '/' at position 2"),
+            self.h.write,
+            "ENCLAVE:CREATE",
+            pb.CreateEnclaveRequest(Name="a/b"),
+        )
+        self.fails(
+            bad("invalid enclave name: contains U+0020 at position 2"),
+            self.h.write,
+            "ENCLAVE:CREATE",
+            pb.CreateEnclaveRequest(Name="a b"),
+        )
         self.assertEqual(self.h.proposed, [])
 
     def test_scope(self):
         h = self.world()
-        self.fails(bad("ENCLAVE:CREATE is a cluster command: send it without an enclave"),
-                   h.write, "ENCLAVE:CREATE", pb.CreateEnclaveRequest(Name="x"), "e1")
-        self.fails(bad("KEY:CREATE needs an enclave: send it to /v1/kms/ENCLAVE"),
-                   h.write, "KEY:CREATE", pb.CreateKeyRequest(Name="k"))
-        self.fails(bad("KEY:STATUS needs an enclave: send it to /v1/kms/ENCLAVE"),
-                   h.read, "KEY:STATUS", pb.KeyStatusRequest(Name="k"))
+        self.fails(
+            bad("ENCLAVE:CREATE is a cluster command: send it without an enclave"),
+            h.write,
+            "ENCLAVE:CREATE",
+            pb.CreateEnclaveRequest(Name="x"),
+            "e1",
+        )
+        self.fails(
+            bad("KEY:CREATE needs an enclave: send it to /v1/kms/ENCLAVE"),
+            h.write,
+            "KEY:CREATE",
+            pb.CreateKeyRequest(Name="k"),
+        )
+        self.fails(
+            bad("KEY:STATUS needs an enclave: send it to /v1/kms/ENCLAVE"),
+            h.read,
+            "KEY:STATUS",
+            pb.KeyStatusRequest(Name="k"),
+        )
         # non-SysAdmins get 403 before any of that
         self.fails(ErrPermission, h.write, "ENCLAVE:CREATE", pb.CreateEnclaveRequest(Name="x"), "e1", ADMIN)
         self.fails(ErrPermission, h.write, "KEY:CREATE", pb.CreateKeyRequest(Name="k"), "", ADMIN)
@@ -175,8 +196,13 @@ class KeyTests(DispatchTestCase):
         h.write("KEY:CREATE", pb.CreateKeyRequest(Name="k", AddVersion=True), "e1", ADMIN)
         status = self.status("k")
         self.assertEqual((status.Version, status.CreatedBy), (2, ADMIN))
-        self.fails(bad("invalid key type 'RSA': must be AES256 or ChaCha20"),
-                   h.write, "KEY:CREATE", pb.CreateKeyRequest(Name="r", Type="RSA"), "e1")
+        self.fails(
+            bad("invalid key type 'RSA': must be AES256 or ChaCha20"),
+            h.write,
+            "KEY:CREATE",
+            pb.CreateKeyRequest(Name="r", Type="RSA"),
+            "e1",
+        )
 
     def test_fresh_material_per_write(self):
         h = self.h
@@ -192,11 +218,15 @@ class KeyTests(DispatchTestCase):
         h.write("KEY:IMPORT", pb.ImportKeyRequest(Name="i", Key=b"\x05" * 32), "e1")
         self.assertEqual(self.status("i").Version, 1)
         self.fails(ErrKeyExists, h.write, "KEY:IMPORT", pb.ImportKeyRequest(Name="i", Key=b"\x05" * 32), "e1")
-        self.fails(bad("invalid key: a AES256 key must be 32 bytes, not 16"),
-                   h.write, "KEY:IMPORT", pb.ImportKeyRequest(Name="j", Key=b"\x05" * 16), "e1")
+        self.fails(
+            bad("invalid key: a AES256 key must be 32 bytes, not 16"),
+            h.write,
+            "KEY:IMPORT",
+            pb.ImportKeyRequest(Name="j", Key=b"\x05" * 16),
+            "e1",
+        )
         # import is governed by KEY:CREATE
-        self.fails(ErrPermission, h.write, "KEY:IMPORT",
-                   pb.ImportKeyRequest(Name="j", Key=b"\x05" * 32), "e1", USER)
+        self.fails(ErrPermission, h.write, "KEY:IMPORT", pb.ImportKeyRequest(Name="j", Key=b"\x05" * 32), "e1", USER)
         encrypted = h.read("KEY:ENCRYPT", pb.EncryptRequest(Name="i", Plaintext=b"p"), "e1")
         plain = h.read("KEY:DECRYPT", pb.DecryptRequest(Name="i", Ciphertext=encrypted.Ciphertext), "e1")
         self.assertEqual(plain.Plaintext, b"p")
@@ -242,14 +272,19 @@ class KeyTests(DispatchTestCase):
         h = self.h
         h.write("KEY:CREATE", pb.CreateKeyRequest(Name="k"), "e1")
         for length, size in ((0, 32), (64, 64)):
-            out = h.read("KEY:GENERATE", pb.GenerateKeyRequest(Name="k", Length=length,
-                                                                AssociatedData=b"ctx"), "e1")
+            out = h.read("KEY:GENERATE", pb.GenerateKeyRequest(Name="k", Length=length, AssociatedData=b"ctx"), "e1")
             self.assertEqual((out.Version, len(out.Plaintext)), (1, size))
-            plain = h.read("KEY:DECRYPT", pb.DecryptRequest(Name="k", Ciphertext=out.Ciphertext,
-                                                            AssociatedData=b"ctx"), "e1")
+            plain = h.read(
+                "KEY:DECRYPT", pb.DecryptRequest(Name="k", Ciphertext=out.Ciphertext, AssociatedData=b"ctx"), "e1"
+            )
             self.assertEqual(plain.Plaintext, out.Plaintext)
-        self.fails(bad("invalid key length 1025: must be at most 1024 bytes"),
-                   h.read, "KEY:GENERATE", pb.GenerateKeyRequest(Name="k", Length=1025), "e1")
+        self.fails(
+            bad("invalid key length 1025: must be at most 1024 bytes"),
+            h.read,
+            "KEY:GENERATE",
+            pb.GenerateKeyRequest(Name="k", Length=1025),
+            "e1",
+        )
         self.fails(ErrKeyNotFound, h.read, "KEY:GENERATE", pb.GenerateKeyRequest(Name="x", Length=1025), "e1")
         batch = [h.read("KEY:GENERATE", pb.GenerateKeyRequest(Name="k"), "e1") for _ in range(3)]
         self.assertEqual(len({b.Plaintext for b in batch}), 3)
@@ -257,18 +292,19 @@ class KeyTests(DispatchTestCase):
     def test_encrypt_decrypt(self):
         h = self.h
         h.write("KEY:CREATE", pb.CreateKeyRequest(Name="k"), "e1")
-        one = h.read("KEY:ENCRYPT", pb.EncryptRequest(Name="k", Plaintext=b"v1 data",
-                                                       AssociatedData=b"aad"), "e1")
+        one = h.read("KEY:ENCRYPT", pb.EncryptRequest(Name="k", Plaintext=b"v1 data", AssociatedData=b"aad"), "e1")
         self.assertEqual(one.Version, 1)
         self.assertNotEqual(one.Ciphertext[:1], b"{")
         h.write("KEY:CREATE", pb.CreateKeyRequest(Name="k", AddVersion=True), "e1")
-        two = h.read("KEY:ENCRYPT", pb.EncryptRequest(Name="k", Plaintext=b"v2 data",
-                                                       AssociatedData=b"aad"), "e1")
+        two = h.read("KEY:ENCRYPT", pb.EncryptRequest(Name="k", Plaintext=b"v2 data", AssociatedData=b"aad"), "e1")
         self.assertEqual(two.Version, 2)
 
         def decrypt(ciphertext, version=0, aad=b"aad"):
-            return h.read("KEY:DECRYPT", pb.DecryptRequest(
-                Name="k", Version=version, Ciphertext=ciphertext, AssociatedData=aad), "e1").Plaintext
+            return h.read(
+                "KEY:DECRYPT",
+                pb.DecryptRequest(Name="k", Version=version, Ciphertext=ciphertext, AssociatedData=aad),
+                "e1",
+            ).Plaintext
 
         self.assertEqual(decrypt(one.Ciphertext), b"v1 data")
         self.assertEqual(decrypt(one.Ciphertext, 1), b"v1 data")
@@ -303,11 +339,15 @@ class KeyTests(DispatchTestCase):
         h.write("KEY:DELETE", pb.DeleteKeyRequest(Name="k"), "e1")
         self.assertEqual(self.status("k").Version, 2)
         h.write("KEY:DELETE", pb.DeleteKeyRequest(Name="k", Version=1), "e1")
-        self.fails(ErrKeyNotFound, h.read, "KEY:DECRYPT",
-                   pb.DecryptRequest(Name="k", Ciphertext=old.Ciphertext), "e1")
+        self.fails(ErrKeyNotFound, h.read, "KEY:DECRYPT", pb.DecryptRequest(Name="k", Ciphertext=old.Ciphertext), "e1")
         self.fails(ErrKeyNotFound, h.write, "KEY:DELETE", pb.DeleteKeyRequest(Name="k", Version=1), "e1")
-        self.fails(bad("invalid arguments: cannot delete all versions and a specific version at once"),
-                   h.write, "KEY:DELETE", pb.DeleteKeyRequest(Name="k", Version=2, AllVersions=True), "e1")
+        self.fails(
+            bad("invalid arguments: cannot delete all versions and a specific version at once"),
+            h.write,
+            "KEY:DELETE",
+            pb.DeleteKeyRequest(Name="k", Version=2, AllVersions=True),
+            "e1",
+        )
         h.write("KEY:DELETE", pb.DeleteKeyRequest(Name="k", AllVersions=True), "e1")
         self.fails(ErrKeyNotFound, self.status, "k")
         self.fails(ErrKeyNotFound, h.write, "KEY:DELETE", pb.DeleteKeyRequest(Name="k"), "e1")
@@ -344,12 +384,18 @@ class PolicyTests(DispatchTestCase):
     def test_rejects_invalid_actions(self):
         request = pb.CreatePolicyRequest(Name="p")
         request.Allow["!INVALID:203"].Rules["*"].SetInParent()
-        self.fails(bad("invalid policy: unknown action '!INVALID:203' in allow"),
-                   self.h.write, "POLICY:CREATE", request, "e1")
+        self.fails(
+            bad("invalid policy: unknown action '!INVALID:203' in allow"), self.h.write, "POLICY:CREATE", request, "e1"
+        )
         request = pb.CreatePolicyRequest(Name="p")
         request.Allow["ENCLAVE:CREATE"].Rules["*"].SetInParent()
-        self.fails(bad("invalid policy: 'ENCLAVE:CREATE' cannot be granted by a policy"),
-                   self.h.write, "POLICY:CREATE", request, "e1")
+        self.fails(
+            bad("invalid policy: 'ENCLAVE:CREATE' cannot be granted by a policy"),
+            self.h.write,
+            "POLICY:CREATE",
+            request,
+            "e1",
+        )
 
     def test_list_and_missing(self):
         h = self.h
@@ -363,13 +409,19 @@ class PolicyTests(DispatchTestCase):
     def test_assign_and_delete(self):
         h = self.h
         self.create("p", '{"allow":{"KEY:STATUS":"*"}}')
-        self.fails(ErrPolicyNotFound, h.write, "POLICY:ASSIGN",
-                   pb.AssignPolicyRequest(Identity=USER, Policy="zz"), "e1")
-        self.fails(ErrIdentityNotFound, h.write, "POLICY:ASSIGN",
-                   pb.AssignPolicyRequest(Identity=STRANGER, Policy="p"), "e1")
-        self.fails(bad("cannot assign a policy to an identity with privilege Admin: "
-                       "only User identities have policies"),
-                   h.write, "POLICY:ASSIGN", pb.AssignPolicyRequest(Identity=ADMIN, Policy="p"), "e1")
+        self.fails(
+            ErrPolicyNotFound, h.write, "POLICY:ASSIGN", pb.AssignPolicyRequest(Identity=USER, Policy="zz"), "e1"
+        )
+        self.fails(
+            ErrIdentityNotFound, h.write, "POLICY:ASSIGN", pb.AssignPolicyRequest(Identity=STRANGER, Policy="p"), "e1"
+        )
+        self.fails(
+            bad("cannot assign a policy to an identity with privilege Admin: only User identities have policies"),
+            h.write,
+            "POLICY:ASSIGN",
+            pb.AssignPolicyRequest(Identity=ADMIN, Policy="p"),
+            "e1",
+        )
         h.write("POLICY:ASSIGN", pb.AssignPolicyRequest(Identity=USER, Policy="p"), "e1")
         self.assertEqual(h.read("IDENTITY:STATUS", pb.IdentityRequest(Identity=USER), "e1").Policy, "p")
         h.write("KEY:CREATE", pb.CreateKeyRequest(Name="k"), "e1")
@@ -391,8 +443,12 @@ class IdentityTests(DispatchTestCase):
 
     def test_create_and_get(self):
         h = self.h
-        h.write("IDENTITY:CREATE", pb.CreateIdentityRequest(
-            Identity=STRANGER, Privilege="User", Tags={"team": "storage", "env": "prod"}), "e1", ADMIN)
+        h.write(
+            "IDENTITY:CREATE",
+            pb.CreateIdentityRequest(Identity=STRANGER, Privilege="User", Tags={"team": "storage", "env": "prod"}),
+            "e1",
+            ADMIN,
+        )
         status = self.status(STRANGER)
         self.assertEqual(status.Identity, STRANGER)
         self.assertEqual(status.Privilege, 3)
@@ -401,14 +457,23 @@ class IdentityTests(DispatchTestCase):
         self.assertFalse(status.IsServiceAccount)
         self.assertEqual(self.status(ADMIN).Privilege, 2)
         self.fails(ErrIdentityNotFound, self.status, ident("nobody"))
-        self.fails(bad("invalid identity: empty"),
-                   h.write, "IDENTITY:CREATE", pb.CreateIdentityRequest(Identity=""), "e1")
-        self.fails(bad("invalid privilege: SysAdmin cannot be given to an identity in an enclave"),
-                   h.write, "IDENTITY:CREATE",
-                   pb.CreateIdentityRequest(Identity=STRANGER, Privilege="SysAdmin"), "e1")
-        self.fails(bad("invalid identity tags: more than 32 tags"),
-                   h.write, "IDENTITY:CREATE",
-                   pb.CreateIdentityRequest(Identity=STRANGER, Tags={f"t{i}": "" for i in range(33)}), "e1")
+        self.fails(
+            bad("invalid identity: empty"), h.write, "IDENTITY:CREATE", pb.CreateIdentityRequest(Identity=""), "e1"
+        )
+        self.fails(
+            bad("invalid privilege: SysAdmin cannot be given to an identity in an enclave"),
+            h.write,
+            "IDENTITY:CREATE",
+            pb.CreateIdentityRequest(Identity=STRANGER, Privilege="SysAdmin"),
+            "e1",
+        )
+        self.fails(
+            bad("invalid identity tags: more than 32 tags"),
+            h.write,
+            "IDENTITY:CREATE",
+            pb.CreateIdentityRequest(Identity=STRANGER, Tags={f"t{i}": "" for i in range(33)}),
+            "e1",
+        )
 
     def test_self(self):
         me = self.status("", USER)
@@ -431,8 +496,7 @@ class IdentityTests(DispatchTestCase):
         h.write("IDENTITY:DELETE", pb.DeleteIdentityRequest(Identity=ADMIN), "e1")
         self.fails(ErrIdentityNotFound, self.status, SVC)
         self.fails(ErrPermission, h.write, "KEY:CREATE", pb.CreateKeyRequest(Name="k2"), "e1", SVC)
-        self.fails(ErrIdentityNotFound, h.write, "IDENTITY:DELETE",
-                   pb.DeleteIdentityRequest(Identity=ADMIN), "e1")
+        self.fails(ErrIdentityNotFound, h.write, "IDENTITY:DELETE", pb.DeleteIdentityRequest(Identity=ADMIN), "e1")
 
     def test_list(self):
         page = self.h.read("IDENTITY:LIST", pb.ListRequest(), "e1")
@@ -463,8 +527,9 @@ class AuthorizationTests(DispatchTestCase):
     def test_user(self):
         h = self.h
         out = h.read("KEY:ENCRYPT", pb.EncryptRequest(Name="k1", Plaintext=b"x"), "e1", USER)
-        self.fails(ErrPermission, h.read, "KEY:DECRYPT",
-                   pb.DecryptRequest(Name="k1", Ciphertext=out.Ciphertext), "e1", USER)
+        self.fails(
+            ErrPermission, h.read, "KEY:DECRYPT", pb.DecryptRequest(Name="k1", Ciphertext=out.Ciphertext), "e1", USER
+        )
         self.fails(ErrPermission, h.read, "KEY:ENCRYPT", pb.EncryptRequest(Name="other"), "e1", USER)
         self.fails(ErrPermission, h.write, "ENCLAVE:CREATE", pb.CreateEnclaveRequest(Name="x"), "", USER)
         self.fails(ErrPermission, h.write, "KEY:CREATE", pb.CreateKeyRequest(Name="k9"), "e1", USER)
@@ -484,13 +549,17 @@ class AuthorizationTests(DispatchTestCase):
         h.write("IDENTITY:CREATE", pb.CreateIdentityRequest(Identity=STRANGER, Privilege="Admin"), "e1", ADMIN)
         self.fails(ErrPermission, h.read, "KEY:STATUS", pb.KeyStatusRequest(Name="k1"), "e2", ADMIN)
         self.fails(ErrPermission, h.write, "KEY:CREATE", pb.CreateKeyRequest(Name="x"), "e2", ADMIN)
-        for name, request in (("ENCLAVE:CREATE", pb.CreateEnclaveRequest(Name="x")),
-                              ("ENCLAVE:DELETE", pb.DeleteEnclaveRequest(Name="e1")),
-                              ("CLUSTER:ADDNODE", pb.AddClusterNodeRequest(Host="h:7373"))):
+        for name, request in (
+            ("ENCLAVE:CREATE", pb.CreateEnclaveRequest(Name="x")),
+            ("ENCLAVE:DELETE", pb.DeleteEnclaveRequest(Name="e1")),
+            ("CLUSTER:ADDNODE", pb.AddClusterNodeRequest(Host="h:7373")),
+        ):
             self.fails(ErrPermission, h.write, name, request, "", ADMIN)
-        for name, request in (("ENCLAVE:STATUS", pb.EnclaveStatusRequest(Name="e1")),
-                              ("ENCLAVE:LIST", pb.ListRequest()),
-                              ("CLUSTER:STATUS", pb.ClusterStatusRequest())):
+        for name, request in (
+            ("ENCLAVE:STATUS", pb.EnclaveStatusRequest(Name="e1")),
+            ("ENCLAVE:LIST", pb.ListRequest()),
+            ("CLUSTER:STATUS", pb.ClusterStatusRequest()),
+        ):
             self.fails(ErrPermission, h.read, name, request, "", ADMIN)
 
     def test_unknown_and_anonymous(self):
@@ -523,16 +592,28 @@ class ClusterCommandTests(DispatchTestCase):
             e = self.assertRaises(KMSError, run, h.machine.state, h.ctx(ROOT, ""), command, request)
             self.assertEqual(e.status, 500)
             self.assertIn(command.name, e.message)
-        self.fails(bad("CLUSTER:STATUS is a cluster command: send it without an enclave"),
-                   self.h.read, "CLUSTER:STATUS", pb.ClusterStatusRequest(), "e1")
+        self.fails(
+            bad("CLUSTER:STATUS is a cluster command: send it without an enclave"),
+            self.h.read,
+            "CLUSTER:STATUS",
+            pb.ClusterStatusRequest(),
+            "e1",
+        )
 
     def test_wrong_direction(self):
         h = self.h
-        e = self.assertRaises(KMSError, execute_read, h.machine, h.ctx(ROOT, ""),
-                              BY_NAME["ENCLAVE:CREATE"], pb.CreateEnclaveRequest(Name="x"))
+        e = self.assertRaises(
+            KMSError,
+            execute_read,
+            h.machine,
+            h.ctx(ROOT, ""),
+            BY_NAME["ENCLAVE:CREATE"],
+            pb.CreateEnclaveRequest(Name="x"),
+        )
         self.assertEqual(e.status, 500)
-        e = self.assertRaises(KMSError, prepare_write, h.machine, h.ctx(ROOT, ""),
-                              BY_NAME["ENCLAVE:LIST"], pb.ListRequest())
+        e = self.assertRaises(
+            KMSError, prepare_write, h.machine, h.ctx(ROOT, ""), BY_NAME["ENCLAVE:LIST"], pb.ListRequest()
+        )
         self.assertEqual(e.status, 500)
 
     def test_state_or_machine(self):
@@ -541,8 +622,9 @@ class ClusterCommandTests(DispatchTestCase):
         ctx = h.ctx(ROOT, "")
         command = BY_NAME["ENCLAVE:STATUS"]
         request = pb.EnclaveStatusRequest(Name="e")
-        self.assertEqual(execute_read(h.machine, ctx, command, request),
-                         execute_read(h.machine.state, ctx, command, request))
+        self.assertEqual(
+            execute_read(h.machine, ctx, command, request), execute_read(h.machine.state, ctx, command, request)
+        )
 
     def test_context(self):
         self.assertTrue(CallContext(ROOT, "", ROOT, 0).is_sysadmin)

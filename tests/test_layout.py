@@ -91,8 +91,9 @@ class LayoutTests(SynchronousTestCase):
             "print(' '.join(m for m in sys.modules if m.split('.')[0] == 'twisted'"
             " or m.startswith(('minkms.server', 'minkms.cli', 'minkms.storage', 'minkms.driver'))))"
         )
-        loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                                check=True, cwd=REPO).stdout.split()
+        loaded = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO
+        ).stdout.split()
         self.assertEqual(loaded, [])
 
     def test_server_never_imports_cli(self):
@@ -126,8 +127,5 @@ class PackagingTests(SynchronousTestCase):
         config = configparser.ConfigParser()
         config.read(REPO / "setup.cfg")
         listed = set(config["options"]["packages"].split())
-        found = {
-            ".".join(path.parent.relative_to(REPO).parts)
-            for path in (REPO / "minkms").rglob("__init__.py")
-        }
+        found = {".".join(path.parent.relative_to(REPO).parts) for path in (REPO / "minkms").rglob("__init__.py")}
         self.assertEqual(found - listed, set())

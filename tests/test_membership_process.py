@@ -123,8 +123,7 @@ class GuideResetTests(MembershipTestCase):
 
         stat = await eventually(healthy)
         self.assertIsNotNone(stat, "the cluster did not become healthy with equal commits")
-        self.assertEqual(sorted(b["State"] for b in node_blocks(stat.out).values()),
-                         ["Follower", "Follower", "Leader"])
+        self.assertEqual(sorted(b["State"] for b in node_blocks(stat.out).values()), ["Follower", "Follower", "Leader"])
         self.assertEqual(sorted(node_blocks(stat.out)), [0, 1, 3], "the reset node got a new ID")
         listed = await self.ok("ls-key", "-e", ENCLAVE, node=wiped)
         self.assertIn("before-reset", listed.out)
@@ -174,8 +173,9 @@ class AddNodeTests(MembershipTestCase):
         await self.ok("add-key", "-e", "held-2", "k2", node=other)
 
         refused = await self.cli("add", other.host, node=member)
-        self.assertFails(refused, f"cannot add {other.host}: node holds 3 enclaves, 2 keys: "
-                                  "remove its kms.db first, or pass --force")
+        self.assertFails(
+            refused, f"cannot add {other.host}: node holds 3 enclaves, 2 keys: remove its kms.db first, or pass --force"
+        )
         listed = await self.ok("ls-enclave", node=other)
         self.assertIn("held-1", listed.out, "a refused add must not touch the node")
 
@@ -202,8 +202,11 @@ class AddNodeTests(MembershipTestCase):
         await member.wait_up(client, write=True)
         await elsewhere.wait_up(client)
         wrong = await self.cli("add", f"127.0.0.1:{elsewhere.port}", node=member)
-        self.assertFails(wrong, f"server not part of cluster: the node was started with --host "
-                                f"localhost:{elsewhere.port}, but was added as 127.0.0.1:{elsewhere.port}")
+        self.assertFails(
+            wrong,
+            f"server not part of cluster: the node was started with --host "
+            f"localhost:{elsewhere.port}, but was added as 127.0.0.1:{elsewhere.port}",
+        )
         port = free_port()
         refused = await self.cli("add", f"127.0.0.1:{port}", node=member)
         self.assertFails(refused, f"cannot reach 127.0.0.1:{port}: connection refused")
@@ -246,9 +249,12 @@ class FirstStartTests(unittest.TestCase):
         address = f"127.0.0.1:{busy.getsockname()[1]}"
         result = subprocess.run(
             [sys.executable, "-m", "minkms.cli.main", "server", "--dev", "--address", address],
-            env=cli_env(TMPDIR=tmp), cwd=REPO, capture_output=True, text=True, timeout=60,
+            env=cli_env(TMPDIR=tmp),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         self.assertEqual(result.returncode, 1, result)
         self.assertIn(f"minkms: error: cannot listen on {address}", result.stderr)
         self.assertEqual(os.listdir(tmp), [])
-

@@ -19,8 +19,18 @@ class NameTests(SynchronousTestCase):
     def test_valid(self):
         """Names used by MinIO, the spec and the vectors, and the limits."""
         for name in (
-            "my-key", "minio-default-key", "tenant-a", "my_key.v2", "a", "x" * 80,
-            "KEY:1", "ключ", "...", ".hidden", "a?b[c]", "%2F",
+            "my-key",
+            "minio-default-key",
+            "tenant-a",
+            "my_key.v2",
+            "a",
+            "x" * 80,
+            "KEY:1",
+            "ключ",
+            "...",
+            ".hidden",
+            "a?b[c]",
+            "%2F",
         ):
             for kind in ("enclave", "key", "policy"):
                 self.assertIsNone(validate_name(kind, name))

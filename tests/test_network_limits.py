@@ -109,8 +109,9 @@ class LimitedServerCase(ServerTestCase):
     async def peer_served(self):
         """A peer link (the peer certificate, ALPN minkms-raft/1) is served."""
         hsm = self.server.hsm
-        link = peer.PeerLink(reactor, self.server.host, self.server.node, peer.peer_tls(hsm),
-                             APIKey.parse(hsm.peer_api_key()).identity)
+        link = peer.PeerLink(
+            reactor, self.server.host, self.server.node, peer.peer_tls(hsm), APIKey.parse(hsm.peer_api_key()).identity
+        )
         try:
             answer = await link.call(peer.NodeStatus, 30, reactor)
         finally:
@@ -257,7 +258,8 @@ class EarlyBodyRefusalTests(ServerTestCase):
 
     async def early(self, certificate, method, path, status, message, length=MAX_DB_BODY, headers=()):
         response = await self.raw(certificate).request(
-            method, path, None, headers=headers, content_length=length, send_body=b"")
+            method, path, None, headers=headers, content_length=length, send_body=b""
+        )
         self.assertError(response, status, message)
         self.assertEqual(response.header("connection"), "close")
         await self.assertStillServing()
@@ -269,8 +271,14 @@ class EarlyBodyRefusalTests(ServerTestCase):
         await self.early(generate_api_key(), "PUT", "/v1/db", 403, PERMISSION)
 
     async def test_restore_too_large(self):
-        await self.early("sysadmin", "PUT", "/v1/db", 413,
-                         f"request body too large: limit is {MAX_DB_BODY} bytes", length=MAX_DB_BODY + 1)
+        await self.early(
+            "sysadmin",
+            "PUT",
+            "/v1/db",
+            413,
+            f"request body too large: limit is {MAX_DB_BODY} bytes",
+            length=MAX_DB_BODY + 1,
+        )
 
     async def test_kms_without_certificate(self):
         await self.early(None, "POST", "/v1/kms/e1", 403, PERMISSION, length=MAX_BODY)
@@ -405,8 +413,7 @@ class CipherSuiteTests(ServerTestCase):
 
 def _listen_backlog(port: int) -> int:
     """The kernel's accept queue length of the socket listening on C{port} (C{ss})."""
-    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout.split()
     return int(out[2])
 
 
@@ -536,8 +543,7 @@ class DescriptorExhaustionTests(unittest.TestCase):
             idle.append(protocol)
         response = await _sysadmin_status(self, node.port, api_key)
         self.assertEqual(response.status, 200, response)
-        link = peer.PeerLink(reactor, node.host, None, peer.peer_tls(hsm),
-                             APIKey.parse(hsm.peer_api_key()).identity)
+        link = peer.PeerLink(reactor, node.host, None, peer.peer_tls(hsm), APIKey.parse(hsm.peer_api_key()).identity)
         try:
             answer = await link.call(peer.NodeStatus, 60, reactor)
         finally:
@@ -553,8 +559,9 @@ class ConnectionTableTests(unittest.TestCase):
     """The admission rules of L{ConnectionTable}, without sockets."""
 
     def setUp(self):
-        self.table = ConnectionTable(ConnectionLimits(
-            max_connections=4, max_connections_per_address=2, reserved_connections=2))
+        self.table = ConnectionTable(
+            ConnectionLimits(max_connections=4, max_connections_per_address=2, reserved_connections=2)
+        )
 
     def test_per_address_then_reserve(self):
         self.assertEqual([self.table.admit(n, "a")[0] for n in ("a1", "a2")], [NORMAL, NORMAL])

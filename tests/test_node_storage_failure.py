@@ -23,6 +23,7 @@ class DiskFullTests(unittest.TestCase):
         await client.call(ENCLAVE_CREATE, pb.CreateEnclaveRequest(Name="e"))
         stopped = []
         server.node.fatal_hook = stopped.append
+
         def failing(files):
             faulty = FaultyFiles(files)
             faulty.fail("pwrite", enospc())

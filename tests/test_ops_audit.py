@@ -68,8 +68,13 @@ class AuditTrailTests(unittest.TestCase):
         self.assertIn("time", first)
         self.assertEqual(records[-1]["kind"], "seal")
         text = b"".join(self.lines)
-        for secret in (PLAINTEXT, base64.b64encode(PLAINTEXT), self.ciphertext,
-                       base64.b64encode(self.ciphertext), self.ciphertext.hex().encode()):
+        for secret in (
+            PLAINTEXT,
+            base64.b64encode(PLAINTEXT),
+            self.ciphertext,
+            base64.b64encode(self.ciphertext),
+            self.ciphertext.hex().encode(),
+        ):
             self.assertNotIn(secret, text)
         self.assertEqual(os.stat(self.audit_file).st_mode & 0o777, 0o600)
 
@@ -111,8 +116,9 @@ class AuditTrailTests(unittest.TestCase):
         config = write_config(self.mktemp())
         with open(config, "a") as f:
             f.write(f"audit:\n  file: {self.audit_file}\n")
-        again = InProcessServer(self, hsm=self.server.hsm, volume=self.server.volume,
-                                port=self.server.port, extra_args=["--config", config])
+        again = InProcessServer(
+            self, hsm=self.server.hsm, volume=self.server.volume, port=self.server.port, extra_args=["--config", config]
+        )
         await again.wait_ready()
         client = again.client()
         await client.get("/v1/metrics", accept=b"text/plain")
@@ -142,8 +148,7 @@ class RotationTests(unittest.TestCase):
         await root.call(BY_NAME["ENCLAVE:CREATE"].code, pb.CreateEnclaveRequest(Name="e1"))
         await root.call(BY_NAME["KEY:CREATE"].code, pb.CreateKeyRequest(Name="k1"), enclave="e1")
         for _ in range(30):
-            await root.call(BY_NAME["KEY:ENCRYPT"].code, pb.EncryptRequest(Name="k1", Plaintext=b"x"),
-                            enclave="e1")
+            await root.call(BY_NAME["KEY:ENCRYPT"].code, pb.EncryptRequest(Name="k1", Plaintext=b"x"), enclave="e1")
         await root.close()
         await server.stop()
         files = sorted(glob.glob(audit_file + "*"), reverse=True)  # any order will do
@@ -183,7 +188,10 @@ class AuditStreamTests(unittest.TestCase):
         await server.wait_ready()
         process = subprocess.Popen(
             [sys.executable, "-m", "minkms.cli.main", "logs", server.host, "-k", "--audit"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
             env=cli_env(MINIO_KMS_API_KEY=server.api_key.text),
         )
         self.addCleanup(stop_process, process)

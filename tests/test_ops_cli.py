@@ -28,7 +28,8 @@ class ProfileTests(unittest.TestCase):
         output = os.path.abspath(self.mktemp())
         env = cli_env(MINIO_KMS_API_KEY=self.server.api_key.text)
         result = await threads.deferToThread(
-            run_cli, "profile", self.server.host, "-k", "--seconds", "1", "--heap", "-o", output, env=env)
+            run_cli, "profile", self.server.host, "-k", "--seconds", "1", "--heap", "-o", output, env=env
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn(f"to {output}", result.stdout)
         with tarfile.open(output) as tar:
@@ -66,13 +67,20 @@ class ProfileTests(unittest.TestCase):
 class EnvTests(unittest.TestCase):
     def test_secrets_are_masked(self):
         api_key, hsm = generate_api_key(), SoftHSM.generate()
-        result = run_cli("env", env=cli_env(MINIO_KMS_API_KEY=api_key, MINIO_KMS_HSM_KEY=hsm.to_text(),
-                                            MINIO_KMS_SERVER="kms1:7373,kms2:7373", MINIO_KMS_ENCLAVE="e1"))
+        result = run_cli(
+            "env",
+            env=cli_env(
+                MINIO_KMS_API_KEY=api_key,
+                MINIO_KMS_HSM_KEY=hsm.to_text(),
+                MINIO_KMS_SERVER="kms1:7373,kms2:7373",
+                MINIO_KMS_ENCLAVE="e1",
+            ),
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("MINIO_KMS_SERVER=kms1:7373,kms2:7373", result.stdout)
         self.assertIn("MINIO_KMS_ENCLAVE=e1", result.stdout)
         self.assertIn("MINIO_KMS_API_KEY=k1:****", result.stdout)
         self.assertIn("hsm:aes256:****", result.stdout)
         self.assertIn("MINIO_KMS_SSE_KEY=(not set)", result.stdout)
-        for secret in (api_key[3:], hsm.to_text()[len("hsm:aes256:"):]):
+        for secret in (api_key[3:], hsm.to_text()[len("hsm:aes256:") :]):
             self.assertNotIn(secret, result.stdout)

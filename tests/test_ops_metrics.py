@@ -67,8 +67,7 @@ class MetricsTests(unittest.TestCase):
         with self.assertRaises(KMSError) as failed:
             await self.call("KEY:DECRYPT", pb.DecryptRequest(Name=KEY, Ciphertext=b"junk" * 10), ENCLAVE)
         user = APIKey.parse(generate_api_key())
-        await self.call("IDENTITY:CREATE", pb.CreateIdentityRequest(Identity=user.identity, Privilege="User"),
-                        ENCLAVE)
+        await self.call("IDENTITY:CREATE", pb.CreateIdentityRequest(Identity=user.identity, Privilege="User"), ENCLAVE)
         after = await self.scrape()
 
         def moved(name, **labels):
@@ -112,8 +111,9 @@ class MetricsTests(unittest.TestCase):
         await self.start()
         await self.call("ENCLAVE:CREATE", pb.CreateEnclaveRequest(Name=ENCLAVE))
         admin = APIKey.parse(generate_api_key())
-        await self.call("IDENTITY:CREATE", pb.CreateIdentityRequest(Identity=admin.identity, Privilege="Admin"),
-                        ENCLAVE)
+        await self.call(
+            "IDENTITY:CREATE", pb.CreateIdentityRequest(Identity=admin.identity, Privilege="Admin"), ENCLAVE
+        )
         for key in (admin, None):
             client = self.server.client(key)
             self.addCleanup(client.close)
@@ -149,6 +149,7 @@ class MetricsTests(unittest.TestCase):
                 break
             self.assertLess(time.monotonic(), deadline, "handshake failure not counted")
             from twisted.internet import task
+
             await task.deferLater(reactor, 0.05, lambda: None)
         proto.transport.loseConnection()
 
@@ -183,8 +184,10 @@ class ClusterMetricsTests(unittest.TestCase):
         self.assertEqual(len(followers), 2)
         self.assertNotIn(str(int(leader_id)), followers)
         for label in followers:
-            self.assertEqual(value(leader, "minkms_raft_follower_match_index", follower=label),
-                             value(leader, "minkms_raft_last_index"))
+            self.assertEqual(
+                value(leader, "minkms_raft_follower_match_index", follower=label),
+                value(leader, "minkms_raft_last_index"),
+            )
         for host, (text, found) in scrapes.items():
             self.assertEqual(value(found, "minkms_raft_leader_id"), leader_id)
             self.assertEqual(value(found, "minkms_state_enclaves"), 1)
@@ -202,14 +205,30 @@ class RaftWatcherTests(unittest.TestCase):
 
         from minkms.server.metrics import NodeFigures, RaftWatcher
 
-        base = NodeFigures(node_id=1, role="Follower", term=1, leader=0, commit=5, applied=5, last_index=5,
-                           snapshot_index=0, match={}, db_size=0, enclaves=0, keys=0, identities=0, policies=0)
-        reads = iter([
-            base,
-            attrs.evolve(base, term=3, leader=-1),  # two elections, no leader yet
-            attrs.evolve(base, term=3, leader=2, snapshot_index=4),
-            attrs.evolve(base, term=3, leader=2, snapshot_index=4),
-        ])
+        base = NodeFigures(
+            node_id=1,
+            role="Follower",
+            term=1,
+            leader=0,
+            commit=5,
+            applied=5,
+            last_index=5,
+            snapshot_index=0,
+            match={},
+            db_size=0,
+            enclaves=0,
+            keys=0,
+            identities=0,
+            policies=0,
+        )
+        reads = iter(
+            [
+                base,
+                attrs.evolve(base, term=3, leader=-1),  # two elections, no leader yet
+                attrs.evolve(base, term=3, leader=2, snapshot_index=4),
+                attrs.evolve(base, term=3, leader=2, snapshot_index=4),
+            ]
+        )
         watcher = RaftWatcher(lambda: next(reads))
         for _ in range(4):
             watcher.sample()

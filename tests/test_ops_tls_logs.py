@@ -171,7 +171,11 @@ class LogStreamTests(ReloadTestCase):
         env = cli_env(MINIO_KMS_API_KEY=self.server.api_key.text)
         process = subprocess.Popen(
             [sys.executable, "-m", "minkms.cli.main", "logs", self.server.host, "-k", "--level", "warn"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=REPO,
+            text=True,
         )
         self.addCleanup(stop_process, process)
         line = threads.deferToThread(process.stdout.readline)
@@ -196,8 +200,9 @@ class LogRequestTests(unittest.TestCase):
         self.assertEqual((wanted.level, wanted.message, wanted.trace_level), (-4, "boom", 8))
 
     def test_older_layout(self):
-        body = (pb.LogRequest(Level=4).SerializeToString()
-                + b"\x22\x04POST" + b"\x2a\x07/v1/kms" + b"\x40\x10")  # 4: method, 5: path, 8: zigzag(8)
+        body = (
+            pb.LogRequest(Level=4).SerializeToString() + b"\x22\x04POST" + b"\x2a\x07/v1/kms" + b"\x40\x10"
+        )  # 4: method, 5: path, 8: zigzag(8)
         wanted = LogFilter.parse(body, time.time())
         self.assertEqual((wanted.level, wanted.trace_level), (4, 8))
 

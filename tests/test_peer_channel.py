@@ -34,8 +34,11 @@ def _raft_handshake(port: int, api_key: APIKey, directory: str):
 
     key_path, cert_path = os.path.join(directory, "k.pem"), os.path.join(directory, "c.pem")
     with open(key_path, "wb") as f:
-        f.write(api_key.private_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        f.write(
+            api_key.private_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     with open(cert_path, "wb") as f:
         f.write(api_key.certificate().public_bytes(serialization.Encoding.PEM))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -65,11 +68,13 @@ class PeerChannelTests(unittest.TestCase):
 
         os.makedirs(directory)
         stranger = APIKey.parse(generate_api_key())
-        alpn, server_identity, closed = await threads.deferToThread(
-            _raft_handshake, server.port, stranger, directory)
+        alpn, server_identity, closed = await threads.deferToThread(_raft_handshake, server.port, stranger, directory)
         self.assertEqual(alpn, ALPN_PEER.decode())
-        self.assertEqual(server_identity, APIKey.parse(server.hsm.peer_api_key()).identity,
-                         "the listener shows the peer certificate to the peer SNI")
+        self.assertEqual(
+            server_identity,
+            APIKey.parse(server.hsm.peer_api_key()).identity,
+            "the listener shows the peer certificate to the peer SNI",
+        )
         self.assertTrue(closed, "a stranger asking for the peer protocol must be dropped")
 
     def test_stranger_dropped(self):
@@ -85,8 +90,10 @@ class PeerChannelTests(unittest.TestCase):
         with self.assertRaises(KMSError) as e:
             await client.call(CLUSTER_ADDNODE, pb.AddClusterNodeRequest(Host=b.host))
         self.assertEqual(e.exception.status, 400)
-        self.assertEqual(e.exception.message, f"cannot add {b.host}: it holds another HSM key "
-                                              "(every node of a cluster needs the same one)")
+        self.assertEqual(
+            e.exception.message,
+            f"cannot add {b.host}: it holds another HSM key (every node of a cluster needs the same one)",
+        )
         self.assertEqual(a.node.members(), {0: a.host})
         self.assertEqual(b.node.members(), {0: b.host})
 
@@ -113,8 +120,13 @@ class ForwardErrorTests(unittest.TestCase):
 
     def forward(self, follower, code=101, name="e", **changed):
         """Forward a CreateEnclave (by default) from the follower to its leader."""
-        arguments = {"code": code, "enclave": "", "caller": follower.node.settings.sysadmin,
-                     "request": pb.CreateEnclaveRequest(Name=name).SerializeToString(), **changed}
+        arguments = {
+            "code": code,
+            "enclave": "",
+            "caller": follower.node.settings.sysadmin,
+            "request": pb.CreateEnclaveRequest(Name=name).SerializeToString(),
+            **changed,
+        }
         return follower.node.call_leader(peer.Forward, 10, **arguments)
 
     async def applied_on(self, follower, placed):
@@ -155,8 +167,10 @@ class ForwardErrorTests(unittest.TestCase):
         with self.assertRaises(KMSError) as e:
             await d
         self.assertEqual(e.exception.status, 503)
-        self.assertTrue(e.exception.message.startswith(f"lost the leader (node {leader.node.node_id}) "
-                                                       "after sending it the write"), e.exception.message)
+        self.assertTrue(
+            e.exception.message.startswith(f"lost the leader (node {leader.node.node_id}) after sending it the write"),
+            e.exception.message,
+        )
         self.assertTrue(e.exception.message.endswith(": it may or may not have been applied"))
 
     async def test_leader_unreachable_means_not_applied(self):
@@ -184,7 +198,8 @@ class ResponderTests(unittest.TestCase):
         a Failure) and the server's protocol.
         """
         client, server, pump = iosim.connectedServerAndClient(
-            lambda: peer.PeerProtocol(node, "", server_side=authenticated), amp.AMP)
+            lambda: peer.PeerProtocol(node, "", server_side=authenticated), amp.AMP
+        )
         outcome = []
         d = client.callRemote(command, **arguments)
         if d is not None:

@@ -45,9 +45,7 @@ EXAMPLES = [
     AppendResponse(2, 1, 7, index=9, reject=True, hint_index=4, hint_term=3),
     Heartbeat(1, 2, 7, commit=8, context=3),
     HeartbeatResponse(2, 1, 7, context=3),
-    InstallSnapshot(
-        1, 2, 7, meta=SnapshotMeta(9, 6, b"{}"), offset=32768, data=b"chunk", done=True
-    ),
+    InstallSnapshot(1, 2, 7, meta=SnapshotMeta(9, 6, b"{}"), offset=32768, data=b"chunk", done=True),
     SnapshotResponse(2, 1, 7, index=9, next_offset=32773),
     TimeoutNow(1, 2, 7),
     ReadIndexRequest(3, 1, 0, request_id=b"req-1"),
@@ -100,9 +98,7 @@ class CodecTests(SynchronousTestCase):
             entries=(Entry(2**40, 2**30, 0, data),),
         )
         self.assertLessEqual(len(codec.encode(append)), codec.MAX_MESSAGE_BYTES)
-        config = encode_config(
-            ClusterConfig(range(7), (), {n: "h" * 200 + ":7373" for n in range(7)}, 7)
-        )
+        config = encode_config(ClusterConfig(range(7), (), {n: "h" * 200 + ":7373" for n in range(7)}, 7))
         chunk = InstallSnapshot(
             1,
             2,
@@ -149,9 +145,7 @@ class ConfigEncodingTests(SynchronousTestCase):
     def test_single_node(self):
         """A fresh cluster is its one node, with the next id after it."""
         config = single_node_config(0, "kms-1:7373", "c1")
-        self.assertEqual(
-            (config.voters, config.next_id, config.address_of(0)), ({0}, 1, "kms-1:7373")
-        )
+        self.assertEqual((config.voters, config.next_id, config.address_of(0)), ({0}, 1, "kms-1:7373"))
         self.assertEqual(config.node_at("kms-1:7373"), 0)
 
     def test_config_entry_kind_constant(self):

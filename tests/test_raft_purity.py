@@ -53,11 +53,7 @@ class PurityTests(SynchronousTestCase):
         for path in _raft_modules():
             tree = ast.parse(path.read_text(), str(path))
             for node in ast.walk(tree):
-                if (
-                    isinstance(node, ast.Attribute)
-                    and isinstance(node.value, ast.Name)
-                    and node.value.id == "random"
-                ):
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "random":
                     self.assertEqual(node.attr, "Random", f"{path.name} uses random.{node.attr}")
                 if isinstance(node, ast.ImportFrom) and node.module == "random":
                     self.fail(f"{path.name} imports from random")

@@ -32,8 +32,12 @@ class RunningServer:
     def __init__(self, testcase, args, env, argv0=None):
         command = argv0 or [sys.executable, "-m", "minkms.cli.main", "server"]
         self.process = subprocess.Popen(
-            command + list(args), env=env, cwd=REPO,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            command + list(args),
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         testcase.addCleanup(self.stop)
         self.output = ""
@@ -63,7 +67,11 @@ def get_version(port: int) -> dict:
 def run_server_expecting_failure(args, env, timeout=60) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "minkms.cli.main", "server", *args],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -80,8 +88,10 @@ class ServerTestBase(unittest.TestCase):
         self.key, self.cert = write_server_certificate(certs)
         self.config = os.path.join(self.dir, "config.yaml")
         with open(self.config, "w") as f:
-            f.write(f"version: v1\ntls:\n  certs:\n  - key: {self.key}\n    cert: {self.cert}\n"
-                    f"  ca: {os.path.join(certs, 'CAs')}\n")
+            f.write(
+                f"version: v1\ntls:\n  certs:\n  - key: {self.key}\n    cert: {self.cert}\n"
+                f"  ca: {os.path.join(certs, 'CAs')}\n"
+            )
 
     def env(self, hsm=None, **extra):
         return cli_env(MINIO_KMS_HSM_KEY=(hsm or self.hsm).to_text(), **extra)
@@ -128,8 +138,9 @@ class BannerTests(ServerTestBase):
         RunningServer(self, self.args(), self.env()).stop()
         result = run_server_expecting_failure(self.args(), self.env(SoftHSM.generate()))
         self.assertOneLineFailure(result, "failed to unseal root encryption key with HSM: invalid ciphertext")
-        self.assertEqual(result.stderr.strip(),
-                         "minkms: error: failed to unseal root encryption key with HSM: invalid ciphertext")
+        self.assertEqual(
+            result.stderr.strip(), "minkms: error: failed to unseal root encryption key with HSM: invalid ciphertext"
+        )
 
     def test_docs_spelling_of_hsm_variable(self):
         """MINIO_HSM_KMS_KEY (the settings page's spelling) works too."""
@@ -163,14 +174,16 @@ class StartupErrorTests(ServerTestBase):
 
     def test_missing_certificate(self):
         os.remove(self.cert)
-        self.assertOneLineFailure(run_server_expecting_failure(self.args(), self.env()),
-                                  f"cannot read certificate {self.cert}")
+        self.assertOneLineFailure(
+            run_server_expecting_failure(self.args(), self.env()), f"cannot read certificate {self.cert}"
+        )
 
     def test_unreadable_key(self):
         os.remove(self.key)
         os.makedirs(self.key)
-        self.assertOneLineFailure(run_server_expecting_failure(self.args(), self.env()),
-                                  f"cannot read private key {self.key}")
+        self.assertOneLineFailure(
+            run_server_expecting_failure(self.args(), self.env()), f"cannot read private key {self.key}"
+        )
 
     def test_missing_ca(self):
         with open(self.config, "a") as f:
@@ -179,8 +192,9 @@ class StartupErrorTests(ServerTestBase):
             text = f.read().replace(os.path.join(self.dir, "certs", "CAs"), "/no/such/CAs")
         with open(self.config, "w") as f:
             f.write(text)
-        self.assertOneLineFailure(run_server_expecting_failure(self.args(), self.env()),
-                                  "cannot read CA directory /no/such/CAs")
+        self.assertOneLineFailure(
+            run_server_expecting_failure(self.args(), self.env()), "cannot read CA directory /no/such/CAs"
+        )
 
     def test_config_not_yaml(self):
         with open(self.config, "w") as f:
@@ -192,8 +206,7 @@ class StartupErrorTests(ServerTestBase):
             text = f.read().replace("version: v1", "version: v9")
         with open(self.config, "w") as f:
             f.write(text)
-        self.assertOneLineFailure(run_server_expecting_failure(self.args(), self.env()),
-                                  "unsupported version 'v9'")
+        self.assertOneLineFailure(run_server_expecting_failure(self.args(), self.env()), "unsupported version 'v9'")
 
     def test_no_config(self):
         args = [self.volume, "--host", self.host, "--address", self.host]
@@ -203,8 +216,9 @@ class StartupErrorTests(ServerTestBase):
         with socket.socket() as busy:
             busy.bind(("127.0.0.1", self.port))
             busy.listen(1)
-            self.assertOneLineFailure(run_server_expecting_failure(self.args(), self.env()),
-                                      f"cannot listen on {self.host}")
+            self.assertOneLineFailure(
+                run_server_expecting_failure(self.args(), self.env()), f"cannot listen on {self.host}"
+            )
 
     def test_volume_not_writable(self):
         """A volume path that cannot be a directory (root can write anywhere else)."""

@@ -60,9 +60,7 @@ class RegisterHistoryTests(SynchronousTestCase):
     def test_read_overlapping_write(self):
         """A read concurrent with a write may return the old or the new value."""
         for seen in ("v1", "v2"):
-            self.assertEqual(
-                verdict(write("v1", 0, 1), write("v2", 5, 10), read(seen, 4, 6)), LINEARIZABLE
-            )
+            self.assertEqual(verdict(write("v1", 0, 1), write("v2", 5, 10), read(seen, 4, 6)), LINEARIZABLE)
 
     def test_unknown_write_that_took_effect(self):
         """A write of unknown outcome may have happened, even long after it was sent."""
@@ -71,9 +69,7 @@ class RegisterHistoryTests(SynchronousTestCase):
 
     def test_unknown_write_that_did_not_take_effect(self):
         """A write of unknown outcome may never have happened."""
-        self.assertEqual(
-            verdict(write("v1", 0, 1), write("v2", 2, None), read("v1", 50, 51)), LINEARIZABLE
-        )
+        self.assertEqual(verdict(write("v1", 0, 1), write("v2", 2, None), read("v1", 50, 51)), LINEARIZABLE)
 
     def test_unknown_write_cannot_be_undone(self):
         """Once a read saw an unknown write take effect, a later read cannot see the older value."""
@@ -271,9 +267,7 @@ class SimulatorTests(SynchronousTestCase):
         caught = set()
         with mock.patch.object(SimNode, "read", _reads_without_read_index):
             for seed in FIRST_SEEDS:
-                settings = SimSettings(
-                    seed, nodes_for(seed), fault_ms=2000, machine=machine_for(seed)
-                )
+                settings = SimSettings(seed, nodes_for(seed), fault_ms=2000, machine=machine_for(seed))
                 sim = Simulation(settings)
                 try:
                     sim.run()
@@ -290,13 +284,13 @@ class SimulatorTests(SynchronousTestCase):
         with the bug fails through the linearizability check.
         """
         reasons = []
-        with mock.patch.object(SimNode, "read", _reads_without_read_index), mock.patch.object(
-            Checker, "_check_read_floors", lambda *args: None
-        ), mock.patch.object(Checker, "_replay", lambda *args: None):
+        with (
+            mock.patch.object(SimNode, "read", _reads_without_read_index),
+            mock.patch.object(Checker, "_check_read_floors", lambda *args: None),
+            mock.patch.object(Checker, "_replay", lambda *args: None),
+        ):
             for seed in FIRST_SEEDS:
-                settings = SimSettings(
-                    seed, nodes_for(seed), fault_ms=2000, machine=machine_for(seed)
-                )
+                settings = SimSettings(seed, nodes_for(seed), fault_ms=2000, machine=machine_for(seed))
                 try:
                     Simulation(settings).run()
                 except SimulationFailure as failure:

@@ -87,19 +87,13 @@ class CheckerTests(SynchronousTestCase):
         write.index = 2
         write.finish(OK, 10)
         checker.on_apply(1, config, b"c")
-        checker.on_apply(
-            1, Entry(2, 1, ENTRY_NORMAL, encode_write(write.op_id, "k", write.value)), b"d"
-        )
-        self.assertRaises(
-            SafetyViolation, checker.check_history, history, {1: set()}, RegisterMachine()
-        )
+        checker.on_apply(1, Entry(2, 1, ENTRY_NORMAL, encode_write(write.op_id, "k", write.value)), b"d")
+        self.assertRaises(SafetyViolation, checker.check_history, history, {1: set()}, RegisterMachine())
         checker.check_history(history, {1: {write.op_id}}, RegisterMachine())
         read = history.invoke(2, READ, "k", 1, now=20)
         read.index = 1
         read.finish(OK, 25, None)
-        self.assertRaises(
-            SafetyViolation, checker.check_history, history, {1: {write.op_id}}, RegisterMachine()
-        )
+        self.assertRaises(SafetyViolation, checker.check_history, history, {1: {write.op_id}}, RegisterMachine())
 
     def test_read_disagrees_with_model(self):
         """A read returning what the state did not hold at the index it was served at."""
@@ -115,9 +109,7 @@ class CheckerTests(SynchronousTestCase):
         """Replicas at the same applied index must have the same digest."""
         checker = Checker(RegisterWorkload(random.Random(0)).write_id)
         checker.check_replicas({1: (5, "a"), 2: (5, "a"), 3: (4, "b")})
-        self.assertRaises(
-            SafetyViolation, checker.check_replicas, {1: (5, "a"), 2: (5, "b")}
-        )
+        self.assertRaises(SafetyViolation, checker.check_replicas, {1: (5, "a"), 2: (5, "b")})
 
 
 class ReproducibilityTests(SynchronousTestCase):
@@ -248,9 +240,7 @@ class CommandLineTests(SynchronousTestCase):
     def test_replay_names_the_machine(self):
         """A KMS run's replay command says so."""
         settings = SimSettings(5, 3, machine="kms")
-        self.assertEqual(
-            settings.command(), "python -m minkms.sim --seed 5 --nodes 3 --machine kms"
-        )
+        self.assertEqual(settings.command(), "python -m minkms.sim --seed 5 --nodes 3 --machine kms")
         output = io.StringIO()
         with contextlib.redirect_stdout(output):
             status = main(["--seed", "5", "--nodes", "3", "--fault-ms", "500", "--machine", "kms"])

@@ -22,9 +22,26 @@ def outcome(check, *args):
 class AgreementTests(unittest.TestCase):
     def test_names(self):
         samples = [
-            "", "a", "my-key", "minio-default-key", "x" * 80, "x" * 81, ".", "..", "...",
-            "a/b", "a\\b", "k*", "\x00", "a\x1fb", "a\x7f", "a\x85", "caf\u00e9", "\u00e9t\u00e9/",
-            "*/", "a/\x00",
+            "",
+            "a",
+            "my-key",
+            "minio-default-key",
+            "x" * 80,
+            "x" * 81,
+            ".",
+            "..",
+            "...",
+            "a/b",
+            "a\\b",
+            "k*",
+            "\x00",
+            "a\x1fb",
+            "a\x7f",
+            "a\x85",
+            "caf\u00e9",
+            "\u00e9t\u00e9/",
+            "*/",
+            "a/\x00",
         ]
         for kind in ("enclave", "key", "policy"):
             for name in samples:
@@ -41,14 +58,21 @@ class AgreementTests(unittest.TestCase):
 
     def test_tags(self):
         samples = [
-            {}, {"a": "b"}, {"": "v"}, {"k" * 64: "v" * 256}, {"k" * 65: "v"}, {"k": "v" * 257},
-            {"k y": "v"}, {"k": "v!"}, {f"k{i}": "" for i in range(32)},
-            {f"k{i}": "" for i in range(33)}, {"k\n": "v"}, {"k": "v\n"},
+            {},
+            {"a": "b"},
+            {"": "v"},
+            {"k" * 64: "v" * 256},
+            {"k" * 65: "v"},
+            {"k": "v" * 257},
+            {"k y": "v"},
+            {"k": "v!"},
+            {f"k{i}": "" for i in range(32)},
+            {f"k{i}": "" for i in range(33)},
+            {"k\n": "v"},
+            {"k": "v\n"},
         ]
         for tags in samples:
-            self.assertEqual(
-                outcome(arguments.check_tags, tags), outcome(strict_names.validate_tags, tags), tags
-            )
+            self.assertEqual(outcome(arguments.check_tags, tags), outcome(strict_names.validate_tags, tags), tags)
 
 
 class IdentityTests(unittest.TestCase):

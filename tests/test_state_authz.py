@@ -15,16 +15,15 @@ class MatrixTests(unittest.TestCase):
     def setUp(self):
         self.d = Driver().setup()
         self.d.ok(
-            sc.CreatePolicy, enclave="e1", name="p",
-            allow={"KEY:ENCRYPT": ("k*",), "KEY:DECRYPT": ("*",), "KEY:LIST": ("k*",),
-                   "IDENTITY:CREATE": ("*",)},
+            sc.CreatePolicy,
+            enclave="e1",
+            name="p",
+            allow={"KEY:ENCRYPT": ("k*",), "KEY:DECRYPT": ("*",), "KEY:LIST": ("k*",), "IDENTITY:CREATE": ("*",)},
             deny={"KEY:DECRYPT": ("k-secret*",)},
         )
         self.d.ok(sc.AssignPolicy, enclave="e1", identity=USER, policy="p")
-        self.d.ok(sc.CreateIdentity, caller=USER, sysadmin=False, enclave="e1", identity=SVC,
-                  service_account=True)
-        self.d.ok(sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=ADMIN_SVC,
-                  service_account=True)
+        self.d.ok(sc.CreateIdentity, caller=USER, sysadmin=False, enclave="e1", identity=SVC, service_account=True)
+        self.d.ok(sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=ADMIN_SVC, service_account=True)
 
     def allowed(self, caller, enclave, action, argument):
         try:
@@ -36,13 +35,16 @@ class MatrixTests(unittest.TestCase):
         return True
 
     def test_sysadmin(self):
-        for enclave, action in ((None, "ENCLAVE:CREATE"), (None, "CLUSTER:STATUS"),
-                                ("e1", "KEY:DECRYPT"), ("e2", "IDENTITY:DELETE")):
+        for enclave, action in (
+            (None, "ENCLAVE:CREATE"),
+            (None, "CLUSTER:STATUS"),
+            ("e1", "KEY:DECRYPT"),
+            ("e2", "IDENTITY:DELETE"),
+        ):
             self.assertTrue(self.allowed(ROOT, enclave, action, "anything"))
 
     def test_sysadmin_missing_enclave(self):
-        e = self.assertRaises(KMSError, authz.authorize, self.d.state, ROOT, True, "nope",
-                              "KEY:STATUS", "k")
+        e = self.assertRaises(KMSError, authz.authorize, self.d.state, ROOT, True, "nope", "KEY:STATUS", "k")
         self.assertEqual(e, ErrEnclaveNotFound)
 
     def test_cluster_actions_sysadmin_only(self):
@@ -111,26 +113,21 @@ class MatrixTests(unittest.TestCase):
         self.assertFalse(visible("x"))
         self.assertIsNotNone(authz.authorize_list(state, SVC, False, "e1", "KEY:LIST", "k"))
         for prefix in ("x", "a"):
-            e = self.assertRaises(KMSError, authz.authorize_list, state, USER, False, "e1",
-                                  "KEY:LIST", prefix)
+            e = self.assertRaises(KMSError, authz.authorize_list, state, USER, False, "e1", "KEY:LIST", prefix)
             self.assertEqual(e, ErrPermission)
-        e = self.assertRaises(KMSError, authz.authorize_list, state, USER, False, "e1",
-                              "POLICY:LIST", "")
+        e = self.assertRaises(KMSError, authz.authorize_list, state, USER, False, "e1", "POLICY:LIST", "")
         self.assertEqual(e, ErrPermission)
-        e = self.assertRaises(KMSError, authz.authorize_list, state, ADMIN, False, None,
-                              "ENCLAVE:LIST", "")
+        e = self.assertRaises(KMSError, authz.authorize_list, state, ADMIN, False, None, "ENCLAVE:LIST", "")
         self.assertEqual(e, ErrPermission)
 
     def test_list_deny_covering_prefix(self):
-        self.d.ok(sc.CreatePolicy, enclave="e1", name="p",
-                  allow={"KEY:LIST": ("*",)}, deny={"KEY:LIST": ("secret-*",)})
+        self.d.ok(sc.CreatePolicy, enclave="e1", name="p", allow={"KEY:LIST": ("*",)}, deny={"KEY:LIST": ("secret-*",)})
         state = self.d.state
         visible = authz.authorize_list(state, USER, False, "e1", "KEY:LIST", "")
         self.assertFalse(visible("secret-1"))
         self.assertTrue(visible("public"))
         authz.authorize_list(state, USER, False, "e1", "KEY:LIST", "secret")
-        e = self.assertRaises(KMSError, authz.authorize_list, state, USER, False, "e1",
-                              "KEY:LIST", "secret-")
+        e = self.assertRaises(KMSError, authz.authorize_list, state, USER, False, "e1", "KEY:LIST", "secret-")
         self.assertEqual(e, ErrPermission)
 
 
@@ -143,8 +140,7 @@ class IdentityCreationTests(unittest.TestCase):
         self.d.ok(sc.AssignPolicy, enclave="e1", identity=USER, policy="p")
 
     def create(self, caller, identity, **fields):
-        return self.d.apply(sc.CreateIdentity, caller=caller, enclave="e1", identity=identity,
-                            **fields)
+        return self.d.apply(sc.CreateIdentity, caller=caller, enclave="e1", identity=identity, **fields)
 
     def test_admin_creates_admins_and_users(self):
         self.assertIsNone(self.create(ADMIN, ident("a2"), privilege="Admin"))

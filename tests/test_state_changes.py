@@ -27,8 +27,12 @@ SAMPLES = [
     sc.DeletePolicy(enclave="e1", name="p", **COMMON),
     sc.AssignPolicy(enclave="e1", identity=ROOT, policy="p", **COMMON),
     sc.CreateIdentity(
-        enclave="e1", identity=ROOT, privilege="User", service_account=True,
-        tags={"b": "2", "a": "1"}, **COMMON,
+        enclave="e1",
+        identity=ROOT,
+        privilege="User",
+        service_account=True,
+        tags={"b": "2", "a": "1"},
+        **COMMON,
     ),
     sc.DeleteIdentity(enclave="e1", identity=ROOT, **COMMON),
     sc.RestoreState(state=b'{"format":1}', **COMMON),
@@ -45,14 +49,16 @@ class EncodingTests(unittest.TestCase):
             data = command.encode()
             self.assertEqual(sc.decode(data).encode(), data)
             doc = json.loads(data)
-            self.assertEqual(
-                data, json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-            )
+            self.assertEqual(data, json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
 
     def test_dict_order_does_not_matter(self):
         a = sc.CreateIdentity(
-            enclave="e", identity=ROOT, privilege="", service_account=False,
-            tags={"a": "1", "b": "2"}, **COMMON,
+            enclave="e",
+            identity=ROOT,
+            privilege="",
+            service_account=False,
+            tags={"a": "1", "b": "2"},
+            **COMMON,
         )
         b = attrs.evolve(a, tags={"b": "2", "a": "1"})
         self.assertEqual(a.encode(), b.encode())

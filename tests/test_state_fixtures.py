@@ -94,4 +94,3 @@ class Driver:
         self.ok(sc.CreateIdentity, enclave="e1", identity=USER, privilege="User")
         self.ok(sc.CreateIdentity, enclave="e2", identity=OTHER, privilege="Admin")
         return self
-

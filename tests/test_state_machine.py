@@ -53,9 +53,7 @@ class EnclaveTests(unittest.TestCase):
             ("..", "'..' is reserved"),
             ("a\x00", "contains U+0000 at position 2"),
         ):
-            self.assertEqual(
-                self.d.apply(sc.CreateEnclave, name=name), bad(f"invalid enclave name: {why}")
-            )
+            self.assertEqual(self.d.apply(sc.CreateEnclave, name=name), bad(f"invalid enclave name: {why}"))
         self.assertEqual(self.d.state.enclaves, {})
 
     def test_delete_removes_everything(self):
@@ -78,9 +76,7 @@ class EnclaveTests(unittest.TestCase):
             self.assertEqual(self.d.apply(sc.DeleteEnclave, caller=caller, name="e1"), ErrPermission)
 
     def test_sysadmin_flag_needs_identity(self):
-        self.assertEqual(
-            self.d.apply(sc.CreateEnclave, caller="", sysadmin=True, name="e"), ErrPermission
-        )
+        self.assertEqual(self.d.apply(sc.CreateEnclave, caller="", sysadmin=True, name="e"), ErrPermission)
 
 
 class KeyTests(unittest.TestCase):
@@ -135,9 +131,7 @@ class KeyTests(unittest.TestCase):
 
     def test_missing_enclave(self):
         self.assertEqual(self.d.apply(sc.CreateKey, enclave="nope", name="k"), ErrEnclaveNotFound)
-        self.assertEqual(
-            self.d.apply(sc.CreateKey, caller=ADMIN, enclave="nope", name="k"), ErrPermission
-        )
+        self.assertEqual(self.d.apply(sc.CreateKey, caller=ADMIN, enclave="nope", name="k"), ErrPermission)
 
     def test_import(self):
         self.d.ok(sc.ImportKey, enclave="e1", name="k", material=b"\x07" * 32)
@@ -148,13 +142,9 @@ class KeyTests(unittest.TestCase):
 
     def test_import_exists(self):
         self.d.ok(sc.CreateKey, enclave="e1", name="k")
-        self.assertEqual(
-            self.d.apply(sc.ImportKey, enclave="e1", name="k", material=b"\x07" * 32), ErrKeyExists
-        )
+        self.assertEqual(self.d.apply(sc.ImportKey, enclave="e1", name="k", material=b"\x07" * 32), ErrKeyExists)
         # existence is checked before the material
-        self.assertEqual(
-            self.d.apply(sc.ImportKey, enclave="e1", name="k", material=b"\x07"), ErrKeyExists
-        )
+        self.assertEqual(self.d.apply(sc.ImportKey, enclave="e1", name="k", material=b"\x07"), ErrKeyExists)
 
     def test_import_wrong_length(self):
         for size in (0, 16, 31, 33, 64):
@@ -163,9 +153,7 @@ class KeyTests(unittest.TestCase):
                 bad(f"invalid key: a AES256 key must be 32 bytes, not {size}"),
             )
         self.assertEqual(
-            self.d.apply(
-                sc.ImportKey, enclave="e1", name="k", key_type="ChaCha20", material=b"\x07"
-            ),
+            self.d.apply(sc.ImportKey, enclave="e1", name="k", key_type="ChaCha20", material=b"\x07"),
             bad("invalid key: a ChaCha20 key must be 32 bytes, not 1"),
         )
 
@@ -246,8 +234,11 @@ class PolicyTests(unittest.TestCase):
 
     def test_create_normalizes(self):
         self.d.ok(
-            sc.CreatePolicy, enclave="e1", name="p",
-            allow={"key:encrypt": ("b", "a*", "", "b")}, deny={"Key:Decrypt": ("*",)},
+            sc.CreatePolicy,
+            enclave="e1",
+            name="p",
+            allow={"key:encrypt": ("b", "a*", "", "b")},
+            deny={"Key:Decrypt": ("*",)},
         )
         policy = self.policy("p")
         self.assertEqual(policy.allow, {"KEY:ENCRYPT": ("a*", "b")})
@@ -265,9 +256,7 @@ class PolicyTests(unittest.TestCase):
             ({"KEY:IMPORT": ("*",)}, "invalid policy: unknown action 'KEY:IMPORT' in allow"),
             ({"enclave:create": ("*",)}, "invalid policy: 'ENCLAVE:CREATE' cannot be granted by a policy"),
         ):
-            self.assertEqual(
-                self.d.apply(sc.CreatePolicy, enclave="e1", name="p", allow=allow), bad(message)
-            )
+            self.assertEqual(self.d.apply(sc.CreatePolicy, enclave="e1", name="p", allow=allow), bad(message))
         self.assertEqual(
             self.d.apply(sc.CreatePolicy, enclave="e1", name="", allow={}),
             bad("invalid policy name: empty"),
@@ -311,14 +300,10 @@ class PolicyTests(unittest.TestCase):
         )
         self.assertEqual(
             self.d.apply(sc.AssignPolicy, enclave="e1", identity=ADMIN, policy="p"),
-            bad(
-                "cannot assign a policy to an identity with privilege Admin: "
-                "only User identities have policies"
-            ),
+            bad("cannot assign a policy to an identity with privilege Admin: only User identities have policies"),
         )
         service = ident("svc")
-        self.d.ok(sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=service,
-                  service_account=True)
+        self.d.ok(sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=service, service_account=True)
         self.assertEqual(
             self.d.apply(sc.AssignPolicy, enclave="e1", identity=service, policy="p"),
             bad("cannot assign a policy to a service account: it acts with its parent's policy"),
@@ -406,25 +391,26 @@ class IdentityTests(unittest.TestCase):
             bad("the SysAdmin cannot own service accounts: create them as an enclave identity"),
         )
         self.assertEqual(
-            self.d.apply(sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=ADMIN,
-                         service_account=True),
+            self.d.apply(sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=ADMIN, service_account=True),
             bad("an identity cannot be its own service account"),
         )
         self.assertEqual(
-            self.d.apply(sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=service,
-                         service_account=True, privilege="User"),
+            self.d.apply(
+                sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=service, service_account=True, privilege="User"
+            ),
             bad("invalid privilege User: a service account has the privilege of its parent (Admin)"),
         )
-        self.d.ok(sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=service,
-                  service_account=True, privilege="Admin")
+        self.d.ok(
+            sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=service, service_account=True, privilege="Admin"
+        )
         self.assertEqual(
-            self.d.apply(sc.CreateIdentity, caller=service, enclave="e1", identity=ident("svc2"),
-                         service_account=True),
+            self.d.apply(sc.CreateIdentity, caller=service, enclave="e1", identity=ident("svc2"), service_account=True),
             ErrPermission,
         )
         self.assertEqual(
-            self.d.apply(sc.CreateIdentity, caller=USER, enclave="e1", identity=ADMIN,
-                         service_account=True, sysadmin=False),
+            self.d.apply(
+                sc.CreateIdentity, caller=USER, enclave="e1", identity=ADMIN, service_account=True, sysadmin=False
+            ),
             ErrPermission,
         )
 
@@ -437,28 +423,30 @@ class IdentityTests(unittest.TestCase):
         self.d.ok(sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=service, service_account=True)
         for target, privilege in ((ident("minted"), "Admin"), (ident("minted"), "User"), (USER, "Admin")):
             self.assertEqual(
-                self.d.apply(sc.CreateIdentity, caller=service, enclave="e1", identity=target,
-                             privilege=privilege, sysadmin=False),
+                self.d.apply(
+                    sc.CreateIdentity,
+                    caller=service,
+                    enclave="e1",
+                    identity=target,
+                    privilege=privilege,
+                    sysadmin=False,
+                ),
                 ErrPermission,
             )
         self.assertIsNone(self.record(ident("minted")))
         self.assertEqual(self.record(USER).privilege, "User")
         self.d.ok(sc.DeleteIdentity, enclave="e1", identity=ADMIN)
-        self.assertEqual(
-            [r.identity for r in self.d.state.enclaves["e1"].identities.values()], [USER]
-        )
+        self.assertEqual([r.identity for r in self.d.state.enclaves["e1"].identities.values()], [USER])
 
     def test_identity_in_one_enclave_only(self):
         """Spec 1.6: e1's Admin cannot register e2's Admin, nor can the SysAdmin."""
         for caller in (ADMIN, ROOT):
             self.assertEqual(
-                self.d.apply(sc.CreateIdentity, caller=caller, enclave="e1", identity=OTHER,
-                             privilege="Admin"),
+                self.d.apply(sc.CreateIdentity, caller=caller, enclave="e1", identity=OTHER, privilege="Admin"),
                 KMSError(409, "identity already exists in another enclave"),
             )
         self.assertEqual(
-            self.d.apply(sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=OTHER,
-                         service_account=True),
+            self.d.apply(sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=OTHER, service_account=True),
             KMSError(409, "identity already exists in another enclave"),
         )
         self.assertIsNone(self.record(OTHER))
@@ -472,8 +460,7 @@ class IdentityTests(unittest.TestCase):
         self.d.ok(sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=service, service_account=True)
         self.d.ok(sc.CreateIdentity, enclave="e1", identity=SECOND_ADMIN, privilege="Admin")
         self.assertEqual(
-            self.d.apply(sc.CreateIdentity, caller=SECOND_ADMIN, enclave="e1", identity=ADMIN,
-                         service_account=True),
+            self.d.apply(sc.CreateIdentity, caller=SECOND_ADMIN, enclave="e1", identity=ADMIN, service_account=True),
             bad(f"identity '{ADMIN}' owns service accounts and cannot become one"),
         )
 
@@ -530,11 +517,17 @@ class ReplicationTests(unittest.TestCase):
         d.ok(sc.ImportKey, enclave="e2", name="imp", key_type="ChaCha20", material=b"\x09" * 32)
         d.ok(sc.CreateKey, enclave="e1", name="gone")
         d.ok(sc.DeleteKey, enclave="e1", name="gone", all_versions=True)
-        d.ok(sc.CreatePolicy, enclave="e1", name="p", allow={"KEY:ENCRYPT": ("k*", "*")},
-             deny={"KEY:DECRYPT": ("secret",)})
+        d.ok(
+            sc.CreatePolicy,
+            enclave="e1",
+            name="p",
+            allow={"KEY:ENCRYPT": ("k*", "*")},
+            deny={"KEY:DECRYPT": ("secret",)},
+        )
         d.ok(sc.AssignPolicy, enclave="e1", identity=USER, policy="p")
-        d.ok(sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=ident("svc"),
-             service_account=True, tags={"a": "1"})
+        d.ok(
+            sc.CreateIdentity, caller=ADMIN, enclave="e1", identity=ident("svc"), service_account=True, tags={"a": "1"}
+        )
         d.apply(sc.CreateKey, enclave="e1", name="k")  # fails: exists
         return d
 
@@ -576,8 +569,7 @@ class ReplicationTests(unittest.TestCase):
     def test_restore_garbage(self):
         machine = self.busy().machine
         before = machine.snapshot()
-        for data in (b"", b"{}", b"[]", b'{"format":2}', before[:-1],
-                     before.replace(b'"format":1', b'"format":"1"')):
+        for data in (b"", b"{}", b"[]", b'{"format":2}', before[:-1], before.replace(b'"format":1', b'"format":"1"')):
             self.assertRaises(SnapshotError, machine.restore, data)
         self.assertEqual(machine.snapshot(), before)
 
@@ -586,9 +578,7 @@ class ReplicationTests(unittest.TestCase):
         backup = d.machine.snapshot()
         d.ok(sc.CreateKey, enclave="e1", name="after-backup")
         self.assertEqual(d.apply(sc.RestoreState, caller=ADMIN, state=backup), ErrPermission)
-        self.assertEqual(
-            d.apply(sc.RestoreState, state=b"junk"), bad("invalid backup: not a state snapshot")
-        )
+        self.assertEqual(d.apply(sc.RestoreState, state=b"junk"), bad("invalid backup: not a state snapshot"))
         d.ok(sc.RestoreState, state=backup)
         self.assertNotIn("after-backup", d.state.enclaves["e1"].keys)
         self.assertIn("k", d.state.enclaves["e1"].keys)
@@ -597,8 +587,7 @@ class ReplicationTests(unittest.TestCase):
         d = self.busy()
         before = d.machine.snapshot()
         rng = random.Random(7)
-        garbage = [b"", b"\x00", b"{}", b"null", b"\xff" * 10, b'{"op":"key.create","v":1}',
-                   object(), None, 42, "text"]
+        garbage = [b"", b"\x00", b"{}", b"null", b"\xff" * 10, b'{"op":"key.create","v":1}', object(), None, 42, "text"]
         for data in d.log:
             for _ in range(20):
                 mutated = bytearray(data)

@@ -126,10 +126,14 @@ class PatternCostTests(unittest.TestCase):
         at_limit = {"KEY:STATUS": ["*" * p.MAX_STARS + "x" * (p.MAX_PATTERN_LENGTH - p.MAX_STARS)]}
         self.assertEqual(p.normalize_rules(at_limit, "allow"), {"KEY:STATUS": tuple(at_limit["KEY:STATUS"])})
         for rules, message in (
-            ({"KEY:STATUS": ["x" * (p.MAX_PATTERN_LENGTH + 1)]},
-             "invalid policy: a pattern of 'KEY:STATUS' is longer than 128 characters"),
-            ({"key:status": ["*" * (p.MAX_STARS + 1)]},
-             "invalid policy: a pattern of 'KEY:STATUS' has more than 8 '*'"),
+            (
+                {"KEY:STATUS": ["x" * (p.MAX_PATTERN_LENGTH + 1)]},
+                "invalid policy: a pattern of 'KEY:STATUS' is longer than 128 characters",
+            ),
+            (
+                {"key:status": ["*" * (p.MAX_STARS + 1)]},
+                "invalid policy: a pattern of 'KEY:STATUS' has more than 8 '*'",
+            ),
         ):
             e = self.assertRaises(KMSError, p.normalize_rules, rules, "allow")
             self.assertEqual((e.status, e.message), (400, message))
@@ -154,8 +158,7 @@ class DocumentTests(unittest.TestCase):
 
     def test_spec_example(self):
         allow, deny = p.policy_from_json(
-            '{"allow":{"KEY:STATUS":["*"],"KEY:LIST":["*"],"KEY:ENCRYPT":["*"],'
-            '"KEY:DECRYPT":["*"]},"deny":{}}'
+            '{"allow":{"KEY:STATUS":["*"],"KEY:LIST":["*"],"KEY:ENCRYPT":["*"],"KEY:DECRYPT":["*"]},"deny":{}}'
         )
         self.assertEqual(set(allow), {"KEY:STATUS", "KEY:LIST", "KEY:ENCRYPT", "KEY:DECRYPT"})
         self.assertEqual(deny, {})
@@ -195,9 +198,7 @@ class DocumentTests(unittest.TestCase):
                 self.assertTrue(e.message.startswith("invalid policy: not valid JSON"), e.message)
 
     def test_cluster_actions_may_be_denied(self):
-        self.assertEqual(
-            p.policy_from_json('{"deny":{"ENCLAVE:CREATE":"*"}}'), ({}, {"ENCLAVE:CREATE": ("*",)})
-        )
+        self.assertEqual(p.policy_from_json('{"deny":{"ENCLAVE:CREATE":"*"}}'), ({}, {"ENCLAVE:CREATE": ("*",)}))
 
     def test_to_json_kms_go_style(self):
         text = p.policy_to_json({"KEY:ENCRYPT": ("bb", "a", "ccc*"), "KEY:MAC": ("x",)}, {"KEY:LIST": ()})

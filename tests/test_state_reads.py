@@ -75,8 +75,7 @@ class PaginateTests(unittest.TestCase):
 
     def test_visible_filter(self):
         visible = lambda name: not name.startswith("a")  # noqa: E731
-        self.assertEqual(self.pages(limit=2, visible=visible),
-                         [["Z", "b"], ["b-1", "c"], ["\u00e9t\u00e9"]])
+        self.assertEqual(self.pages(limit=2, visible=visible), [["Z", "b"], ["b-1", "c"], ["\u00e9t\u00e9"]])
         self.assertEqual(reads.paginate(NAMES, "a", "", 0, visible), ([], ""))
 
 
@@ -121,9 +120,7 @@ class KeyReadTests(unittest.TestCase):
             (0, b"", b"ctx"),
             (0, b'{"bad":1}', b"ctx"),
         ):
-            e = self.assertRaises(
-                KMSError, reads.decrypt, self.state, "e1", "k", version, ciphertext, aad
-            )
+            e = self.assertRaises(KMSError, reads.decrypt, self.state, "e1", "k", version, ciphertext, aad)
             self.assertEqual(e, ErrDecrypt)
         e = self.assertRaises(KMSError, reads.decrypt, self.state, "e1", "nope", 0, ct, b"ctx")
         self.assertEqual(e, ErrKeyNotFound)

@@ -115,9 +115,7 @@ class AppendCrashTests(CrashTestCase):
         with open(os.path.join(full, "kms.db"), "rb") as f:
             data = f.read()
         batch_start = len(data) - size
-        boundaries = {
-            start - batch_start for start in record_starts(data, recover(full)) + [len(data)]
-        }
+        boundaries = {start - batch_start for start in record_starts(data, recover(full)) + [len(data)]}
         outcomes = set()
         for crash_offset, cut in [(0, c) for c in range(size + 1)] + [(1, 0)]:
             path, _ = self.crash_run(base, crash_offset, cut)

@@ -207,7 +207,7 @@ class ScanTests(TestCase):
         """A frame copied again at the end is damage, not a torn tail."""
         data, sealer, starts = build_file([[Entry(1, 1)], [Entry(2, 1)]])
         with self.assertRaises(CorruptVolume) as caught:
-            scan(data + data[starts[1]:], starts[0], sealer)
+            scan(data + data[starts[1] :], starts[0], sealer)
         self.assertEqual(caught.exception.offset, len(data))
 
     def test_wrong_rek_everywhere_fails(self):
@@ -247,7 +247,7 @@ class ScanTests(TestCase):
         data, sealer, starts = build_file([[Entry(1, 1)], big])
         second = starts[1] + (len(data) - starts[1]) // 3
         sector = (second // 512 + 1) * 512
-        holed = data[:sector] + bytes(512) + data[sector + 512:]
+        holed = data[:sector] + bytes(512) + data[sector + 512 :]
         result = scan(holed, starts[0], sealer)
         self.assertEqual([f.record for f in result.frames], [Entry(1, 1), big[0]])
         self.assertEqual(result.torn.offset, second)
@@ -268,7 +268,7 @@ class ScanTests(TestCase):
         big = [Entry(i, 1, 0, os.urandom(1500)) for i in (2, 3, 4)]
         data, sealer, starts = build_file([[Entry(1, 1)], big, [Entry(5, 1)]])
         sector = (starts[1] // 512 + 2) * 512
-        holed = data[:sector] + bytes(512) + data[sector + 512:]
+        holed = data[:sector] + bytes(512) + data[sector + 512 :]
         self.assertRaises(CorruptVolume, scan, holed, starts[0], sealer)
 
 

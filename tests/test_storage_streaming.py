@@ -60,7 +60,7 @@ class FileWindowTests(TestCase):
         rng = random.Random(3)
         data = bytearray(rng.randbytes(5000))
         for at in rng.sample(range(len(data) - 4), 40):
-            data[at:at + 4] = MARKER
+            data[at : at + 4] = MARKER
         data = bytes(data)
         path = os.path.join(self.mktemp())
         with open(path, "wb") as f:
@@ -92,7 +92,7 @@ class StreamingTests(TestCase):
         volume = open_volume_now(self.path, HSM, runner=InlineRunner())
         self.records = records()
         for start in range(0, len(self.records), 7):
-            self.successResultOf(volume.append(self.records[start:start + 7]))
+            self.successResultOf(volume.append(self.records[start : start + 7]))
         self.size = volume.size
         volume.close()
         self.largest = max(FRAME_OVERHEAD + record_size(r) for r in self.records)
@@ -163,7 +163,7 @@ class SealedInPiecesTests(TestCase):
             for offset, piece in sealer.file_pieces(head, log, piece_size):
                 if len(data) < offset + len(piece):
                     data.extend(bytes(offset + len(piece) - len(data)))
-                data[offset:offset + len(piece)] = piece
+                data[offset : offset + len(piece)] = piece
             result = scan(bytes(data), len(head), sealer)
             self.assertIsNone(result.torn)
             self.assertEqual([frame.record for frame in result.frames], log)

@@ -256,10 +256,7 @@ class GroupCommitTests(VolumeTestCase):
         volume = yield open_volume(self.path, self.hsm, files=files)
         self.addCleanup(volume.close)
         fired = []
-        appends = [
-            volume.append([entry(i)]).addCallback(lambda _, i=i: fired.append(i))
-            for i in range(1, 201)
-        ]
+        appends = [volume.append([entry(i)]).addCallback(lambda _, i=i: fired.append(i)) for i in range(1, 201)]
         yield defer.gatherResults(appends)
         self.assertEqual(fired, list(range(1, 201)))
         self.assertLess(files.syncs, 20)

@@ -45,7 +45,9 @@ class PolicyCostTests(ServerTestCase):
         for name in names:
             await self.key(name)
         await self.policy(
-            "stall", allow={"KEY:ENCRYPT": ["*"]}, deny={"KEY:ENCRYPT": [WORST_PATTERN]},
+            "stall",
+            allow={"KEY:ENCRYPT": ["*"]},
+            deny={"KEY:ENCRYPT": [WORST_PATTERN]},
             client=self.admin,
         )
         user = await self.identity("e1", "User", client=self.admin)
@@ -55,11 +57,12 @@ class PolicyCostTests(ServerTestCase):
             KEY_ENCRYPT, pb.EncryptRequest(Name=names[0], Plaintext=b"x"), "e1", client=user_client
         )
         self.assertEqual(sealed.Version, 1)
-        await self.fails(ErrPermission, self.call(
-            KEY_ENCRYPT, pb.EncryptRequest(Name=names[1], Plaintext=b"x"), "e1", client=user_client))
+        await self.fails(
+            ErrPermission,
+            self.call(KEY_ENCRYPT, pb.EncryptRequest(Name=names[1], Plaintext=b"x"), "e1", client=user_client),
+        )
         await self.call(KEY_CREATE, pb.CreateKeyRequest(Name="k"), "e2", client=self.other_admin)
-        [status] = await self.send(KEY_STATUS, [pb.KeyStatusRequest(Name="k")], "e2",
-                                   client=self.other_admin)
+        [status] = await self.send(KEY_STATUS, [pb.KeyStatusRequest(Name="k")], "e2", client=self.other_admin)
         self.assertEqual(status.Version, 1)
 
     async def test_large_policy_refused(self):
@@ -71,18 +74,18 @@ class PolicyCostTests(ServerTestCase):
         body = body_of(POLICY_CREATE, request)
         self.assertGreater(len(body), 700_000)
         response = await self.raw().kms(body, "e1")
-        self.assertError(
-            response, 400, f"invalid policy: 55000 patterns, at most {MAX_PATTERNS} are allowed"
+        self.assertError(response, 400, f"invalid policy: 55000 patterns, at most {MAX_PATTERNS} are allowed")
+        await self.fails(
+            KMSError(400, f"invalid policy: a pattern of 'KEY:ENCRYPT' has more than {MAX_STARS} '*'"),
+            self.policy("stars", deny={"KEY:ENCRYPT": ["*a" * (MAX_STARS + 1)]}, client=self.admin),
         )
-        await self.fails(KMSError(400, "invalid policy: a pattern of 'KEY:ENCRYPT' has more "
-                                       f"than {MAX_STARS} '*'"),
-                         self.policy("stars", deny={"KEY:ENCRYPT": ["*a" * (MAX_STARS + 1)]},
-                                     client=self.admin))
-        await self.fails(KMSError(400, "invalid policy: a pattern of 'KEY:STATUS' is longer "
-                                       "than 128 characters"),
-                         self.policy("long", allow={"KEY:STATUS": ["p" * 129]}, client=self.admin))
+        await self.fails(
+            KMSError(400, "invalid policy: a pattern of 'KEY:STATUS' is longer than 128 characters"),
+            self.policy("long", allow={"KEY:STATUS": ["p" * 129]}, client=self.admin),
+        )
         await self.policy(
-            "largest", allow={"KEY:STATUS": [f"k{i}*" for i in range(MAX_PATTERNS)]},
+            "largest",
+            allow={"KEY:STATUS": [f"k{i}*" for i in range(MAX_PATTERNS)]},
             client=self.admin,
         )
 
@@ -105,10 +108,12 @@ class IdentityRightsTests(ServerTestCase):
         service = await self.identity("e1", "", client=self.client(admin), service_account=True)
         await self.fails(ErrPermission, self.identity("e1", "Admin", client=self.client(service)))
         await self.call(IDENTITY_DELETE, pb.DeleteIdentityRequest(Identity=admin.identity), "e1")
-        await self.fails(ErrIdentityNotFound, self.call(
-            IDENTITY_STATUS, pb.IdentityRequest(Identity=service.identity), "e1"))
-        await self.fails(ErrPermission, self.call(
-            KEY_CREATE, pb.CreateKeyRequest(Name="k"), "e1", client=self.client(service)))
+        await self.fails(
+            ErrIdentityNotFound, self.call(IDENTITY_STATUS, pb.IdentityRequest(Identity=service.identity), "e1")
+        )
+        await self.fails(
+            ErrPermission, self.call(KEY_CREATE, pb.CreateKeyRequest(Name="k"), "e1", client=self.client(service))
+        )
 
     async def test_identity_of_another_enclave(self):
         """e1's Admin cannot register e2's Admin in e1 (spec 1.6)."""
@@ -118,7 +123,7 @@ class IdentityRightsTests(ServerTestCase):
             KMSError(409, "identity already exists in another enclave"),
             self.identity("e1", "Admin", api_key=admin2.text, client=self.client(admin1)),
         )
-        await self.fails(ErrPermission, self.call(
-            KEY_CREATE, pb.CreateKeyRequest(Name="k"), "e1", client=self.client(admin2)))
-        await self.call(IDENTITY_CREATE, pb.CreateIdentityRequest(
-            Identity=admin1.identity, Privilege="User"), "e1")
+        await self.fails(
+            ErrPermission, self.call(KEY_CREATE, pb.CreateKeyRequest(Name="k"), "e1", client=self.client(admin2))
+        )
+        await self.call(IDENTITY_CREATE, pb.CreateIdentityRequest(Identity=admin1.identity, Privilege="User"), "e1")

@@ -92,9 +92,7 @@ class ParseErrorTests(SynchronousTestCase):
 
     def test_raw_text_verbatim(self):
         """A trailing newline is part of the message."""
-        self.assertEqual(
-            parse_error(503, "text/plain", b"not ready\n"), KMSError(503, "not ready\n")
-        )
+        self.assertEqual(parse_error(503, "text/plain", b"not ready\n"), KMSError(503, "not ready\n"))
 
     def test_first_5000_bytes(self):
         """Only the first 5000 bytes are read."""

@@ -170,8 +170,19 @@ class BadRequestTests(SynchronousTestCase):
 
     def test_batch_of_non_batch_command(self):
         """Writes, CLUSTER:STATUS and LIST commands take one frame only."""
-        single = (CLUSTER_ADDNODE, CLUSTER_STATUS, ENCLAVE_CREATE, ENCLAVE_LIST, KEY_CREATE, KEY_DELETE,
-                  KEY_IMPORT, KEY_LIST, POLICY_CREATE, IDENTITY_CREATE, IDENTITY_LIST)
+        single = (
+            CLUSTER_ADDNODE,
+            CLUSTER_STATUS,
+            ENCLAVE_CREATE,
+            ENCLAVE_LIST,
+            KEY_CREATE,
+            KEY_DELETE,
+            KEY_IMPORT,
+            KEY_LIST,
+            POLICY_CREATE,
+            IDENTITY_CREATE,
+            IDENTITY_LIST,
+        )
         for code in single:
             name = BY_CODE[code].name
             self.assertRefused(
@@ -239,9 +250,7 @@ class EncodeTests(SynchronousTestCase):
 
     def test_response_batch(self):
         """One frame per message, in order."""
-        body = frames.encode_response(
-            KEY_ENCRYPT, [pb.EncryptResponse(Version=1), pb.EncryptResponse(Version=2)]
-        )
+        body = frames.encode_response(KEY_ENCRYPT, [pb.EncryptResponse(Version=1), pb.EncryptResponse(Version=2)])
         self.assertEqual(body, frame(KEY_ENCRYPT, b"\x08\x01") + frame(KEY_ENCRYPT, b"\x08\x02"))
 
     def test_response_type_checked(self):
@@ -252,9 +261,7 @@ class EncodeTests(SynchronousTestCase):
     def test_request_rules(self):
         """Our client sends what kms-go sends, nothing else."""
         self.assertRaises(ValueError, frames.encode_request, 204, [])
-        self.assertRaises(
-            ValueError, frames.encode_request, 201, [pb.CreateKeyRequest(), pb.CreateKeyRequest()]
-        )
+        self.assertRaises(ValueError, frames.encode_request, 201, [pb.CreateKeyRequest(), pb.CreateKeyRequest()])
         self.assertRaises(TypeError, frames.encode_request, 204, [pb.EncryptRequest()])
         self.assertRaises(ValueError, frames.encode_request, 999, [pb.ListRequest()])
 

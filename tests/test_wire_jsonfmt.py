@@ -35,21 +35,16 @@ class ToJsonTests(SynchronousTestCase):
         status = pb.ServerStatusResponse(Commit=2**64 - 1, LeaderID=-1, HeapMemInUse=5, CPUs=16)
         self.assertEqual(
             jsonfmt.to_dict(status),
-            {"commit": "18446744073709551615", "leader_id": "-1", "sys_cpu_num": 16,
-             "sys_mem_heap_used": "5"},
+            {"commit": "18446744073709551615", "leader_id": "-1", "sys_cpu_num": 16, "sys_mem_heap_used": "5"},
         )
-        self.assertEqual(
-            jsonfmt.to_dict(pb.MACResponse(MAC=b"\xfb\xff\xfe")), {"mac": "+//+"}
-        )
+        self.assertEqual(jsonfmt.to_dict(pb.MACResponse(MAC=b"\xfb\xff\xfe")), {"mac": "+//+"})
 
     def test_well_known_types(self):
         """Duration as "1.500s", Timestamp as RFC 3339 with Z."""
         status = pb.ServerStatusResponse()
         status.ElectionTimeout.FromMilliseconds(1500)
         status.UpTime.FromSeconds(42)
-        self.assertEqual(
-            jsonfmt.to_dict(status), {"uptime": "42s", "election_timeout": "1.500s"}
-        )
+        self.assertEqual(jsonfmt.to_dict(status), {"uptime": "42s", "election_timeout": "1.500s"})
         profile = pb.ProfileStatusResponse()
         profile.Started.FromJsonString("2025-03-14T09:26:53.589793238Z")
         self.assertEqual(
@@ -82,18 +77,12 @@ class ToJsonTests(SynchronousTestCase):
         listing.Keys.add(Name="a", Version=1)
         policy = pb.PolicyResponse(Name="p")
         policy.Allow["KEY:STATUS"].Rules["*"].SetInParent()
-        self.assertEqual(
-            jsonfmt.to_dict(listing), {"keys": [{"name": "a", "version": 1}], "continue_at": "c"}
-        )
-        self.assertEqual(
-            jsonfmt.to_dict(policy), {"name": "p", "allow": {"KEY:STATUS": {"rules": {"*": {}}}}}
-        )
+        self.assertEqual(jsonfmt.to_dict(listing), {"keys": [{"name": "a", "version": 1}], "continue_at": "c"})
+        self.assertEqual(jsonfmt.to_dict(policy), {"name": "p", "allow": {"KEY:STATUS": {"rules": {"*": {}}}}})
 
     def test_defaults_everywhere(self):
         """With defaults, empty lists and maps are written too."""
-        self.assertEqual(
-            jsonfmt.to_json(pb.ClusterStatusResponse()), b'{"nodes_up":{},"nodes_down":{}}'
-        )
+        self.assertEqual(jsonfmt.to_json(pb.ClusterStatusResponse()), b'{"nodes_up":{},"nodes_down":{}}')
 
     def test_agrees_with_json_format(self):
         """Our walker gives the same values as protobuf's own MessageToDict."""
@@ -123,9 +112,7 @@ class FromJsonTests(SynchronousTestCase):
 
     def test_unknown_key_rejected(self):
         """Unknown keys are an error."""
-        self.assertRaises(
-            json_format.ParseError, jsonfmt.from_json, b'{"version":"v","extra":1}', pb.VersionResponse
-        )
+        self.assertRaises(json_format.ParseError, jsonfmt.from_json, b'{"version":"v","extra":1}', pb.VersionResponse)
 
     def test_from_dict(self):
         """The inverse of to_dict."""

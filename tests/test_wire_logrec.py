@@ -12,7 +12,7 @@ from minkms.wire import kms_pb2 as pb
 from minkms.wire.frames import FrameError
 from minkms.wire.logrec import MAX_RECORD, decode_log_records, encode_log_record
 
-EXAMPLE = bytes.fromhex("0000000f" "120608 80e2cfaa06" "1a0568656c6c6f".replace(" ", ""))
+EXAMPLE = bytes.fromhex("0000000f120608 80e2cfaa061a0568656c6c6f".replace(" ", ""))
 WHEN = datetime.datetime(2023, 11, 14, 22, 13, 20, tzinfo=datetime.timezone.utc)
 LEGACY = bytes.fromhex("2a0b2209") + b"127.0.0.1"
 
@@ -50,9 +50,7 @@ class EncodeTests(SynchronousTestCase):
         data = encode_log_record(-4, WHEN, "m", [("g", "b.py", 9), frame])
         ((record,), _) = decode_log_records(data)
         self.assertEqual(record.Level, -4)
-        self.assertEqual(
-            [(f.Function, f.File, f.Line) for f in record.Trace], [("g", "b.py", 9), ("f", "a.py", 3)]
-        )
+        self.assertEqual([(f.Function, f.File, f.Line) for f in record.Trace], [("g", "b.py", 9), ("f", "a.py", 3)])
 
     def test_long_trace_dropped_first(self):
         """Outer trace frames go first; the message stays whole if it can."""

@@ -27,8 +27,7 @@ def load_rows(testcase, name):
     path = os.path.join(VECTORS, name)
     if not os.path.isfile(path):
         testcase.fail(
-            f"known-answer vectors missing: {path} not found (shared/ must be a"
-            " sibling of the repository clone)"
+            f"known-answer vectors missing: {path} not found (shared/ must be a sibling of the repository clone)"
         )
     with open(path, encoding="utf-8") as f:
         lines = [line for line in f.read().split("\n") if line]
@@ -275,10 +274,7 @@ class RequestVectorsTests(SynchronousTestCase):
         names = [
             r["command"]
             for r in self.rows
-            if any(
-                has_map_entries(m)
-                for _, m in frames.decode_request(bytes.fromhex(r["frame_hex"]))
-            )
+            if any(has_map_entries(m) for _, m in frames.decode_request(bytes.fromhex(r["frame_hex"])))
         ]
         self.assertIn("POLICY:CREATE", names)
         self.assertEqual(names.count("IDENTITY:CREATE"), 2)
@@ -373,10 +369,7 @@ class ResponseVectorsTests(SynchronousTestCase):
     def _upb_body(self, command, payloads):
         return b"".join(
             frames.HEADER.pack(command.code, len(s)) + s
-            for s in (
-                command.response.FromString(p).SerializeToString(deterministic=True)
-                for p in payloads
-            )
+            for s in (command.response.FromString(p).SerializeToString(deterministic=True) for p in payloads)
         )
 
     def test_upb_integer_keys_differ(self):

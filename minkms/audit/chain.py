@@ -168,6 +168,10 @@ def _check(name, number, line, expect, seal_key):
             return Problem(name, number, seq, _REPLACED)
     if record.get("kind") == KIND_SEAL and seal_key is not None:
         if not hmac.compare_digest(str(record.get("mac", "")), _mac(seal_key, record)):
-            return Problem(name, number, seq, "seal does not verify: the records before it were rewritten, "
-                                              "or the HSM key is not this cluster's")
+            return Problem(
+                name,
+                number,
+                seq,
+                "seal does not verify: the records before it were rewritten, or the HSM key is not this cluster's",
+            )
     return record

@@ -50,8 +50,7 @@ def add(argv: list[str]) -> int:
     """
     p = session.parser("add", add.__doc__)
     p.add_argument("host", metavar="HOST[:PORT]")
-    p.add_argument("--force", action="store_true",
-                   help="add the node even if it holds data (its data is dropped)")
+    p.add_argument("--force", action="store_true", help="add the node even if it holds data (its data is dropped)")
     args = p.parse_args(argv)
     host = _host(args.host)
 
@@ -66,8 +65,7 @@ def rm(argv: list[str]) -> int:
     """C{minkms rm HOST[:PORT]}: remove a node from a healthy cluster."""
     p = session.parser("rm", rm.__doc__)
     p.add_argument("host", metavar="HOST[:PORT]")
-    p.add_argument("--delete", action="store_true",
-                   help="also wipe the cluster definition on the removed node")
+    p.add_argument("--delete", action="store_true", help="also wipe the cluster definition on the removed node")
     args = p.parse_args(argv)
     host = _host(args.host)
 
@@ -97,8 +95,7 @@ def edit(argv: list[str]) -> int:
     """
     p = session.parser("edit", edit.__doc__)
     p.add_argument("host", metavar="HOST[:PORT]")
-    p.add_argument("--rm", action="append", required=True, metavar="ID",
-                   help="node ID to remove (repeatable)")
+    p.add_argument("--rm", action="append", required=True, metavar="ID", help="node ID to remove (repeatable)")
     args = p.parse_args(argv)
     host = _host(args.host)
     ids = _node_ids(args.rm)
@@ -141,11 +138,14 @@ def _print_node(node_id: int, host: str, node, verbose: bool, down_state: str = 
         rows.append(("System", ""))
     render.block(rows, indent="  ", width=LABELS)
     if verbose:
-        render.block([
-            ("OS", node.OS),
-            ("CPUs", f"{node.CPUs} {node.Arch}"),
-            ("Memory", render.size(node.HeapMemInUse)),
-        ], indent="      ")
+        render.block(
+            [
+                ("OS", node.OS),
+                ("CPUs", f"{node.CPUs} {node.Arch}"),
+                ("Memory", render.size(node.HeapMemInUse)),
+            ],
+            indent="      ",
+        )
 
 
 async def down_states(client, status) -> dict:
@@ -186,8 +186,7 @@ def print_status(status, verbose: bool = False, down: dict | None = None) -> Non
 def stat(argv: list[str]) -> int:
     """C{minkms stat}: the status of every node of the cluster."""
     p = session.parser("stat", stat.__doc__, json=True)
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="also show HSMs and system information")
+    p.add_argument("-v", "--verbose", action="store_true", help="also show HSMs and system information")
     args = p.parse_args(argv)
 
     async def command(client, args):
@@ -202,8 +201,13 @@ def stat(argv: list[str]) -> int:
 
 def _node_summary(node_id: int, host: str, node) -> dict:
     up = node is not None
-    return {"id": node_id, "host": host, "up": up, "role": node.Role if up else "",
-            "uptime": render.proto_duration(node.UpTime) if up else ""}
+    return {
+        "id": node_id,
+        "host": host,
+        "up": up,
+        "role": node.Role if up else "",
+        "uptime": render.proto_duration(node.UpTime) if up else "",
+    }
 
 
 def ls(argv: list[str]) -> int:
@@ -218,8 +222,7 @@ def ls(argv: list[str]) -> int:
             print_json([_node_summary(i, host, node) for i, host, node in nodes])
             return
         rows = [
-            (i, "up", node.Role, render.proto_duration(node.UpTime), host) if node
-            else (i, "down", "-", "-", host)
+            (i, "up", node.Role, render.proto_duration(node.UpTime), host) if node else (i, "down", "-", "-", host)
             for i, host, node in nodes
         ]
         render.table(("ID", "Status", "Role", "Uptime", "Host"), rows)
@@ -250,8 +253,7 @@ def backup(argv: list[str]) -> int:
     """
     p = session.parser("backup", backup.__doc__)
     p.add_argument("file", nargs="?", metavar="FILE")
-    p.add_argument("--compress", choices=("on", "off"), default="on",
-                   help="gzip the snapshot (default: on)")
+    p.add_argument("--compress", choices=("on", "off"), default="on", help="gzip the snapshot (default: on)")
     args = p.parse_args(argv)
     compress = args.compress == "on"
     path = args.file or time.strftime("%Y%m%d_%H%M%S_kms.db") + (".gzip" if compress else "")
@@ -298,5 +300,4 @@ def restore(argv: list[str]) -> int:
     return session.run(command, args)
 
 
-COMMANDS = {"add": add, "rm": rm, "edit": edit, "stat": stat, "ls": ls,
-            "backup": backup, "restore": restore}
+COMMANDS = {"add": add, "rm": rm, "edit": edit, "stat": stat, "ls": ls, "backup": backup, "restore": restore}

@@ -34,9 +34,22 @@ def _start_node(hsm_key: str, port: int, run_dir: str, index: int) -> subprocess
     log = open(os.path.join(run_dir, f"node{index}.log"), "ab")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "minkms.cli.main", "server", os.path.join(run_dir, f"node{index}"), "--dev",
-             "--host", f"127.0.0.1:{port}", "--address", f"127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "minkms.cli.main",
+                "server",
+                os.path.join(run_dir, f"node{index}"),
+                "--dev",
+                "--host",
+                f"127.0.0.1:{port}",
+                "--address",
+                f"127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
             preexec_fn=_die_with_parent,
         )
     finally:
@@ -61,8 +74,9 @@ def _check_ports(ports: list[int]) -> None:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
-                raise CLIError(f"port {port} is in use (is another minkms cluster still running?); "
-                               "stop it or pass --port") from None
+                raise CLIError(
+                    f"port {port} is in use (is another minkms cluster still running?); stop it or pass --port"
+                ) from None
 
 
 def _last_line(path: str) -> str:
@@ -128,8 +142,12 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 def run_dev_cluster(argv: list[str]) -> int:
     """Start, join and watch a local cluster until interrupted."""
     parser = ArgumentParser(prog="minkms cluster", description=run_dev_cluster.__doc__)
-    parser.add_argument("--dev", action="store_true", required=True,
-                        help="embedded defaults: self-signed certs, soft HSM, temporary volumes")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        required=True,
+        help="embedded defaults: self-signed certs, soft HSM, temporary volumes",
+    )
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--port", type=int, default=7373, help="port of node 0; the others follow")
     args = parser.parse_args(argv)

@@ -22,14 +22,22 @@ def add_enclave(argv: list[str]) -> int:
 
 
 rm_enclave = session.deleter(
-    "rm-enclave", "C{minkms rm-enclave NAME...}: delete enclaves with all their keys.",
-    ENCLAVE_DELETE, lambda name: pb.DeleteEnclaveRequest(Name=name), "enclave", enclave=False,
+    "rm-enclave",
+    "C{minkms rm-enclave NAME...}: delete enclaves with all their keys.",
+    ENCLAVE_DELETE,
+    lambda name: pb.DeleteEnclaveRequest(Name=name),
+    "enclave",
+    enclave=False,
 )
 
 
 ls_enclave = session.lister(
-    "ls-enclave", "C{minkms ls-enclave [PREFIX]}: list enclaves.", ENCLAVE_LIST,
-    ("Created", "Name"), lambda e: (render.timestamp(e.CreatedAt), e.Name), enclave=False,
+    "ls-enclave",
+    "C{minkms ls-enclave [PREFIX]}: list enclaves.",
+    ENCLAVE_LIST,
+    ("Created", "Name"),
+    lambda e: (render.timestamp(e.CreatedAt), e.Name),
+    enclave=False,
 )
 
 
@@ -47,11 +55,16 @@ def stat_enclave(argv: list[str]) -> int:
         for i, e in enumerate(replies):
             if i:
                 print()
-            render.block([("Name", e.Name), ("Created", render.timestamp(e.CreatedAt)),
-                          ("Created by", e.CreatedBy or "-")])
+            render.block(
+                [("Name", e.Name), ("Created", render.timestamp(e.CreatedAt)), ("Created by", e.CreatedBy or "-")]
+            )
 
     return session.run(command, args)
 
 
-COMMANDS = {"add-enclave": add_enclave, "rm-enclave": rm_enclave,
-            "ls-enclave": ls_enclave, "stat-enclave": stat_enclave}
+COMMANDS = {
+    "add-enclave": add_enclave,
+    "rm-enclave": rm_enclave,
+    "ls-enclave": ls_enclave,
+    "stat-enclave": stat_enclave,
+}

@@ -38,8 +38,7 @@ def add_identity(argv: list[str]) -> int:
     p.add_argument("identities", nargs="*", metavar="IDENTITY")
     p.add_argument("--admin", action="store_true", help="an enclave admin (default: a User)")
     p.add_argument("--service", action="store_true", help="a service account of the caller")
-    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
-                   help="a tag (repeatable)")
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="a tag (repeatable)")
     args = p.parse_args(argv)
     tags = _tags(args.tag)
     enclave = session.enclave_of(args)
@@ -49,8 +48,9 @@ def add_identity(argv: list[str]) -> int:
 
     async def command(client, args):
         for identity in identities:
-            request = pb.CreateIdentityRequest(Identity=identity, Privilege=privilege,
-                                               IsServiceAccount=args.service, Tags=tags)
+            request = pb.CreateIdentityRequest(
+                Identity=identity, Privilege=privilege, IsServiceAccount=args.service, Tags=tags
+            )
             await client.call(IDENTITY_CREATE, request, enclave=enclave)
         if new_key is not None:
             show_new_key(new_key, identities[0], args.json)
@@ -64,16 +64,18 @@ def add_identity(argv: list[str]) -> int:
 
 
 def _show_identity(i) -> None:
-    render.block([
-        ("Identity", i.Identity),
-        ("Privilege", privilege_name(i.Privilege)),
-        ("Policy", i.Policy or "-"),
-        ("Created", render.timestamp(i.CreatedAt)),
-        ("Created by", i.CreatedBy or "-"),
-        ("Service account", "yes" if i.IsServiceAccount else "no"),
-        ("Service accounts", ", ".join(i.ServiceAccounts) if i.ServiceAccounts else None),
-        ("Tags", ", ".join(f"{k}={v}" for k, v in sorted(i.Tags.items())) or "-"),
-    ])
+    render.block(
+        [
+            ("Identity", i.Identity),
+            ("Privilege", privilege_name(i.Privilege)),
+            ("Policy", i.Policy or "-"),
+            ("Created", render.timestamp(i.CreatedAt)),
+            ("Created by", i.CreatedBy or "-"),
+            ("Service account", "yes" if i.IsServiceAccount else "no"),
+            ("Service accounts", ", ".join(i.ServiceAccounts) if i.ServiceAccounts else None),
+            ("Tags", ", ".join(f"{k}={v}" for k, v in sorted(i.Tags.items())) or "-"),
+        ]
+    )
 
 
 def get_identity(argv: list[str]) -> int:
@@ -88,8 +90,7 @@ def get_identity(argv: list[str]) -> int:
     wanted = args.identities or [""]
 
     async def command(client, args):
-        replies = await client.send(IDENTITY_STATUS, [pb.IdentityRequest(Identity=i) for i in wanted],
-                                    enclave=enclave)
+        replies = await client.send(IDENTITY_STATUS, [pb.IdentityRequest(Identity=i) for i in wanted], enclave=enclave)
         if args.json:
             render.print_messages(replies)
             return
@@ -102,17 +103,27 @@ def get_identity(argv: list[str]) -> int:
 
 
 ls_identity = session.lister(
-    "ls-identity", "C{minkms ls-identity [PREFIX]}: list the identities of an enclave.", IDENTITY_LIST,
+    "ls-identity",
+    "C{minkms ls-identity [PREFIX]}: list the identities of an enclave.",
+    IDENTITY_LIST,
     ("Privilege", "Policy", "Created", "Identity"),
     lambda i: (privilege_name(i.Privilege), i.Policy or "-", render.timestamp(i.CreatedAt), i.Identity),
 )
 
 
 rm_identity = session.deleter(
-    "rm-identity", "C{minkms rm-identity IDENTITY...}: delete identities and their service accounts.",
-    IDENTITY_DELETE, lambda identity: pb.DeleteIdentityRequest(Identity=identity), "identity", metavar="IDENTITY",
+    "rm-identity",
+    "C{minkms rm-identity IDENTITY...}: delete identities and their service accounts.",
+    IDENTITY_DELETE,
+    lambda identity: pb.DeleteIdentityRequest(Identity=identity),
+    "identity",
+    metavar="IDENTITY",
 )
 
 
-COMMANDS = {"add-identity": add_identity, "get-identity": get_identity,
-            "ls-identity": ls_identity, "rm-identity": rm_identity}
+COMMANDS = {
+    "add-identity": add_identity,
+    "get-identity": get_identity,
+    "ls-identity": ls_identity,
+    "rm-identity": rm_identity,
+}

@@ -79,8 +79,7 @@ def add_key(argv: list[str]) -> int:
     """
     p = session.parser("add-key", add_key.__doc__, enclave=True)
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--type", metavar="AES256|ChaCha20",
-                   help="key type (default: chosen by the server)")
+    p.add_argument("--type", metavar="AES256|ChaCha20", help="key type (default: chosen by the server)")
     p.add_argument("--version", action="store_true", help="add a new version to an existing key")
     p.add_argument("--import", dest="material", metavar="B64KEY", help="import base64 key material")
     args = p.parse_args(argv)
@@ -107,8 +106,11 @@ def add_key(argv: list[str]) -> int:
 
 
 ls_key = session.lister(
-    "ls-key", "C{minkms ls-key [PREFIX]}: list the keys of an enclave.", KEY_LIST,
-    ("Type", "Created", "Name"), lambda k: (k.Type, render.timestamp(k.CreatedAt), k.Name),
+    "ls-key",
+    "C{minkms ls-key [PREFIX]}: list the keys of an enclave.",
+    KEY_LIST,
+    ("Type", "Created", "Name"),
+    lambda k: (k.Type, render.timestamp(k.CreatedAt), k.Name),
 )
 
 
@@ -116,8 +118,7 @@ def stat_key(argv: list[str]) -> int:
     """C{minkms stat-key NAME...}: show the version, type, creation time and owner of keys."""
     p = session.parser("stat-key", stat_key.__doc__, enclave=True, json=True)
     p.add_argument("names", nargs="+", metavar="NAME")
-    p.add_argument("-v", "--version", type=int, default=0, metavar="VER",
-                   help="key version (default: latest)")
+    p.add_argument("-v", "--version", type=int, default=0, metavar="VER", help="key version (default: latest)")
     args = p.parse_args(argv)
     enclave = session.enclave_of(args)
 
@@ -130,13 +131,15 @@ def stat_key(argv: list[str]) -> int:
         for i, k in enumerate(replies):
             if i:
                 print()
-            render.block([
-                ("Name", k.Name),
-                ("Version", str(k.Version)),
-                ("Type", k.Type),
-                ("Created", render.timestamp(k.CreatedAt)),
-                ("Owner", k.CreatedBy or "-"),
-            ])
+            render.block(
+                [
+                    ("Name", k.Name),
+                    ("Version", str(k.Version)),
+                    ("Type", k.Type),
+                    ("Created", render.timestamp(k.CreatedAt)),
+                    ("Owner", k.CreatedBy or "-"),
+                ]
+            )
 
     return session.run(command, args)
 
@@ -173,8 +176,7 @@ def _crypto_parser(name: str, doc: str, data: str | None):
     p.add_argument("name", metavar="NAME")
     if data:
         p.add_argument("data", metavar=data)
-    p.add_argument("-v", "--version", type=int, default=0, metavar="VER",
-                   help="key version (default: latest)")
+    p.add_argument("-v", "--version", type=int, default=0, metavar="VER", help="key version (default: latest)")
     return p
 
 
@@ -184,22 +186,25 @@ def keygen(argv: list[str]) -> int:
     plaintext and its ciphertext under the key.
     """
     p = _crypto_parser("keygen", keygen.__doc__, None)
-    p.add_argument("--length", type=int, default=0, metavar="BYTES",
-                   help="key length (default: 32)")
-    p.add_argument("--context", default="", metavar="TEXT",
-                   help="associated data bound to the ciphertext")
+    p.add_argument("--length", type=int, default=0, metavar="BYTES", help="key length (default: 32)")
+    p.add_argument("--context", default="", metavar="TEXT", help="associated data bound to the ciphertext")
     args = p.parse_args(argv)
     enclave = session.enclave_of(args)
 
     async def command(client, args):
-        request = pb.GenerateKeyRequest(Name=args.name, Version=args.version, Length=args.length,
-                                        AssociatedData=args.context.encode("utf-8"))
+        request = pb.GenerateKeyRequest(
+            Name=args.name, Version=args.version, Length=args.length, AssociatedData=args.context.encode("utf-8")
+        )
         reply = await client.call(KEY_GENERATE, request, enclave=enclave)
         if args.json:
             render.print_message(reply)
             return
-        render.block([("Plaintext", base64.b64encode(reply.Plaintext).decode("ascii")),
-                      ("Ciphertext", format_ciphertext(reply.Version, reply.Ciphertext))])
+        render.block(
+            [
+                ("Plaintext", base64.b64encode(reply.Plaintext).decode("ascii")),
+                ("Ciphertext", format_ciphertext(reply.Version, reply.Ciphertext)),
+            ]
+        )
 
     return session.run(command, args)
 
@@ -212,9 +217,12 @@ def encrypt(argv: list[str]) -> int:
     enclave = session.enclave_of(args)
 
     async def command(client, args):
-        request = pb.EncryptRequest(Name=args.name, Version=args.version,
-                                    Plaintext=args.data.encode("utf-8"),
-                                    AssociatedData=args.context.encode("utf-8"))
+        request = pb.EncryptRequest(
+            Name=args.name,
+            Version=args.version,
+            Plaintext=args.data.encode("utf-8"),
+            AssociatedData=args.context.encode("utf-8"),
+        )
         reply = await client.call(KEY_ENCRYPT, request, enclave=enclave)
         if args.json:
             render.print_message(reply)
@@ -238,8 +246,9 @@ def decrypt(argv: list[str]) -> int:
     enclave = session.enclave_of(args)
 
     async def command(client, args):
-        request = pb.DecryptRequest(Name=args.name, Version=version, Ciphertext=ciphertext,
-                                    AssociatedData=args.context.encode("utf-8"))
+        request = pb.DecryptRequest(
+            Name=args.name, Version=version, Ciphertext=ciphertext, AssociatedData=args.context.encode("utf-8")
+        )
         reply = await client.call(KEY_DECRYPT, request, enclave=enclave)
         if args.json:
             render.print_message(reply)
@@ -268,5 +277,13 @@ def mac(argv: list[str]) -> int:
     return session.run(command, args)
 
 
-COMMANDS = {"add-key": add_key, "ls-key": ls_key, "stat-key": stat_key, "rm-key": rm_key,
-            "keygen": keygen, "encrypt": encrypt, "decrypt": decrypt, "mac": mac}
+COMMANDS = {
+    "add-key": add_key,
+    "ls-key": ls_key,
+    "stat-key": stat_key,
+    "rm-key": rm_key,
+    "keygen": keygen,
+    "encrypt": encrypt,
+    "decrypt": decrypt,
+    "mac": mac,
+}

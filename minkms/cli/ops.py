@@ -102,8 +102,7 @@ def audit(argv: list[str]) -> int:
     report = chain.verify(files, key)
     if report.problem is not None:
         raise CLIError(str(report.problem))
-    print(f"ok: {report.records} records, {report.seals} seals "
-          f"({report.unsealed_tail} records after the last seal)")
+    print(f"ok: {report.records} records, {report.seals} seals ({report.unsealed_tail} records after the last seal)")
     if key is None:
         sys.stderr.write("minkms: warning: MINIO_KMS_HSM_KEY is not set: seals were not checked\n")
     return 0
@@ -153,8 +152,9 @@ def profile(argv: list[str]) -> int:
 async def _checked(client, method: bytes, path: str, host: str) -> bytes:
     from minkms.wire import errors as wire_errors
 
-    status, ctype, data = await client.request(method, path, b"" if method == b"POST" else None, host=host,
-                                                accept=b"application/octet-stream")
+    status, ctype, data = await client.request(
+        method, path, b"" if method == b"POST" else None, host=host, accept=b"application/octet-stream"
+    )
     if status != 200:
         raise wire_errors.parse_error(status, ctype.decode("latin-1"), data)
     return data

@@ -43,8 +43,10 @@ def policy_document(reply) -> str:
     return policy_to_json(raw_rules_from_proto(reply.Allow), raw_rules_from_proto(reply.Deny))
 
 
-POLICY_FORMAT = ('FILE is a JSON policy: {"allow": {"KEY:ENCRYPT": "app-*"}, "deny": {...}}; '
-                 "the format and an example are in docs/policies.md")
+POLICY_FORMAT = (
+    'FILE is a JSON policy: {"allow": {"KEY:ENCRYPT": "app-*"}, "deny": {...}}; '
+    "the format and an example are in docs/policies.md"
+)
 
 
 def add_policy(argv: list[str]) -> int:
@@ -95,16 +97,20 @@ def stat_policy(argv: list[str]) -> int:
     enclave = session.enclave_of(args)
 
     async def command(client, args):
-        replies = await client.send(POLICY_STATUS, [pb.PolicyRequest(Name=n) for n in args.names],
-                                    enclave=enclave)
+        replies = await client.send(POLICY_STATUS, [pb.PolicyRequest(Name=n) for n in args.names], enclave=enclave)
         if args.json:
             render.print_messages(replies)
             return
         for i, reply in enumerate(replies):
             if i:
                 print()
-            render.block([("Name", reply.Name), ("Created", render.timestamp(reply.CreatedAt)),
-                          ("Created by", reply.CreatedBy or "-")])
+            render.block(
+                [
+                    ("Name", reply.Name),
+                    ("Created", render.timestamp(reply.CreatedAt)),
+                    ("Created by", reply.CreatedBy or "-"),
+                ]
+            )
 
     return session.run(command, args)
 
@@ -126,16 +132,28 @@ def set_policy(argv: list[str]) -> int:
 
 
 ls_policy = session.lister(
-    "ls-policy", "C{minkms ls-policy [PREFIX]}: list the policies of an enclave.", POLICY_LIST,
-    ("Created", "Name"), lambda x: (render.timestamp(x.CreatedAt), x.Name),
+    "ls-policy",
+    "C{minkms ls-policy [PREFIX]}: list the policies of an enclave.",
+    POLICY_LIST,
+    ("Created", "Name"),
+    lambda x: (render.timestamp(x.CreatedAt), x.Name),
 )
 
 
 rm_policy = session.deleter(
-    "rm-policy", "C{minkms rm-policy NAME...}: delete policies; their identities lose those rights.",
-    POLICY_DELETE, lambda name: pb.DeletePolicyRequest(Name=name), "policy",
+    "rm-policy",
+    "C{minkms rm-policy NAME...}: delete policies; their identities lose those rights.",
+    POLICY_DELETE,
+    lambda name: pb.DeletePolicyRequest(Name=name),
+    "policy",
 )
 
 
-COMMANDS = {"add-policy": add_policy, "get-policy": get_policy, "stat-policy": stat_policy,
-            "set-policy": set_policy, "ls-policy": ls_policy, "rm-policy": rm_policy}
+COMMANDS = {
+    "add-policy": add_policy,
+    "get-policy": get_policy,
+    "stat-policy": stat_policy,
+    "set-policy": set_policy,
+    "ls-policy": ls_policy,
+    "rm-policy": rm_policy,
+}

@@ -19,30 +19,33 @@ from minkms.tls import TLSConfigError, load_ca_directory
 from minkms.wire.commands import BY_CODE
 
 
-def parser(prog: str, description: str, enclave: bool = False,
-           json: bool = False) -> ArgumentParser:
+def parser(prog: str, description: str, enclave: bool = False, json: bool = False) -> ArgumentParser:
     """
     An argument parser with the flags of every client command (C{-a},
     C{-k}) and, when asked, C{-e/--enclave} and C{--json}.
     """
     p = ArgumentParser(prog=f"minkms {prog}", description=description)
     p.add_argument("-a", "--api-key", metavar="KEY", help="API key (default: $MINIO_KMS_API_KEY)")
-    p.add_argument("-k", "--insecure", action="store_true",
-                   help="skip verification of the server certificate")
-    p.add_argument("--cacert", metavar="FILE",
-                   help="trust the CA certificate(s) in FILE or directory "
-                        "(default: the system's, or $SSL_CERT_FILE)")
+    p.add_argument("-k", "--insecure", action="store_true", help="skip verification of the server certificate")
+    p.add_argument(
+        "--cacert",
+        metavar="FILE",
+        help="trust the CA certificate(s) in FILE or directory (default: the system's, or $SSL_CERT_FILE)",
+    )
     if enclave:
-        p.add_argument("-e", "--enclave", metavar="NAME",
-                       default=os.environ.get("MINIO_KMS_ENCLAVE") or None,
-                       help="enclave (default: $MINIO_KMS_ENCLAVE)")
+        p.add_argument(
+            "-e",
+            "--enclave",
+            metavar="NAME",
+            default=os.environ.get("MINIO_KMS_ENCLAVE") or None,
+            help="enclave (default: $MINIO_KMS_ENCLAVE)",
+        )
     if json:
         p.add_argument("--json", action="store_true", help="print JSON")
     return p
 
 
-def deleter(prog: str, description: str, code: int, request, noun: str,
-            metavar: str = "NAME", enclave: bool = True):
+def deleter(prog: str, description: str, code: int, request, noun: str, metavar: str = "NAME", enclave: bool = True):
     """
     A C{minkms rm-*} command: delete each named item in turn with command
     C{code} and C{request(name)}, saying so for each.
@@ -162,8 +165,7 @@ def _ca_certificates(path: str | None):
         raise CLIError(f"--cacert: {e}") from None
 
 
-async def list_all(client: KMSClient, code: int, prefix: str = "", enclave: str = "",
-                   limit: int = 0) -> list:
+async def list_all(client: KMSClient, code: int, prefix: str = "", enclave: str = "", limit: int = 0) -> list:
     """
     Every item of a LIST command, following C{ContinueAt} page by page
     until the server says the listing is complete (spec section 5.1).

@@ -90,9 +90,7 @@ def enclave_status(state, ctx, request, visible):
 def list_enclaves(state, ctx, request, visible):
     """ENCLAVE:LIST (the SysAdmin sees every enclave)."""
     page = reads.list_enclaves(state, request.Prefix, request.ContinueAt, request.Limit)
-    return pb.ListEnclavesResponse(
-        Enclaves=[enclave_response(e) for e in page.items], ContinueAt=page.continue_at
-    )
+    return pb.ListEnclavesResponse(Enclaves=[enclave_response(e) for e in page.items], ContinueAt=page.continue_at)
 
 
 @answers.responder(KEY_STATUS)
@@ -105,8 +103,12 @@ def key_status(state, ctx, request, visible):
 def encrypt(state, ctx, request, visible):
     """KEY:ENCRYPT."""
     version, ciphertext = reads.encrypt(
-        state, ctx.enclave, request.Name, request.Version,
-        request.Plaintext, request.AssociatedData,
+        state,
+        ctx.enclave,
+        request.Name,
+        request.Version,
+        request.Plaintext,
+        request.AssociatedData,
     )
     return pb.EncryptResponse(Version=version, Ciphertext=ciphertext)
 
@@ -115,8 +117,12 @@ def encrypt(state, ctx, request, visible):
 def decrypt(state, ctx, request, visible):
     """KEY:DECRYPT."""
     plaintext = reads.decrypt(
-        state, ctx.enclave, request.Name, request.Version,
-        request.Ciphertext, request.AssociatedData,
+        state,
+        ctx.enclave,
+        request.Name,
+        request.Version,
+        request.Ciphertext,
+        request.AssociatedData,
     )
     return pb.DecryptResponse(Plaintext=plaintext)
 
@@ -125,8 +131,12 @@ def decrypt(state, ctx, request, visible):
 def generate(state, ctx, request, visible):
     """KEY:GENERATE: a data key, in plaintext and sealed."""
     version, plaintext, ciphertext = reads.generate_key(
-        state, ctx.enclave, request.Name, request.Version,
-        request.AssociatedData, request.Length,
+        state,
+        ctx.enclave,
+        request.Name,
+        request.Version,
+        request.AssociatedData,
+        request.Length,
     )
     return pb.GenerateKeyResponse(Version=version, Plaintext=plaintext, Ciphertext=ciphertext)
 
@@ -134,23 +144,15 @@ def generate(state, ctx, request, visible):
 @answers.responder(KEY_LIST)
 def list_keys(state, ctx, request, visible):
     """KEY:LIST: the keys the caller may see."""
-    page = reads.list_keys(
-        state, ctx.enclave, request.Prefix, request.ContinueAt, request.Limit, visible
-    )
-    return pb.ListKeysResponse(
-        Keys=[key_response(s) for s in page.items], ContinueAt=page.continue_at
-    )
+    page = reads.list_keys(state, ctx.enclave, request.Prefix, request.ContinueAt, request.Limit, visible)
+    return pb.ListKeysResponse(Keys=[key_response(s) for s in page.items], ContinueAt=page.continue_at)
 
 
 @answers.responder(KEY_LISTVERSIONS)
 def list_key_versions(state, ctx, request, visible):
     """KEY:LISTVERSIONS: every version of the key named by the prefix."""
-    page = reads.list_key_versions(
-        state, ctx.enclave, request.Prefix, request.ContinueAt, request.Limit
-    )
-    return pb.ListKeysResponse(
-        Keys=[key_response(s) for s in page.items], ContinueAt=page.continue_at
-    )
+    page = reads.list_key_versions(state, ctx.enclave, request.Prefix, request.ContinueAt, request.Limit)
+    return pb.ListKeysResponse(Keys=[key_response(s) for s in page.items], ContinueAt=page.continue_at)
 
 
 @answers.responder(KEY_MAC)
@@ -180,9 +182,7 @@ def policy_status(state, ctx, request, visible):
 @answers.responder(POLICY_LIST)
 def list_policies(state, ctx, request, visible):
     """POLICY:LIST: the policies the caller may see."""
-    page = reads.list_policies(
-        state, ctx.enclave, request.Prefix, request.ContinueAt, request.Limit, visible
-    )
+    page = reads.list_policies(state, ctx.enclave, request.Prefix, request.ContinueAt, request.Limit, visible)
     return pb.ListPoliciesResponse(
         Policies=[policy_status_response(p) for p in page.items], ContinueAt=page.continue_at
     )
@@ -195,18 +195,12 @@ def identity_status(state, ctx, request, visible):
     SysAdmin, who lives in no enclave, the answer is made up on the spot.
     """
     if request.Identity == "" and ctx.is_sysadmin:
-        return pb.IdentityResponse(
-            Identity=ctx.caller, Privilege=PRIVILEGE_NUMBERS[SYSADMIN], CreatedBy=ctx.caller
-        )
+        return pb.IdentityResponse(Identity=ctx.caller, Privilege=PRIVILEGE_NUMBERS[SYSADMIN], CreatedBy=ctx.caller)
     return identity_response(reads.identity(state, ctx.enclave, request.Identity or ctx.caller))
 
 
 @answers.responder(IDENTITY_LIST)
 def list_identities(state, ctx, request, visible):
     """IDENTITY:LIST: the identities the caller may see."""
-    page = reads.list_identities(
-        state, ctx.enclave, request.Prefix, request.ContinueAt, request.Limit, visible
-    )
-    return pb.ListIdentitiesResponse(
-        Identities=[identity_response(s) for s in page.items], ContinueAt=page.continue_at
-    )
+    page = reads.list_identities(state, ctx.enclave, request.Prefix, request.ContinueAt, request.Limit, visible)
+    return pb.ListIdentitiesResponse(Identities=[identity_response(s) for s in page.items], ContinueAt=page.continue_at)

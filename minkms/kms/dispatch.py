@@ -74,9 +74,7 @@ def _check_scope(state: State, ctx: CallContext, command: Command, resolve_calle
         if not root:
             raise ErrPermission
         if ctx.enclave:
-            raise bad_request(
-                f"{command.name} is a cluster command: send it without an enclave"
-            )
+            raise bad_request(f"{command.name} is a cluster command: send it without an enclave")
         return
     if not ctx.enclave:
         if not root:

@@ -70,9 +70,16 @@ class AuditWriter:
     docstring).  C{record} is the only method called per request.
     """
 
-    def __init__(self, path: str, seal_key: bytes, node: str, reactor,
-                 max_size: int = DEFAULT_MAX_SIZE, seal_every: float = SEAL_EVERY,
-                 gather: float = GATHER) -> None:
+    def __init__(
+        self,
+        path: str,
+        seal_key: bytes,
+        node: str,
+        reactor,
+        max_size: int = DEFAULT_MAX_SIZE,
+        seal_every: float = SEAL_EVERY,
+        gather: float = GATHER,
+    ) -> None:
         self.path = os.path.abspath(path)
         self.max_size = max_size
         self._seal_key = seal_key
@@ -101,8 +108,7 @@ class AuditWriter:
             head = chain.head_after(last) if last else None
             if head is None:
                 if last:
-                    log.warn("audit file {path} does not end with a record; starting a new chain",
-                             path=self.path)
+                    log.warn("audit file {path} does not end with a record; starting a new chain", path=self.path)
                 self._write([chain.link(self._head, self._fields(chain.KIND_START))])
             else:
                 self._head = head

@@ -71,7 +71,9 @@ class LimitedRequest(server.Request):
         if length != 0:
             try:
                 self._limit = body_limit(
-                    self.channel.site.resource, self.channel._command, self.channel._path,
+                    self.channel.site.resource,
+                    self.channel._command,
+                    self.channel._path,
                     caller_identity(self),
                 )
             except KMSError as e:
@@ -120,7 +122,9 @@ class LimitedRequest(server.Request):
         ctype, body = wire_errors.error_body(error, "")
         head = (
             b"HTTP/1.1 %d %s\r\n" % (error.status, _REASONS.get(error.status, b"Error"))
-            + b"Content-Type: " + ctype + b"\r\n"
+            + b"Content-Type: "
+            + ctype
+            + b"\r\n"
             b"Content-Length: " + str(len(body)).encode() + b"\r\n"
             b"Connection: close\r\n\r\n"
         )

@@ -16,8 +16,7 @@ class INode(Interface):
 
     host = Attribute("This node's advertised C{host:port} (the C{--host} value).")
     state = Attribute(
-        "The local, applied L{minkms.state.machine.StateMachine}. Reads are served "
-        "from it (DESIGN decision 6)."
+        "The local, applied L{minkms.state.machine.StateMachine}. Reads are served from it (DESIGN decision 6)."
     )
     hsm = Attribute("The HSM that seals backups (L{minkms.hsm.SoftHSM}).")
     cluster_id = Attribute("The ID of the cluster this node belongs to.")

@@ -81,8 +81,7 @@ class ConnectionTable:
         """
         limits = self._limits
         evicted = None
-        over = (self.total >= limits.max_connections
-                or self.count(address) >= limits.max_connections_per_address)
+        over = self.total >= limits.max_connections or self.count(address) >= limits.max_connections_per_address
         if over:
             if limits.reserved_connections < 1:
                 return REFUSED, None

@@ -76,8 +76,7 @@ def format_line(record: Record, as_json: bool, namespace: str = "") -> str:
     stamp_text = stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     level = LEVEL_NAMES.get(record.level, str(record.level))
     if as_json:
-        return json.dumps({"time": stamp_text, "level": level, "namespace": namespace,
-                           "message": record.message})
+        return json.dumps({"time": stamp_text, "level": level, "namespace": namespace, "message": record.message})
     return f"{stamp_text} {level} {record.message}"
 
 
@@ -171,7 +170,7 @@ class LogFilter:
                     found.trace_level = _zigzag(value)
             elif wire == 2:
                 length, offset = _varint(body, offset)
-                value = body[offset:offset + length]
+                value = body[offset : offset + length]
                 if len(value) != length:
                     raise bad_request("invalid LogRequest: truncated")
                 offset += length

@@ -69,8 +69,7 @@ def founding_records(host: str):
 
 def force_requested(request) -> bool:
     """Whether an C{AddClusterNodeRequest} carries C{--force} (L{FORCE_FIELD})."""
-    return any(f.field_number == FORCE_FIELD and f.data
-               for f in unknown_fields.UnknownFieldSet(request))
+    return any(f.field_number == FORCE_FIELD and f.data for f in unknown_fields.UnknownFieldSet(request))
 
 
 def holdings(state) -> str:
@@ -137,9 +136,12 @@ class Standing:
         if not member or answer["cluster_id"] == self._node.cluster_id:
             return False
         address = protocol.transport.getPeer()
-        log.warn("the node at {address} answers as node {id} of another cluster: it is not part of this "
-                 "cluster until 'minkms add' adds it again", address=f"{address.host}:{address.port}",
-                 id=answer["node_id"])
+        log.warn(
+            "the node at {address} answers as node {id} of another cluster: it is not part of this "
+            "cluster until 'minkms add' adds it again",
+            address=f"{address.host}:{address.port}",
+            id=answer["node_id"],
+        )
         return True
 
     def accept(self, message, via) -> bool:
@@ -199,10 +201,16 @@ class Standing:
     def _reset_noticed(self, cluster_id: str) -> None:
         host = self._node.host
         if self.refusal is None:
-            log.warn("cluster {cluster} has this node as a member, but its kms.db is new: refusing to serve "
-                     "until 'minkms add {host}' adds it again", cluster=cluster_id, host=host)
-        self.refusal = (f"{NOT_MEMBER}: this node's kms.db was reset, but cluster {cluster_id} still has "
-                        f"{host} as a member; add it again with 'minkms add {host}'")
+            log.warn(
+                "cluster {cluster} has this node as a member, but its kms.db is new: refusing to serve "
+                "until 'minkms add {host}' adds it again",
+                cluster=cluster_id,
+                host=host,
+            )
+        self.refusal = (
+            f"{NOT_MEMBER}: this node's kms.db was reset, but cluster {cluster_id} still has "
+            f"{host} as a member; add it again with 'minkms add {host}'"
+        )
 
 
 def normalize_host(text: str) -> str:
@@ -230,8 +238,9 @@ async def _forwarded(node, code: int, request) -> bool:
     """On a follower, run the command on the leader instead and say so."""
     if node.core.role == LEADER:
         return False
-    await node.call_leader(peer.ClusterCommand, CATCH_UP_TIMEOUT + JOIN_TIMEOUT,
-                           code=code, request=request.SerializeToString())
+    await node.call_leader(
+        peer.ClusterCommand, CATCH_UP_TIMEOUT + JOIN_TIMEOUT, code=code, request=request.SerializeToString()
+    )
     return True
 
 
@@ -274,8 +283,9 @@ async def _look_at(link, host: str, reactor) -> dict:
     try:
         return await link.greet(JOIN_TIMEOUT, reactor)
     except peer.PeerUnauthenticated:
-        raise KMSError(400, f"cannot add {host}: it holds another HSM key "
-                            "(every node of a cluster needs the same one)") from None
+        raise KMSError(
+            400, f"cannot add {host}: it holds another HSM key (every node of a cluster needs the same one)"
+        ) from None
     except peer.PeerUnavailable as e:
         raise unavailable(str(e)) from None
     except Exception as e:
@@ -293,22 +303,26 @@ def _check_joinable(node, host: str, other: dict, existing: int | None, force: b
         if existing is not None:
             raise KMSError(409, f"node {host} is already part of the cluster")
         if other["members"]:
-            raise KMSError(409, f"node {host} was removed from this cluster and keeps its state: "
-                                "stop it, remove its kms.db and start it again")
+            raise KMSError(
+                409,
+                f"node {host} was removed from this cluster and keeps its state: "
+                "stop it, remove its kms.db and start it again",
+            )
         return
     if other["host"] != host:
         raise bad_request(_wrong_host(other["host"], host))
     if other["members"] > 1:
-        raise KMSError(409, f"node {host} is part of another cluster of {other['members']} nodes: "
-                            "stop it, remove its kms.db and start it again")
+        raise KMSError(
+            409,
+            f"node {host} is part of another cluster of {other['members']} nodes: "
+            "stop it, remove its kms.db and start it again",
+        )
     if other["holds"] and not force:
-        raise KMSError(409, f"cannot add {host}: node holds {other['holds']}: "
-                            "remove its kms.db first, or pass --force")
+        raise KMSError(409, f"cannot add {host}: node holds {other['holds']}: remove its kms.db first, or pass --force")
 
 
 def _wrong_host(started_as: str, added_as: str) -> str:
-    return (f"{NOT_MEMBER}: the node was started with --host {started_as}, "
-            f"but was added as {added_as}")
+    return f"{NOT_MEMBER}: the node was started with --host {started_as}, but was added as {added_as}"
 
 
 async def add_node(node, host: str, force: bool = False) -> None:
@@ -326,8 +340,7 @@ async def add_node(node, host: str, force: bool = False) -> None:
             await node.propose_membership(ConfigChange.remove(existing))
             log.info("removed node {id} at {host}: the node there was reset", id=existing, host=host)
         new_id = node.config.next_id
-        await link.call(peer.Join, JOIN_TIMEOUT, node.reactor,
-                        cluster_id=node.cluster_id, node_id=new_id, host=host)
+        await link.call(peer.Join, JOIN_TIMEOUT, node.reactor, cluster_id=node.cluster_id, node_id=new_id, host=host)
     except KMSError:
         raise
     except Exception as e:
@@ -384,8 +397,7 @@ async def remove_node(node, host: str, delete_cluster_on_host: bool = False) -> 
     except KMSError:
         raise
     except Exception as e:
-        raise KMSError(503, f"node {host} was removed, but could not be told to reset: "
-                            f"{network_reason(e)}") from None
+        raise KMSError(503, f"node {host} was removed, but could not be told to reset: {network_reason(e)}") from None
     finally:
         link.close()
 

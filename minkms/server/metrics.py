@@ -138,19 +138,24 @@ class NodeCollector:
         yield gauge("minkms_raft_applied_index", "Highest log index applied to the state.", f.applied)
         yield gauge("minkms_raft_last_index", "Highest index in this node's log.", f.last_index)
         yield gauge("minkms_raft_snapshot_index", "Index of the latest snapshot (log compaction).", f.snapshot_index)
-        match = GaugeMetricFamily("minkms_raft_follower_match_index",
-                                  "Leader only: highest index known replicated on each follower.",
-                                  labels=["follower"])
-        lag = GaugeMetricFamily("minkms_raft_follower_lag_entries",
-                                "Leader only: entries each follower is behind the leader's log.",
-                                labels=["follower"])
+        match = GaugeMetricFamily(
+            "minkms_raft_follower_match_index",
+            "Leader only: highest index known replicated on each follower.",
+            labels=["follower"],
+        )
+        lag = GaugeMetricFamily(
+            "minkms_raft_follower_lag_entries",
+            "Leader only: entries each follower is behind the leader's log.",
+            labels=["follower"],
+        )
         for peer, value in sorted(f.match.items()):
             match.add_metric([str(peer)], value)
             lag.add_metric([str(peer)], max(0, f.last_index - value))
         yield match
         yield lag
-        leases = GaugeMetricFamily("minkms_raft_lease_seconds_left",
-                                   "Seconds left on each read lease this node knows of.", labels=["holder"])
+        leases = GaugeMetricFamily(
+            "minkms_raft_lease_seconds_left", "Seconds left on each read lease this node knows of.", labels=["holder"]
+        )
         for holder, left in sorted(self._leases().items()):
             leases.add_metric([str(holder)], left)
         yield leases
@@ -165,9 +170,11 @@ class NodeCollector:
         yield gauge("minkms_state_keys", "Keys in all enclaves.", f.keys)
         yield gauge("minkms_state_identities", "Identities in all enclaves.", f.identities)
         yield gauge("minkms_state_policies", "Policies in all enclaves.", f.policies)
-        expiry = GaugeMetricFamily("minkms_tls_certificate_expiry_timestamp_seconds",
-                                   "Unix time at which each configured certificate expires.",
-                                   labels=["kind", "index"])
+        expiry = GaugeMetricFamily(
+            "minkms_tls_certificate_expiry_timestamp_seconds",
+            "Unix time at which each configured certificate expires.",
+            labels=["kind", "index"],
+        )
         for kind, index, not_after in self._certificates():
             expiry.add_metric([kind, str(index)], not_after)
         yield expiry
@@ -201,14 +208,17 @@ class RequestTally:
 
     def collect(self):
         """Yield the two families (prometheus_client's collector protocol)."""
-        answered = CounterMetricFamily("minkms_api_requests", "API requests answered, by command and status.",
-                                       labels=["command", "status"])
+        answered = CounterMetricFamily(
+            "minkms_api_requests", "API requests answered, by command and status.", labels=["command", "status"]
+        )
         for (command, status), (count, created) in sorted(self._answered.items()):
             answered.add_metric([command, str(status)], count, created=created)
         yield answered
-        latency = HistogramMetricFamily("minkms_api_request_duration_seconds",
-                                        "Time from a request's arrival to its answer, by command.",
-                                        labels=["command"])
+        latency = HistogramMetricFamily(
+            "minkms_api_request_duration_seconds",
+            "Time from a request's arrival to its answer, by command.",
+            labels=["command"],
+        )
         bounds = [floatToGoString(b) for b in self._bounds] + ["+Inf"]
         for command, (total, *counts) in sorted(self._latency.items()):
             cumulative, running = [], 0
@@ -232,14 +242,19 @@ class Metrics:
         r.register(self.requests)
         self.in_flight = Gauge("minkms_api_requests_in_flight", "API requests being served.", registry=r)
         self.handshakes = Counter("minkms_tls_handshakes", "TLS handshakes completed.", registry=r)
-        self.handshake_failures = Counter("minkms_tls_handshake_failures",
-                                          "TLS connections closed before the handshake completed.", registry=r)
+        self.handshake_failures = Counter(
+            "minkms_tls_handshake_failures", "TLS connections closed before the handshake completed.", registry=r
+        )
         self.connections = Gauge("minkms_connections_open", "TLS connections open (API and peers).", registry=r)
-        self.fsync = Histogram("minkms_storage_fsync_duration_seconds", "Time of each fsync of kms.db.",
-                               buckets=FSYNC_BUCKETS, registry=r)
-        self.batch = Histogram("minkms_storage_group_commit_records",
-                               "Records written by each group commit (one write, one fsync).",
-                               buckets=BATCH_BUCKETS, registry=r)
+        self.fsync = Histogram(
+            "minkms_storage_fsync_duration_seconds", "Time of each fsync of kms.db.", buckets=FSYNC_BUCKETS, registry=r
+        )
+        self.batch = Histogram(
+            "minkms_storage_group_commit_records",
+            "Records written by each group commit (one write, one fsync).",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
         self.tls_reloads = Counter("minkms_tls_reloads", "Certificate reloads, by result.", ["result"], registry=r)
         self.watcher = None
 
@@ -284,7 +299,6 @@ class TimedFiles:
 def instrument_volume(volume, metrics: Metrics) -> None:
     """Time the volume's fsyncs and count the records of each group commit."""
     volume.instrument(lambda files: TimedFiles(files, metrics.fsync), metrics.batch.observe)
-
 
 
 class MetricsResource(APIResource):

@@ -469,8 +469,9 @@ class Node:
 
     def leave_cluster(self):
         """The leader removed this node and asked it to start over."""
-        log.info("removed from cluster {cluster}: starting over as a fresh single-node cluster",
-                 cluster=self.cluster_id)
+        log.info(
+            "removed from cluster {cluster}: starting over as a fresh single-node cluster", cluster=self.cluster_id
+        )
         return defer.ensureDeferred(self.reset_to_fresh())
 
     def join_cluster(self, cluster_id: str, node_id: int, host: str):
@@ -482,10 +483,12 @@ class Node:
 
 def _read_timed_out(result, timeout):
     """C{addTimeout}'s replacement result for a read that could not be proven fresh."""
-    return Failure(unavailable(
-        f"cannot serve the read: this node could not confirm within {timeout:g}s "
-        "that its state is fresh (no lease, leader unreachable)"
-    ))
+    return Failure(
+        unavailable(
+            f"cannot serve the read: this node could not confirm within {timeout:g}s "
+            "that its state is fresh (no lease, leader unreachable)"
+        )
+    )
 
 
 def _as_durable(recovered) -> DurableState:
@@ -501,8 +504,9 @@ def open_node(settings, reactor, storage_runner=None) -> Node:
     """
     from minkms.server.membership import founding_records
 
-    volume = open_volume_now(settings.volume, settings.hsm, reactor=reactor, runner=storage_runner,
-                             founding=founding_records(settings.host))
+    volume = open_volume_now(
+        settings.volume, settings.hsm, reactor=reactor, runner=storage_runner, founding=founding_records(settings.host)
+    )
     try:
         node = Node(reactor, settings, volume, settings.hsm)
         node.check_membership()

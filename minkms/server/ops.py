@@ -75,8 +75,13 @@ class Operations:
         self.logs = LogBuffer()
         self.audit = None
         if self.config.audit_file:
-            self.audit = AuditWriter(self.config.audit_file, settings.hsm.audit_seal_key(), settings.host,
-                                     reactor, max_size=self.config.audit_max_size)
+            self.audit = AuditWriter(
+                self.config.audit_file,
+                settings.hsm.audit_seal_key(),
+                settings.host,
+                reactor,
+                max_size=self.config.audit_max_size,
+            )
             self.audit.open()
         self.reloader = None
         self._sysadmin = settings.sysadmin
@@ -106,13 +111,20 @@ class Operations:
         """Reload the served certificates when the files change (with C{--config})."""
         s = self._settings
         if self._config_path:
-            self.reloader = CertificateReloader(self._config_path, context_factory, s.credentials,
-                                                s.ca_certificates, self.metrics, reactor=self._reactor)
+            self.reloader = CertificateReloader(
+                self._config_path,
+                context_factory,
+                s.credentials,
+                s.ca_certificates,
+                self.metrics,
+                reactor=self._reactor,
+            )
             certificates = self.reloader.certificates
         else:
+
             def certificates():
-                return (("server", i, c.chain[0].not_valid_after_utc.timestamp())
-                        for i, c in enumerate(s.credentials))
+                return (("server", i, c.chain[0].not_valid_after_utc.timestamp()) for i, c in enumerate(s.credentials))
+
         watcher = self.metrics.watch_node(self._node, certificates)
         self._poll = task.LoopingCall(watcher.sample)
         self._poll.clock = self._reactor
@@ -128,7 +140,8 @@ class Operations:
             self.reloader.start()
             if threading.current_thread() is threading.main_thread():
                 self._old_hup = signal.signal(
-                    signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.reloader.reload))
+                    signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.reloader.reload)
+                )
 
     async def stop(self) -> None:
         """Stop everything started, the audit writer last (it seals and flushes)."""

@@ -79,16 +79,14 @@ class LongBytes(amp.Argument):
 
     def toBox(self, name, strings, objects, proto):
         data = objects.pop(amp._wireNameToPythonIdentifier(name))
-        parts = [data[i:i + _CHUNK] for i in range(0, len(data), _CHUNK)] or [b""]
+        parts = [data[i : i + _CHUNK] for i in range(0, len(data), _CHUNK)] or [b""]
         strings[name] = b"%d" % len(parts)
         for i, part in enumerate(parts):
             strings[name + b".%d" % i] = part
 
     def fromBox(self, name, strings, objects, proto):
         count = int(strings[name])
-        objects[amp._wireNameToPythonIdentifier(name)] = b"".join(
-            strings[name + b".%d" % i] for i in range(count)
-        )
+        objects[amp._wireNameToPythonIdentifier(name)] = b"".join(strings[name + b".%d" % i] for i in range(count))
 
 
 class PeerUnauthenticated(Exception):
@@ -133,17 +131,18 @@ class PeerCommand(amp.Command):
     @classmethod
     def makeResponse(cls, objects, proto):
         if isinstance(objects, KMSError):
-            return amp.AmpBox({
-                _ERROR_STATUS: amp.Integer().toString(objects.status),
-                _ERROR_MESSAGE: amp.Unicode().toString(objects.message),
-            })
+            return amp.AmpBox(
+                {
+                    _ERROR_STATUS: amp.Integer().toString(objects.status),
+                    _ERROR_MESSAGE: amp.Unicode().toString(objects.message),
+                }
+            )
         return super().makeResponse(objects, proto)
 
     @classmethod
     def parseResponse(cls, box, protocol):
         if _ERROR_STATUS in box:
-            raise KMSError(amp.Integer().fromString(box[_ERROR_STATUS]),
-                           amp.Unicode().fromString(box[_ERROR_MESSAGE]))
+            raise KMSError(amp.Integer().fromString(box[_ERROR_STATUS]), amp.Unicode().fromString(box[_ERROR_MESSAGE]))
         return super().parseResponse(box, protocol)
 
 
@@ -178,8 +177,12 @@ def _error_answer(failure, command, protocol):
         return failure.value
     if failure.check(PeerUnauthenticated):
         return failure
-    log.failure("answering {command} from {peer} failed", failure,
-                command=command.__name__, peer=protocol.transport.getPeer() if protocol.transport else None)
+    log.failure(
+        "answering {command} from {peer} failed",
+        failure,
+        command=command.__name__,
+        peer=protocol.transport.getPeer() if protocol.transport else None,
+    )
     return internal(f"internal error on the other node while answering {command.__name__}: see its log")
 
 
@@ -331,8 +334,9 @@ class PeerProtocol(amp.AMP):
         if self._server_side:
             return
         if peer_identity(self.transport) != self._expected:
-            log.warn("peer {peer} is not a node of this cluster (wrong certificate): dropped",
-                     peer=self.transport.getPeer())
+            log.warn(
+                "peer {peer} is not a node of this cluster (wrong certificate): dropped", peer=self.transport.getPeer()
+            )
             self.rejected = True
             self.transport.abortConnection()
             return
@@ -451,8 +455,9 @@ class PeerLink:
     INITIAL_DELAY = 0.05
     MAX_DELAY = 1.0
 
-    def __init__(self, reactor, address: str, node, tls: ClientTLS, peer_identity_expected: str,
-                 member: bool = True) -> None:
+    def __init__(
+        self, reactor, address: str, node, tls: ClientTLS, peer_identity_expected: str, member: bool = True
+    ) -> None:
         from minkms.server.config import split_host_port
 
         host, port = split_host_port(address, "peer address")
@@ -502,8 +507,9 @@ class PeerLink:
         self._attempt = self._pending = None
         self.protocol = None
         if rejected:
-            self._fail_waiting(PeerUnauthenticated(
-                f"{self.address} is not a node of this cluster: it holds another HSM key"))
+            self._fail_waiting(
+                PeerUnauthenticated(f"{self.address} is not a node of this cluster: it holds another HSM key")
+            )
         elif not self._member and hasattr(reason, "value"):
             self._fail_waiting(PeerUnavailable(f"cannot reach {self.address}: {network_reason(reason.value)}"))
         if self._closed or self._retry is not None:
@@ -589,8 +595,7 @@ def peer_tls(hsm) -> ClientTLS:
     """
     from minkms.apikey import APIKey
 
-    return ClientTLS(APIKey.parse(hsm.peer_api_key()), insecure=True, alpn=(ALPN_PEER,),
-                     server_name=PEER_SERVER_NAME)
+    return ClientTLS(APIKey.parse(hsm.peer_api_key()), insecure=True, alpn=(ALPN_PEER,), server_name=PEER_SERVER_NAME)
 
 
 def peer_credentials(hsm):

@@ -254,8 +254,7 @@ class NodeService(service.MultiService):
             reason = e.socketError.strerror if getattr(e.socketError, "strerror", None) else str(e.socketError)
             s = self.settings
             raise SystemExit(
-                f"minkms: error: cannot listen on {cfg.join_host_port(s.listen_ip, s.listen_port)}: "
-                f"{reason.lower()}"
+                f"minkms: error: cannot listen on {cfg.join_host_port(s.listen_ip, s.listen_port)}: {reason.lower()}"
             ) from None
 
     def startService(self):
@@ -317,13 +316,15 @@ def build_service(settings: Settings, reactor, out=None, storage_runner=None) ->
         limits = limits_within_descriptors(settings.limits)
         site = APISite(ops.observed(build_root(node, settings.sysadmin, resources)), limits)
         peer_identity = APIKey.parse(settings.hsm.peer_api_key()).identity
-        factory = ops.switch_factory(site, node.peer_protocol, limits=limits,
-                                     privileged={peer_identity, settings.sysadmin}, clock=reactor)
+        factory = ops.switch_factory(
+            site, node.peer_protocol, limits=limits, privileged={peer_identity, settings.sysadmin}, clock=reactor
+        )
         factory.noisy = False
         context_factory = ServerContextFactory(settings.credentials, peer.peer_credentials(settings.hsm))
         ops.watch_certificates(context_factory)
-        endpoint = SSL4ServerEndpoint(reactor, settings.listen_port, context_factory,
-                                      backlog=limits.listen_backlog, interface=settings.listen_ip)
+        endpoint = SSL4ServerEndpoint(
+            reactor, settings.listen_port, context_factory, backlog=limits.listen_backlog, interface=settings.listen_ip
+        )
         listener = StreamServerEndpointService(endpoint, factory)
         # As Twisted's strports.service() does: a port that cannot be had
         # fails privilegedStartService at once, not in a log line later.
@@ -356,7 +357,9 @@ def limits_within_descriptors(limits: ConnectionLimits) -> ConnectionLimits:
         log.warn(
             "only {soft} open files allowed: connections capped at {total} "
             "(reserve {reserved}); raise LimitNOFILE to allow limits.max_connections",
-            soft=soft, total=fitted.max_connections, reserved=fitted.reserved_connections,
+            soft=soft,
+            total=fitted.max_connections,
+            reserved=fitted.reserved_connections,
         )
     return fitted
 

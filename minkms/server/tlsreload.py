@@ -65,8 +65,16 @@ class CertificateReloader:
     @ivar ca_certificates: the CA certificates last loaded.
     """
 
-    def __init__(self, config_path: str, context_factory, credentials, ca_certificates,
-                 metrics=None, interval: float = POLL_SECONDS, reactor=None) -> None:
+    def __init__(
+        self,
+        config_path: str,
+        context_factory,
+        credentials,
+        ca_certificates,
+        metrics=None,
+        interval: float = POLL_SECONDS,
+        reactor=None,
+    ) -> None:
         self._path = config_path
         self._factory = context_factory
         self.credentials = credentials

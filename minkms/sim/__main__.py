@@ -23,9 +23,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=1, help="how many consecutive seeds")
     parser.add_argument("--fault-ms", type=int, default=SimSettings(0).fault_ms)
     parser.add_argument("--liveness-ms", type=int, default=SimSettings(0).liveness_ms)
-    parser.add_argument(
-        "--machine", choices=(*MACHINES, "both"), default="register", help="state machine"
-    )
+    parser.add_argument("--machine", choices=(*MACHINES, "both"), default="register", help="state machine")
     parser.add_argument("--verbose", action="store_true", help="print every run's statistics")
     return parser.parse_args(argv)
 

@@ -57,8 +57,7 @@ class Checker:
                 self.write_index.setdefault(self._write_id(entry.data), entry.index)
         elif known != entry:
             raise SafetyViolation(
-                f"node {node} {how} {entry.index}/{entry.term} but "
-                f"{known.index}/{known.term} was committed there"
+                f"node {node} {how} {entry.index}/{entry.term} but {known.index}/{known.term} was committed there"
             )
 
     def on_apply(self, node: int, entry: Entry, digest: object) -> None:
@@ -72,9 +71,7 @@ class Checker:
         """C{node} loaded a snapshot taken at C{index}."""
         known = self.digests.setdefault(index, digest)
         if known != digest:
-            raise SafetyViolation(
-                f"node {node} loaded a snapshot at {index} with a different state"
-            )
+            raise SafetyViolation(f"node {node} loaded a snapshot at {index} with a different state")
 
     def check_durable_log(self, node: int, entries: list[Entry], commit: int) -> None:
         """The committed part of a node's durable log agrees with everyone's."""
@@ -89,13 +86,9 @@ class Checker:
         for node, (index, digest) in sorted(states.items()):
             other, known = first.setdefault(index, (node, digest))
             if known != digest:
-                raise SafetyViolation(
-                    f"nodes {other} and {node} both applied up to {index} but their states differ"
-                )
+                raise SafetyViolation(f"nodes {other} and {node} both applied up to {index} but their states differ")
 
-    def check_history(
-        self, history: History, final_states: dict[int, set[int]], model: Model
-    ) -> None:
+    def check_history(self, history: History, final_states: dict[int, set[int]], model: Model) -> None:
         """
         Every acknowledged write is in every member's final state
         (C{final_states}: node -> applied op ids), and the history agrees
@@ -105,14 +98,10 @@ class Checker:
         for op in writes:
             index = self.write_index.get(op.op_id)
             if index is None or index != op.index:
-                raise SafetyViolation(
-                    f"write {op.op_id} was acknowledged at index {op.index} but committed at {index}"
-                )
+                raise SafetyViolation(f"write {op.op_id} was acknowledged at index {op.index} but committed at {index}")
             for node, applied in final_states.items():
                 if op.op_id not in applied:
-                    raise SafetyViolation(
-                        f"acknowledged write {op.op_id} is missing on node {node}"
-                    )
+                    raise SafetyViolation(f"acknowledged write {op.op_id} is missing on node {node}")
         reads = [op for op in history.operations if op.kind == READ and op.status == OK]
         self._check_read_floors(writes, [op for op in reads if not op.unleased])
         self._replay(model, {op.index: op for op in writes}, reads)
@@ -144,15 +133,12 @@ class Checker:
                 continue
             entry = self.committed.get(index)
             if entry is None:
-                raise SafetyViolation(
-                    f"index {index} was never seen committed, yet later ones were"
-                )
+                raise SafetyViolation(f"index {index} was never seen committed, yet later ones were")
             answer = model.apply(entry)
             op = acked.get(index)
             if op is not None and op.answer is not UNANSWERED and op.answer != answer:
                 raise SafetyViolation(
-                    f"write {op.op_id} at index {index} was answered {op.answer!r}, "
-                    f"the model answers {answer!r}"
+                    f"write {op.op_id} at index {index} was answered {op.answer!r}, the model answers {answer!r}"
                 )
             while waiting < len(reads) and reads[waiting].index == index:
                 self._check_read(model, reads[waiting], index)

@@ -76,10 +76,7 @@ class Figure8:
         leader = sim.current_leader()
         voters = sorted(leader.core.config.voters) if leader is not None else []
         ready = (
-            leader is not None
-            and len(voters) >= 3
-            and leader.id in voters
-            and all(sim.nodes[v].alive for v in voters)
+            leader is not None and len(voters) >= 3 and leader.id in voters and all(sim.nodes[v].alive for v in voters)
         )
         if not ready:
             if tries > 1:

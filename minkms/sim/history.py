@@ -70,9 +70,7 @@ class History:
         self.operations: list[Operation] = []
         self._next_id = 1
 
-    def invoke(
-        self, client: int, kind: str, key: str, node: int, now: int, padding: int = 0
-    ) -> Operation:
+    def invoke(self, client: int, kind: str, key: str, node: int, now: int, padding: int = 0) -> Operation:
         """
         Start recording a new operation; a write gets a unique value,
         C{v<op id>}, followed by C{padding} filler bytes if asked.

@@ -54,9 +54,7 @@ class KMSMachine:
     def apply(self, entry: Entry) -> KMSError | None:
         """Apply one entry; a client write answers what the KMS answered."""
         if entry.index != self.applied_index + 1:
-            raise AssertionError(
-                f"applying entry {entry.index} after {self.applied_index}: out of order"
-            )
+            raise AssertionError(f"applying entry {entry.index} after {self.applied_index}: out of order")
         self.applied_index = entry.index
         if entry.kind != ENTRY_NORMAL:
             return None
@@ -128,9 +126,7 @@ class KMSWorkload:
                 **common,
             )
         else:
-            command = changes.DeleteKey(
-                enclave=ENCLAVE, name=op.key, version=0, all_versions=roll >= 0.95, **common
-            )
+            command = changes.DeleteKey(enclave=ENCLAVE, name=op.key, version=0, all_versions=roll >= 0.95, **common)
         return command.encode()
 
     def write_id(self, data: bytes) -> int:

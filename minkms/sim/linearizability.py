@@ -145,15 +145,11 @@ def check(
         if verdict == UNKNOWN and undecided is None:
             undecided = key
     if undecided is not None:
-        return Result(
-            UNKNOWN, undecided, f"key {undecided!r}: undecided within {budget} steps", steps
-        )
+        return Result(UNKNOWN, undecided, f"key {undecided!r}: undecided within {budget} steps", steps)
     return Result(LINEARIZABLE, steps=steps)
 
 
-def _search(
-    model: Model, ops: list[Op], budget: int, describe: Callable[[Op], str]
-) -> tuple[str, int, str]:
+def _search(model: Model, ops: list[Op], budget: int, describe: Callable[[Op], str]) -> tuple[str, int, str]:
     """
     Wing & Gong's search over a doubly linked list of call and return
     events: take the first call that the model accepts and whose (placed
@@ -231,9 +227,7 @@ def _search(
     return LINEARIZABLE, steps, ""
 
 
-def _explain(
-    ops: list[Op], deepest: tuple[list[int], Hashable, int], describe: Callable[[Op], str]
-) -> str:
+def _explain(ops: list[Op], deepest: tuple[list[int], Hashable, int], describe: Callable[[Op], str]) -> str:
     """
     The longest order found that respects real time and the model, and the
     op that no continuation of it could place before that op returned.
@@ -241,11 +235,7 @@ def _explain(
     order, state, stuck = deepest
     blocked = ops[stuck]
     placed = set(order)
-    rivals = [
-        op
-        for j, op in enumerate(ops)
-        if j not in placed and j != stuck and op.call <= blocked.ret
-    ]
+    rivals = [op for j, op in enumerate(ops) if j not in placed and j != stuck and op.call <= blocked.ret]
     shown = order[-6:]
     lines = [
         f"no order of its operations is consistent: {describe(blocked)} cannot be placed",
@@ -413,10 +403,7 @@ def describe_operation(op: Op) -> str:
             shown = (*shown[:3], hashlib.sha256(shown[3]).hexdigest()[:16])
         outcome = "outcome unknown" if op.ret is None else f"answered {op.output!r}"
         what = f"write {source.key!r} {shown!r}, {outcome}"
-    return (
-        f"op {source.op_id} (client {source.client}, node {source.node}): {what}, "
-        f"[{op.call}, {ret}] ms"
-    )
+    return f"op {source.op_id} (client {source.client}, node {source.node}): {what}, [{op.call}, {ret}] ms"
 
 
 def check_history(history: History, machine: str, budget: int = DEFAULT_BUDGET) -> Result:

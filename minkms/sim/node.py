@@ -305,4 +305,3 @@ class SimNode:
             return
         self.driver.kick()
         self._after_input()
-

@@ -183,9 +183,7 @@ class Simulation:
         self._barrier: Operation | None = None
         self._converged_at: int | None = None
         self.figure8 = Figure8(self)
-        self._figure8_at = (
-            rng.randint(100, max(100, settings.fault_ms - 1500)) if rng.random() < FIGURE8 else None
-        )
+        self._figure8_at = rng.randint(100, max(100, settings.fault_ms - 1500)) if rng.random() < FIGURE8 else None
 
     @staticmethod
     def _address(node_id: int) -> str:
@@ -204,12 +202,7 @@ class Simulation:
         if self.figure8.active:
             self.figure8.on_leader(node, term, new)
             return
-        if (
-            new
-            and not self.faults_over
-            and self._strike_new_leaders
-            and self.rng.random() < self._strike_new_leaders
-        ):
+        if new and not self.faults_over and self._strike_new_leaders and self.rng.random() < self._strike_new_leaders:
             self.stats["strikes"] += 1
             if self.rng.random() < 0.5:
                 self.scheduler.after(self.rng.randint(0, 4), self._crash_node, node.id)
@@ -282,8 +275,7 @@ class Simulation:
         if self._converged_at is None:
             raise SimulationFailure(
                 self.settings,
-                f"no convergence within {self.settings.liveness_ms} ms after faults stopped "
-                f"({self._describe()})",
+                f"no convergence within {self.settings.liveness_ms} ms after faults stopped ({self._describe()})",
                 scheduler.now,
             )
         self._audit_logs()
@@ -341,9 +333,7 @@ class Simulation:
             node = self.rng.choice(alive)
         kind = WRITE if self.rng.random() < 0.6 else READ
         padding = self.rng.randint(1000, 20000) if self.rng.random() < LARGE_WRITES else 0
-        op = self.history.invoke(
-            client.id, kind, self.rng.choice(KEYS), node.id, self.scheduler.now, padding
-        )
+        op = self.history.invoke(client.id, kind, self.rng.choice(KEYS), node.id, self.scheduler.now, padding)
         client.current = op
         self.scheduler.after(CLIENT_TIMEOUT_MS, self._time_out, op, client)
         if kind == WRITE:
@@ -443,9 +433,7 @@ class Simulation:
         if alive:
             self.stats["pauses"] += 1
             leader = self.current_leader()
-            node = (
-                leader if leader is not None and self.rng.random() < 0.5 else self.rng.choice(alive)
-            )
+            node = leader if leader is not None and self.rng.random() < 0.5 else self.rng.choice(alive)
             node.pause(self.scheduler.now + self.rng.randint(20, 800))
 
     def _change_link_faults(self) -> None:
@@ -474,9 +462,7 @@ class Simulation:
                     core.propose_config(ConfigChange.promote(learner))
                     self.stats["promoted"] += 1
             elif choice == 1 and self._next_id < MAX_NODE_IDS:
-                running = [
-                    n for n in self.nodes.values() if not n.retired and n.id in config.members
-                ]
+                running = [n for n in self.nodes.values() if not n.retired and n.id in config.members]
                 if len(running) < MAX_NODES:
                     node_id = self._next_id
                     core.propose_config(ConfigChange.add_learner(node_id, self._address(node_id)))
@@ -488,11 +474,7 @@ class Simulation:
                 if len(config.voters) >= 3:
                     removable += sorted(config.voters)
                 if removable:
-                    target = (
-                        leader.id
-                        if leader.id in removable and rng.random() < 0.3
-                        else rng.choice(removable)
-                    )
+                    target = leader.id if leader.id in removable and rng.random() < 0.3 else rng.choice(removable)
                     core.propose_config(ConfigChange.remove(target))
                     self.stats["removed"] += 1
         except RaftError:
@@ -543,9 +525,7 @@ class Simulation:
             node = self.nodes.get(member)
             if node is None or not node.alive or node.machine.applied_index != commit:
                 return
-        self.checker.check_replicas(
-            {n.id: (n.machine.applied_index, n.machine.digest()) for n in self._alive()}
-        )
+        self.checker.check_replicas({n.id: (n.machine.applied_index, n.machine.digest()) for n in self._alive()})
         self._converged_at = now
 
     def _audit_step(self) -> None:

@@ -124,9 +124,7 @@ class RegisterMachine:
     def apply(self, entry: Entry) -> object:
         """Apply one entry; a write answers True, a duplicate write False."""
         if entry.index != self.applied_index + 1:
-            raise AssertionError(
-                f"applying entry {entry.index} after {self.applied_index}: out of order"
-            )
+            raise AssertionError(f"applying entry {entry.index} after {self.applied_index}: out of order")
         self.applied_index = entry.index
         header = b"%d:%d:%d:" % (entry.index, entry.term, entry.kind)
         self._chain = hashlib.sha256(self._chain + header + entry.data).digest()

@@ -75,9 +75,7 @@ def _enclave(state: State, command: _InEnclave) -> Enclave:
 
 def _authorize(state: State, command: c.ClientCommand, action: str, argument: str) -> authz.Subject:
     enclave = getattr(command, "enclave", None)
-    return authz.authorize(
-        state, command.caller, command.sysadmin, enclave, action, argument
-    )
+    return authz.authorize(state, command.caller, command.sysadmin, enclave, action, argument)
 
 
 def _create_enclave(state: State, command: c.CreateEnclave) -> Commit:
@@ -87,9 +85,7 @@ def _create_enclave(state: State, command: c.CreateEnclave) -> Commit:
     check_name("enclave", command.name)
 
     def commit() -> None:
-        state.enclaves[command.name] = Enclave(
-            command.name, command.time, command.caller
-        )
+        state.enclaves[command.name] = Enclave(command.name, command.time, command.caller)
 
     return commit
 
@@ -149,9 +145,7 @@ def _import_key(state: State, command: c.ImportKey) -> Commit:
     key_type = crypto.key_type(command.key_type)
     crypto.check_key_material(command.material, key_type)
     version = _next_version(enclave, command.name)
-    record = KeyVersion(
-        command.material, key_type, command.time, command.caller, imported=True
-    )
+    record = KeyVersion(command.material, key_type, command.time, command.caller, imported=True)
     return _add_version(enclave, command.name, version, record)
 
 
@@ -162,9 +156,7 @@ def _delete_key(state: State, command: c.DeleteKey) -> Commit:
     if key is None:
         raise ErrKeyNotFound
     if command.all_versions and command.version != 0:
-        raise bad_request(
-            "invalid arguments: cannot delete all versions and a specific version at once"
-        )
+        raise bad_request("invalid arguments: cannot delete all versions and a specific version at once")
     if command.all_versions:
         doomed = set(key.versions)
     else:
@@ -222,9 +214,7 @@ def _assign_policy(state: State, command: c.AssignPolicy) -> Commit:
     if record is None:
         raise ErrIdentityNotFound
     if record.service_account:
-        raise bad_request(
-            "cannot assign a policy to a service account: it acts with its parent's policy"
-        )
+        raise bad_request("cannot assign a policy to a service account: it acts with its parent's policy")
     if record.privilege != USER:
         raise bad_request(
             f"cannot assign a policy to an identity with privilege {record.privilege}: "
@@ -243,9 +233,7 @@ def _privilege(text: str) -> str:
     for known in PRIVILEGES:
         if text.lower() == known.lower():
             return known
-    raise bad_request(
-        f"invalid privilege '{text}': must be {SYSADMIN}, {ADMIN} or {USER}"
-    )
+    raise bad_request(f"invalid privilege '{text}': must be {SYSADMIN}, {ADMIN} or {USER}")
 
 
 def _create_identity(state: State, command: c.CreateIdentity) -> Commit:
@@ -260,44 +248,29 @@ def _create_identity(state: State, command: c.CreateIdentity) -> Commit:
     enclave = _enclave(state, command)
     existing = enclave.identities.get(command.identity)
     if who.privilege == USER:
-        own_account = (
-            existing is not None
-            and existing.service_account
-            and existing.parent == command.caller
-        )
+        own_account = existing is not None and existing.service_account and existing.parent == command.caller
         if not command.service_account or (existing is not None and not own_account):
             raise ErrPermission
-    if any(
-        command.identity in other.identities
-        for name, other in state.enclaves.items()
-        if name != command.enclave
-    ):
+    if any(command.identity in other.identities for name, other in state.enclaves.items() if name != command.enclave):
         raise ErrIdentityInOtherEnclave
     check_identity(command.identity)
     privilege = _privilege(command.privilege)
     if privilege == SYSADMIN:
-        raise bad_request(
-            "invalid privilege: SysAdmin cannot be given to an identity in an enclave"
-        )
+        raise bad_request("invalid privilege: SysAdmin cannot be given to an identity in an enclave")
     check_tags(command.tags)
     policy = ""
     parent = ""
     if command.service_account:
         if who.privilege == SYSADMIN:
-            raise bad_request(
-                "the SysAdmin cannot own service accounts: create them as an enclave identity"
-            )
+            raise bad_request("the SysAdmin cannot own service accounts: create them as an enclave identity")
         if command.identity == command.caller:
             raise bad_request("an identity cannot be its own service account")
         if command.privilege != "" and privilege != who.privilege:
             raise bad_request(
-                f"invalid privilege {privilege}: a service account has the "
-                f"privilege of its parent ({who.privilege})"
+                f"invalid privilege {privilege}: a service account has the privilege of its parent ({who.privilege})"
             )
         if any(r.parent == command.identity for r in enclave.identities.values()):
-            raise bad_request(
-                f"identity '{command.identity}' owns service accounts and cannot become one"
-            )
+            raise bad_request(f"identity '{command.identity}' owns service accounts and cannot become one")
         privilege = who.privilege
         parent = command.caller
     elif existing is not None and privilege == USER and not existing.service_account:

@@ -31,9 +31,7 @@ def check_identity(identity: str) -> None:
     if identity == "":
         raise bad_request("invalid identity: empty")
     if not is_identity(identity):
-        raise bad_request(
-            f"invalid identity '{identity}': expected 'h1:' and 43 base64url characters"
-        )
+        raise bad_request(f"invalid identity '{identity}': expected 'h1:' and 43 base64url characters")
 
 
 check_tags = validate_tags

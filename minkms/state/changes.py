@@ -52,9 +52,7 @@ class Command:
         doc: dict[str, Any] = {"op": self.op, "v": FORMAT_VERSION}
         for field in attrs.fields(type(self)):
             doc[field.name] = _ENCODERS[field.type](getattr(self, field.name))
-        return json.dumps(
-            doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True
-        ).encode("ascii")
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
 @attrs.frozen(kw_only=True)
@@ -224,9 +222,7 @@ def decode(data: bytes) -> Command:
     fields = attrs.fields(cls)
     expected = {f.name for f in fields} | {"op", "v"}
     if set(doc) != expected:
-        raise CommandError(
-            f"{cls.op}: fields {sorted(set(doc) ^ expected)} missing or unexpected"
-        )
+        raise CommandError(f"{cls.op}: fields {sorted(set(doc) ^ expected)} missing or unexpected")
     values = {}
     for field in fields:
         try:

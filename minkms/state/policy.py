@@ -140,9 +140,7 @@ def check_policy_size(allow: Rules, deny: Rules) -> None:
     """
     count = sum(len(p) for rules in (allow, deny) for p in rules.values())
     if count > MAX_PATTERNS:
-        raise bad_request(
-            f"invalid policy: {count} patterns, at most {MAX_PATTERNS} are allowed"
-        )
+        raise bad_request(f"invalid policy: {count} patterns, at most {MAX_PATTERNS} are allowed")
 
 
 def normalize_rules(raw: Mapping[str, Iterable[str]], section: str) -> Rules:
@@ -162,26 +160,18 @@ def normalize_rules(raw: Mapping[str, Iterable[str]], section: str) -> Rules:
     for name in sorted(raw):
         action = name.upper()
         if action not in ACTIONS:
-            raise bad_request(
-                f"invalid policy: unknown action '{name}' in {section}"
-            )
+            raise bad_request(f"invalid policy: unknown action '{name}' in {section}")
         if section == "allow" and action in CLUSTER_ACTIONS:
-            raise bad_request(
-                f"invalid policy: '{action}' cannot be granted by a policy"
-            )
+            raise bad_request(f"invalid policy: '{action}' cannot be granted by a policy")
         patterns = merged.setdefault(action, set())
         for pattern in raw[name]:
             if not isinstance(pattern, str):
-                raise bad_request(
-                    f"invalid policy: patterns of '{name}' must be strings"
-                )
+                raise bad_request(f"invalid policy: patterns of '{name}' must be strings")
             if not pattern:
                 continue
             problem = _pattern_problem(pattern)
             if problem:
-                raise bad_request(
-                    f"invalid policy: a pattern of '{action}' {problem}"
-                )
+                raise bad_request(f"invalid policy: a pattern of '{action}' {problem}")
             patterns.add(pattern)
     return {action: tuple(sorted(patterns)) for action, patterns in merged.items()}
 
@@ -196,13 +186,9 @@ def _rule_set(action: str, value: object) -> list[str]:
     if isinstance(value, dict):
         for pattern, rule in value.items():
             if rule is not None and not isinstance(rule, dict):
-                raise bad_request(
-                    f"invalid policy: rule of '{action}' pattern '{pattern}' must be an object"
-                )
+                raise bad_request(f"invalid policy: rule of '{action}' pattern '{pattern}' must be an object")
         return list(value)
-    raise bad_request(
-        f"invalid policy: '{action}' must be a string, an array or an object"
-    )
+    raise bad_request(f"invalid policy: '{action}' must be a string, an array or an object")
 
 
 def policy_from_json(text: str | bytes) -> tuple[Rules, Rules]:
@@ -223,9 +209,7 @@ def policy_from_json(text: str | bytes) -> tuple[Rules, Rules]:
         raise bad_request("invalid policy: must be a JSON object")
     extra = sorted(set(doc) - {"allow", "deny"})
     if extra:
-        raise bad_request(
-            f"invalid policy: unknown field '{extra[0]}' (expected 'allow' and 'deny')"
-        )
+        raise bad_request(f"invalid policy: unknown field '{extra[0]}' (expected 'allow' and 'deny')")
     result = []
     for section in ("allow", "deny"):
         rules = doc.get(section)

@@ -127,9 +127,7 @@ def list_keys(
     return Page([key_status(state, enclave_name, n) for n in names], after)
 
 
-def list_key_versions(
-    state: State, enclave_name: str, name: str, continue_at: str, limit: int
-) -> Page:
+def list_key_versions(state: State, enclave_name: str, name: str, continue_at: str, limit: int) -> Page:
     """
     KEY:LISTVERSIONS (209, provisional): every live version of one key,
     ascending; the continuation is the next version as a decimal string.
@@ -170,9 +168,7 @@ def generate_key(
     return status.version, plaintext, ciphertext
 
 
-def decrypt(
-    state: State, enclave_name: str, name: str, version: int, ciphertext: bytes, aad: bytes
-) -> bytes:
+def decrypt(state: State, enclave_name: str, name: str, version: int, ciphertext: bytes, aad: bytes) -> bytes:
     """
     KEY:DECRYPT.  Version 0 (what MinIO sends) means "the version in the
     ciphertext".  A removed version gives L{ErrKeyNotFound}; a version that
@@ -192,9 +188,7 @@ def decrypt(
     return record.cipher(embedded).decrypt(ciphertext, aad)
 
 
-def mac(
-    state: State, enclave_name: str, name: str, version: int, message: bytes
-) -> tuple[int, bytes]:
+def mac(state: State, enclave_name: str, name: str, version: int, message: bytes) -> tuple[int, bytes]:
     """KEY:MAC: the version used and HMAC-SHA-256 of the message."""
     status = key_status(state, enclave_name, name, version)
     return status.version, status.record.cipher(status.version).mac(message)
@@ -264,4 +258,3 @@ def list_identities(
     names, after = paginate(sorted(container.identities), prefix, continue_at, limit, visible)
     children = _children(container)
     return Page([_status(container, container.identities[n], children) for n in names], after)
-

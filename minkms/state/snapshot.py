@@ -87,9 +87,7 @@ def dump(state: State) -> bytes:
         "format": FORMAT_VERSION,
         "enclaves": {name: _enclave_doc(e) for name, e in state.enclaves.items()},
     }
-    return json.dumps(
-        doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True
-    ).encode("ascii")
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
 def _sorted(mapping: dict[str, _V]) -> dict[str, _V]:

@@ -68,15 +68,15 @@ def _parse(blob: bytes) -> tuple[str, bytes, bytes, bytes, bytes]:
     if len(blob) < body_at + 16:
         raise BackupError("backup is truncated")
     try:
-        cluster_id = blob[_PREFIX.size:pos].decode("utf-8")
+        cluster_id = blob[_PREFIX.size : pos].decode("utf-8")
     except UnicodeDecodeError:
         raise BackupError("backup is corrupt") from None
     return (
         cluster_id,
         blob[:pos],
-        blob[key_at:key_at + m],
-        blob[:key_at + m],
-        blob[key_at + m:],
+        blob[key_at : key_at + m],
+        blob[: key_at + m],
+        blob[key_at + m :],
     )
 
 
@@ -96,9 +96,7 @@ def open_backup(hsm: "SoftHSM", blob: bytes) -> bytes:
     try:
         key = hsm.unseal(sealed_key, DOMAIN + key_aad)
     except KMSError:
-        raise BackupError(
-            "cannot open backup: it was sealed with a different HSM key, or is corrupt"
-        ) from None
+        raise BackupError("cannot open backup: it was sealed with a different HSM key, or is corrupt") from None
     try:
         return AESGCM(key).decrypt(rest[:_NONCE], rest[_NONCE:], head)
     except InvalidTag:

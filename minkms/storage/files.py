@@ -89,9 +89,7 @@ class OSFiles:
 
     def create(self, path: str) -> int:
         """Create or empty C{path} for reading and writing."""
-        return os.open(
-            path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE
-        )
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
 
     def open_rw(self, path: str) -> int:
         """Open an existing C{path} for reading and writing."""

@@ -146,21 +146,19 @@ def decode_header(data: "FileData") -> tuple[Header, int]:
         if MAGIC.startswith(data[: len(MAGIC)]) and data:
             raise CorruptVolume(0, "truncated header")
         raise CorruptVolume(0, "not a minkms volume (bad magic)")
-    magic, version, body_len = _PREFIX.unpack(data[:_PREFIX.size])
+    magic, version, body_len = _PREFIX.unpack(data[: _PREFIX.size])
     if magic != MAGIC:
         raise CorruptVolume(0, "not a minkms volume (bad magic)")
     if version != FORMAT_VERSION:
-        raise CorruptVolume(
-            8, f"unsupported format version {version} (this minkms reads {FORMAT_VERSION})"
-        )
+        raise CorruptVolume(8, f"unsupported format version {version} (this minkms reads {FORMAT_VERSION})")
     end = _PREFIX.size + body_len
     if len(data) < end + 4:
         raise CorruptVolume(0, "truncated header")
-    (crc,) = _U32.unpack(data[end:end + 4])
+    (crc,) = _U32.unpack(data[end : end + 4])
     if crc != zlib.crc32(data[:end]):
         raise CorruptVolume(0, "header checksum mismatch")
     try:
-        return _decode_body(data[_PREFIX.size:end]), end + 4
+        return _decode_body(data[_PREFIX.size : end]), end + 4
     except (ValueError, struct.error):
         raise CorruptVolume(0, "malformed header") from None
 
@@ -170,13 +168,13 @@ def _decode_body(body: bytes) -> Header:
     file_id = body[:pos]
     (n,) = _U16.unpack_from(body, pos)
     pos += 2
-    cluster_id = body[pos:pos + n].decode("utf-8")
+    cluster_id = body[pos : pos + n].decode("utf-8")
     pos += n
     (node_id,) = _U64.unpack_from(body, pos)
     pos += 8
     (m,) = _U16.unpack_from(body, pos)
     pos += 2
-    sealed = body[pos:pos + m]
+    sealed = body[pos : pos + m]
     if len(file_id) != FILE_ID_SIZE or len(sealed) != m or pos + m != len(body):
         raise ValueError("header fields do not fill the body")
     return Header(file_id, cluster_id, node_id, sealed)
@@ -295,15 +293,13 @@ class RecordSealer:
             raise ValueError("record too large")
         nonce = os.urandom(NONCE_SIZE)
         encryptor = Cipher(algorithms.AES(self._rek), modes.GCM(nonce)).encryptor()
-        encryptor.authenticate_additional_data(
-            self._aad_head + _AAD_TAIL.pack(offset, length, batch_start)
-        )
+        encryptor.authenticate_additional_data(self._aad_head + _AAD_TAIL.pack(offset, length, batch_start))
         at = offset + FRAME_HEADER_SIZE
         crc = zlib.crc32(nonce)
         yield at, nonce
         at += NONCE_SIZE
         view = memoryview(body)
-        for piece in [head] + [view[i:i + piece_size] for i in range(0, len(body), piece_size)]:
+        for piece in [head] + [view[i : i + piece_size] for i in range(0, len(body), piece_size)]:
             sealed = encryptor.update(piece)
             crc = zlib.crc32(sealed, crc)
             yield at, sealed
@@ -325,8 +321,8 @@ class RecordSealer:
         """
         if len(data) - offset < FRAME_HEADER_SIZE:
             return Unfinished(offset, "incomplete record header")
-        frame_header = data[offset:offset + FRAME_HEADER_SIZE]
-        fields = frame_header[:_FRAME_FIELDS.size]
+        frame_header = data[offset : offset + FRAME_HEADER_SIZE]
+        fields = frame_header[: _FRAME_FIELDS.size]
         marker, length, batch_start, payload_crc = _FRAME_FIELDS.unpack(fields)
         if marker != MARKER:
             return Unfinished(offset, "bad record marker")
@@ -346,14 +342,11 @@ class RecordSealer:
             return Unfinished(offset, "record checksum mismatch")
         aad = self._aad_head + _AAD_TAIL.pack(offset, length, batch_start)
         try:
-            plaintext = self._aead.decrypt(
-                sealed[:NONCE_SIZE], memoryview(sealed)[NONCE_SIZE:], aad
-            )
+            plaintext = self._aead.decrypt(sealed[:NONCE_SIZE], memoryview(sealed)[NONCE_SIZE:], aad)
         except InvalidTag:
             raise CorruptVolume(
                 offset,
-                "record fails authentication (wrong key, or bytes moved from "
-                "another position or file)",
+                "record fails authentication (wrong key, or bytes moved from another position or file)",
             ) from None
         del sealed  # a snapshot is held twice at most while it is decoded, not three times
         try:

@@ -73,9 +73,7 @@ def check_record(record: object) -> None:
     elif isinstance(record, Snapshot):
         _check_u64("snapshot index", record.meta.index)
         _check_u64("snapshot term", record.meta.term)
-        if not isinstance(record.meta.config, bytes) or not isinstance(
-            record.data, bytes
-        ):
+        if not isinstance(record.meta.config, bytes) or not isinstance(record.data, bytes):
             raise TypeError("snapshot config and data must be bytes")
         if _SNAPSHOT.size + len(record.meta.config) + len(record.data) > MAX_PLAINTEXT:
             raise ValueError("snapshot is too large")
@@ -138,7 +136,7 @@ def decode_record(plaintext: bytes) -> Record:
         if len(plaintext) < _ENTRY.size:
             raise RecordDecodeError("short entry record")
         _, index, term, entry_kind = _ENTRY.unpack_from(plaintext)
-        return Entry(index, term, entry_kind, plaintext[_ENTRY.size:])
+        return Entry(index, term, entry_kind, plaintext[_ENTRY.size :])
     if kind == KIND_HARD_STATE:
         if len(plaintext) != _HARD_STATE.size:
             raise RecordDecodeError("hard state record of wrong length")
@@ -154,7 +152,7 @@ def decode_record(plaintext: bytes) -> Record:
         if config_end > len(plaintext):
             raise RecordDecodeError("snapshot config runs past the record")
         return Snapshot(
-            SnapshotMeta(index, term, plaintext[_SNAPSHOT.size:config_end]),
+            SnapshotMeta(index, term, plaintext[_SNAPSHOT.size : config_end]),
             plaintext[config_end:],
         )
     raise RecordDecodeError(f"unknown record kind {kind}")

@@ -99,9 +99,7 @@ def scan(data: FileData, start: int, sealer: RecordSealer) -> ScanResult:
     return attrs.evolve(result, frames=tuple(frames))
 
 
-def scan_each(
-    data: FileData, start: int, sealer: RecordSealer, on_frame: Callable[[Frame], object]
-) -> ScanResult:
+def scan_each(data: FileData, start: int, sealer: RecordSealer, on_frame: Callable[[Frame], object]) -> ScanResult:
     """
     L{scan}, calling C{on_frame(frame)} for each good frame in file order
     instead of keeping them (the result's C{frames} is empty).  A frame
@@ -128,16 +126,13 @@ def _check_torn(data: FileData, bad: Unfinished, batch: int, sealer: RecordSeale
     first_after = None
     for frame in _good_frames_after(data, bad.offset + 1, sealer):
         if frame.batch_start not in in_flight:
-            raise CorruptVolume(
-                bad.offset, f"{bad.reason}, but records written later follow it"
-            )
+            raise CorruptVolume(bad.offset, f"{bad.reason}, but records written later follow it")
         if first_after is None:
             first_after = frame
     if first_after is not None and not _has_hole(data, bad.offset, first_after.offset):
         raise CorruptVolume(
             bad.offset,
-            f"{bad.reason} inside the last write, with good records after it "
-            "and no unwritten sector",
+            f"{bad.reason} inside the last write, with good records after it and no unwritten sector",
         )
 
 
@@ -157,7 +152,7 @@ def _good_frames_after(data: FileData, cursor: int, sealer: RecordSealer) -> Ite
 def _has_hole(data: FileData, start: int, stop: int) -> bool:
     sector = start - start % SECTOR_SIZE
     while sector < stop:
-        piece = data[max(start, sector):min(stop, sector + SECTOR_SIZE)]
+        piece = data[max(start, sector) : min(stop, sector + SECTOR_SIZE)]
         if len(piece) >= MIN_HOLE and not piece.strip(b"\0"):
             return True
         sector += SECTOR_SIZE

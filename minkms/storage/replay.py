@@ -40,7 +40,7 @@ class DurableState:
         if isinstance(record, Entry):
             entries = self.entries
             if entries and entries[-1].index >= record.index:
-                del entries[bisect_left(entries, record.index, key=_index):]
+                del entries[bisect_left(entries, record.index, key=_index) :]
             entries.append(record)
         elif isinstance(record, HardState):
             self.hard_state = record
@@ -48,7 +48,7 @@ class DurableState:
             self.snapshot = record
             entries = self.entries
             if entries and entries[0].index <= record.meta.index:
-                del entries[:bisect_right(entries, record.meta.index, key=_index)]
+                del entries[: bisect_right(entries, record.meta.index, key=_index)]
         else:
             raise TypeError(f"not a storage record: {type(record).__name__}")
 

@@ -88,9 +88,7 @@ def load_volume(
     try:
         lock_fd = files.open_lock(os.path.join(directory, LOCK_NAME))
     except BlockingIOError:
-        raise StartupError(
-            f"volume {directory} is in use by another minkms process"
-        ) from None
+        raise StartupError(f"volume {directory} is in use by another minkms process") from None
     except OSError as e:
         raise StartupError(f"volume {directory} is not writable: {e.strerror}") from None
     try:
@@ -100,9 +98,7 @@ def load_volume(
         raise
 
 
-def _load_locked(
-    directory: str, hsm: "SoftHSM", files: Files, lock_fd: int, founding: Founding | None
-) -> LoadedVolume:
+def _load_locked(directory: str, hsm: "SoftHSM", files: Files, lock_fd: int, founding: Founding | None) -> LoadedVolume:
     db_path = os.path.join(directory, DB_NAME)
     warnings = []
     try:
@@ -127,12 +123,9 @@ def _load_locked(
             files.sync(fd)
         except OSError as e:
             files.close(fd)
-            raise StartupError(
-                f"{db_path}: cannot cut torn tail at offset {torn.offset}: {e.strerror}"
-            ) from None
+            raise StartupError(f"{db_path}: cannot cut torn tail at offset {torn.offset}: {e.strerror}") from None
         warnings.append(
-            f"{db_path}: cut {torn.length} bytes of an unfinished write at offset "
-            f"{torn.offset} ({torn.reason})"
+            f"{db_path}: cut {torn.length} bytes of an unfinished write at offset {torn.offset} ({torn.reason})"
         )
     end = result.end
     if founding is not None and _half_made(header, state):
@@ -147,14 +140,10 @@ def _load_locked(
         end += len(data)
         state = replay(records)
         warnings.append(f"{db_path}: founded the single-node cluster an earlier start left unfounded")
-    return LoadedVolume(
-        directory, db_path, lock_fd, fd, header, rek, state, end, False, warnings
-    )
+    return LoadedVolume(directory, db_path, lock_fd, fd, header, rek, state, end, False, warnings)
 
 
-def _recover(
-    db_path: str, hsm: "SoftHSM", files: Files, fd: int
-) -> tuple[Header, bytes, DurableState, ScanResult]:
+def _recover(db_path: str, hsm: "SoftHSM", files: Files, fd: int) -> tuple[Header, bytes, DurableState, ScanResult]:
     """
     Read C{kms.db} front to back in chunks (L{FileWindow}), folding each
     good record into the durable state as it is read.
@@ -217,9 +206,7 @@ def _create(
     except BaseException:
         files.close(fd)
         raise
-    return LoadedVolume(
-        directory, db_path, lock_fd, fd, header, rek, replay(records), len(data), True, warnings
-    )
+    return LoadedVolume(directory, db_path, lock_fd, fd, header, rek, replay(records), len(data), True, warnings)
 
 
 def _corrupt(db_path: str, error: CorruptVolume) -> StartupError:

@@ -33,12 +33,17 @@ _FIXED = {
     FD.TYPE_SFIXED64: ("<q", _I64),
     FD.TYPE_DOUBLE: ("<d", _I64),
 }
-_INT_KEYS = _UNSIGNED | _SIGNED | set(_ZIGZAG) | {
-    FD.TYPE_FIXED32,
-    FD.TYPE_SFIXED32,
-    FD.TYPE_FIXED64,
-    FD.TYPE_SFIXED64,
-}
+_INT_KEYS = (
+    _UNSIGNED
+    | _SIGNED
+    | set(_ZIGZAG)
+    | {
+        FD.TYPE_FIXED32,
+        FD.TYPE_SFIXED32,
+        FD.TYPE_FIXED64,
+        FD.TYPE_SFIXED64,
+    }
+)
 
 
 def encode_message(message: Message) -> bytes:

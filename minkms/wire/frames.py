@@ -68,8 +68,7 @@ def decode_request(body: bytes, max_frames: int = MAX_FRAMES) -> list[tuple[Comm
         elif this is not command:
             raise KMSError(
                 400,
-                f"mixed commands in one request: frame {index} is {this.name},"
-                f" frame 1 is {command.name}",
+                f"mixed commands in one request: frame {index} is {this.name}, frame 1 is {command.name}",
             )
         elif not command.batch:
             raise KMSError(400, f"{command.name} takes exactly one command frame, not a batch")
@@ -183,8 +182,7 @@ def _split_frame(view: memoryview, offset: int, index: int, what: str) -> tuple[
     if length > len(view) - start:
         raise KMSError(
             400,
-            f"truncated {what} {index}: length {length} exceeds the"
-            f" {len(view) - start} bytes left in the body",
+            f"truncated {what} {index}: length {length} exceeds the {len(view) - start} bytes left in the body",
         )
     return code, view[start : start + length], start + length
 

@@ -51,9 +51,7 @@ def to_json(message: Message, defaults: bool = True) -> bytes:
     left out either way.  kms-go accepts both forms but rejects unknown
     keys, which this never writes.
     """
-    return json.dumps(
-        to_dict(message, defaults), separators=(",", ":"), ensure_ascii=False
-    ).encode("utf-8")
+    return json.dumps(to_dict(message, defaults), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def to_dict(message: Message, defaults: bool = False) -> dict[str, Any]:
@@ -139,10 +137,7 @@ def _quality(params: Iterable[str]) -> float:
 def _field_value(field: FD, value: Any, defaults: bool) -> Any:
     if field.message_type is not None and field.message_type.GetOptions().map_entry:
         value_field = field.message_type.fields_by_name["value"]
-        return {
-            _map_key(key): _single(value_field, value[key], defaults)
-            for key in sorted(value, key=_sort_key)
-        }
+        return {_map_key(key): _single(value_field, value[key], defaults) for key in sorted(value, key=_sort_key)}
     if field.is_repeated:
         return [_single(field, item, defaults) for item in value]
     return _single(field, value, defaults)

@@ -33,10 +33,20 @@ FINAL_READ = "final read failed"
 
 CREATES = ("import", "create", "rotate")
 FAMILY = {
-    "import": "key", "create": "key", "rotate": "key", "delete": "key",
-    "status": "key", "generate": "key", "encrypt": "key",
-    "id_create": "identity", "id_delete": "identity", "assign": "identity", "id_status": "identity",
-    "pol_create": "policy", "pol_delete": "policy", "pol_get": "policy",
+    "import": "key",
+    "create": "key",
+    "rotate": "key",
+    "delete": "key",
+    "status": "key",
+    "generate": "key",
+    "encrypt": "key",
+    "id_create": "identity",
+    "id_delete": "identity",
+    "assign": "identity",
+    "id_status": "identity",
+    "pol_create": "policy",
+    "pol_delete": "policy",
+    "pol_get": "policy",
 }
 NEMESIS_CAUSES = ("No space left on device", "storage failed")
 """Words in a traceback that the full-disk fault explains."""
@@ -162,15 +172,24 @@ def check_history(records: list[Record], findings: Findings, budget: int = lin.D
         if not verdict.ok and not verdict.unknown:
             rejections = [op for op in (to_op(r, relaxed=True, rejections=True) for r in group) if op is not None]
             if lin.check(model, rejections, budget * 10, describe).ok:
-                findings.add(STALE_REJECTION, f"{key[0]} {key[1]!r}: a write was refused (404/409) on a state "
-                             "that missed a write acknowledged before it began: " + result.explanation)
+                findings.add(
+                    STALE_REJECTION,
+                    f"{key[0]} {key[1]!r}: a write was refused (404/409) on a state "
+                    "that missed a write acknowledged before it began: " + result.explanation,
+                )
                 continue
         if verdict.ok:
-            findings.add(STALE_READ, f"{key[0]} {key[1]!r}: a read missed a write acknowledged before it "
-                         "began (expected until follower read leases land, issue 8): " + result.explanation)
+            findings.add(
+                STALE_READ,
+                f"{key[0]} {key[1]!r}: a read missed a write acknowledged before it "
+                "began (expected until follower read leases land, issue 8): " + result.explanation,
+            )
         elif verdict.unknown:
-            findings.add(STALE_OR_WORSE, f"{key[0]} {key[1]!r}: not linearizable, and whether stale reads "
-                         "explain it is undecided within the search budget: " + result.explanation)
+            findings.add(
+                STALE_OR_WORSE,
+                f"{key[0]} {key[1]!r}: not linearizable, and whether stale reads "
+                "explain it is undecided within the search budget: " + result.explanation,
+            )
         else:
             findings.add(NOT_LINEARIZABLE, result.explanation)
 
@@ -184,15 +203,19 @@ def check_listings(records: list[Record], findings: Findings) -> None:
             continue
         attempted = {r.name for r in creates if r.invoked < listing.completed}
         for name in sorted(listing.value - attempted):
-            findings.add(PHANTOM, f"op {listing.op_id} on {listing.node} listed key {name!r}, "
-                         "which nobody had tried to create")
+            findings.add(
+                PHANTOM, f"op {listing.op_id} on {listing.node} listed key {name!r}, which nobody had tried to create"
+            )
         for name in sorted(attempted - listing.value):
             acked = any(r.name == name and r.outcome == OK and r.completed < listing.invoked for r in creates)
             touched = any(r.name == name and r.invoked < listing.completed for r in deletes)
             if acked and not touched:
-                findings.add(STALE_READ, f"op {listing.op_id} on {listing.node} did not list key {name!r}, "
-                             "created and acknowledged before the listing began (expected until follower "
-                             "read leases land, issue 8)")
+                findings.add(
+                    STALE_READ,
+                    f"op {listing.op_id} on {listing.node} did not list key {name!r}, "
+                    "created and acknowledged before the listing began (expected until follower "
+                    "read leases land, issue 8)",
+                )
 
 
 def check_final(final: list[Record], records: list[Record], findings: Findings) -> None:
@@ -208,28 +231,40 @@ def check_final(final: list[Record], records: list[Record], findings: Findings) 
         first_node, first = views[0]
         for what in sorted(set(view) | set(first)):
             if view.get(what) != first.get(what):
-                findings.add(DISAGREE, f"{what[0]} {what[1]}: {first_node} answers {first.get(what)!r}, "
-                             f"{node} answers {view.get(what)!r}")
+                findings.add(
+                    DISAGREE,
+                    f"{what[0]} {what[1]}: {first_node} answers {first.get(what)!r}, {node} answers {view.get(what)!r}",
+                )
     for imported in records:
         if imported.kind != "import" or imported.outcome != OK:
             continue
-        later = [r for r in records if r.name == imported.name and r.kind in ("import", "create", "rotate",
-                 "delete") and r is not imported and (r.completed is None or r.completed > imported.invoked)]
+        later = [
+            r
+            for r in records
+            if r.name == imported.name
+            and r.kind in ("import", "create", "rotate", "delete")
+            and r is not imported
+            and (r.completed is None or r.completed > imported.invoked)
+        ]
         if later:
             continue
         for node, view in views:
             seen = view.get(("encrypt", imported.name))
             if not (isinstance(seen, tuple) and seen[1] == imported.arg):
-                findings.add(LOST_WRITE, f"key {imported.name!r} imported by op {imported.op_id} (acknowledged, "
-                             f"nothing later touched it): {node} answers {seen!r}")
+                findings.add(
+                    LOST_WRITE,
+                    f"key {imported.name!r} imported by op {imported.op_id} (acknowledged, "
+                    f"nothing later touched it): {node} answers {seen!r}",
+                )
 
 
 def check_answers(records: list[Record], findings: Findings) -> None:
     """No request is ever answered 500: an unknown outcome is a 503 that says so."""
     for record in records:
         if record.status == 500:
-            findings.add(ANSWERED_500, f"op {record.op_id} {record.kind} {record.name} on {record.node}: "
-                         f"500 {record.error}")
+            findings.add(
+                ANSWERED_500, f"op {record.op_id} {record.kind} {record.name} on {record.node}: 500 {record.error}"
+            )
 
 
 _TRACEBACK = re.compile(r"^(.*)\n\s*Traceback \(most recent call last\):\n((?:[ \t].*\n?)*)", re.MULTILINE)

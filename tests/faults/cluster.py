@@ -57,8 +57,7 @@ class FaultNode(ProcessNode):
     from its own state, possibly stale, by design (docs/operations.md).
     """
 
-    def __init__(self, workdir: Workdir, hsm: SoftHSM, index: int, mutant: str | None = None,
-                 extra_args=()) -> None:
+    def __init__(self, workdir: Workdir, hsm: SoftHSM, index: int, mutant: str | None = None, extra_args=()) -> None:
         self.ip = f"127.0.0.{index + 2}"
         super().__init__(workdir, hsm, port=_free_port_on(self.ip), extra_args=extra_args)
         self.index = index
@@ -69,18 +68,37 @@ class FaultNode(ProcessNode):
         self.mutant = mutant
         self.paused = False
         self.expected_down = False
-        self.config = write_config(os.path.join(os.path.dirname(self.volume), "conf"),
-                                   cluster="reads_without_leader: refuse")
+        self.config = write_config(
+            os.path.join(os.path.dirname(self.volume), "conf"), cluster="reads_without_leader: refuse"
+        )
 
     def start(self):
         log = open(self.log_path, "ab")
         mutant = ["--mutant", self.mutant] if self.mutant else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.faults.launch", "--source", self.ip, *mutant, "--",
-             "server", self.volume, "--dev", "--host", self.host, "--address", self.address,
-             "--config", self.config, *self.extra_args],
+            [
+                sys.executable,
+                "-m",
+                "tests.faults.launch",
+                "--source",
+                self.ip,
+                *mutant,
+                "--",
+                "server",
+                self.volume,
+                "--dev",
+                "--host",
+                self.host,
+                "--address",
+                self.address,
+                "--config",
+                self.config,
+                *self.extra_args,
+            ],
             env=cli_env(MINIO_KMS_HSM_KEY=self.hsm.to_text()),
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
         )
         log.close()
         self.paused = False
@@ -143,8 +161,11 @@ class SmallDisk:
     def mount(self) -> str | None:
         """Mount it; return why not when this machine does not allow it."""
         os.makedirs(self.path, exist_ok=True)
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.SIZE},mode=0700", "tmpfs",
-                                 self.path], capture_output=True, text=True)
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={self.SIZE},mode=0700", "tmpfs", self.path],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             return (result.stderr.strip() or f"mount exited {result.returncode}").splitlines()[0]
         self.mounted = True

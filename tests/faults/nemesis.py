@@ -13,8 +13,16 @@ import attrs
 from tests.faults.cluster import sleep
 
 KINDS = (
-    "kill", "kill_leader", "pause", "pause_leader", "quorum_loss", "crash_all",
-    "partition_leader", "partition_link", "disk_full", "restart",
+    "kill",
+    "kill_leader",
+    "pause",
+    "pause_leader",
+    "quorum_loss",
+    "crash_all",
+    "partition_leader",
+    "partition_link",
+    "disk_full",
+    "restart",
 )
 
 
@@ -82,8 +90,9 @@ class Nemesis:
                 node.resume()
             if not node.running():
                 if not node.expected_down and node.name not in self.disk_faults:
-                    self.unexpected.append(f"{node.name} exited with status {node.process.returncode} "
-                                           "without the nemesis killing it")
+                    self.unexpected.append(
+                        f"{node.name} exited with status {node.process.returncode} without the nemesis killing it"
+                    )
                 node.expected_down = False
                 node.start()
         for node in self.cluster.nodes:

@@ -51,18 +51,27 @@ class Report:
     def lines(self) -> list[str]:
         """The report, one figure per line."""
         s = self.settings
-        out = [f"seed {s.seed}, {s.nodes} nodes, {s.clients} clients, {self.elapsed:.0f} s"
-               + (f", mutant {s.mutant}" if s.mutant else "")]
+        out = [
+            f"seed {s.seed}, {s.nodes} nodes, {s.clients} clients, {self.elapsed:.0f} s"
+            + (f", mutant {s.mutant}" if s.mutant else "")
+        ]
         out += self.mechanisms
         for group in ("write", "read"):
             counts = {o: n for (g, o), n in sorted(self.outcomes.items()) if g == group}
             out.append(f"{group}s: " + ", ".join(f"{o} {n}" for o, n in counts.items()))
         out.append("faults: " + (", ".join(f"{k} {n}" for k, n in sorted(self.faults.items())) or "none"))
-        out.append("writes answered per phase (of those sent to a running node): " + ", ".join(
-            f"{kind} {ok}/{total} ({100 * ok / total:.0f}%)" for kind, (ok, total) in sorted(self.availability.items())
-            if total))
-        out.append("most frequent write errors: " + "; ".join(
-            f"{n} x {o} {text}" for (o, text), n in self.errors.most_common(5)))
+        out.append(
+            "writes answered per phase (of those sent to a running node): "
+            + ", ".join(
+                f"{kind} {ok}/{total} ({100 * ok / total:.0f}%)"
+                for kind, (ok, total) in sorted(self.availability.items())
+                if total
+            )
+        )
+        out.append(
+            "most frequent write errors: "
+            + "; ".join(f"{n} x {o} {text}" for (o, text), n in self.errors.most_common(5))
+        )
         counts = self.findings.counts()
         out.append("anomalies: " + (", ".join(f"{k}: {n}" for k, n in counts.items()) or "none"))
         for kind, found in sorted(self.findings.anomalies.items()):
@@ -97,11 +106,17 @@ async def run(base: str, settings: RunSettings, progress=None) -> Report:
         logs = {node.name: node.log() for node in cluster.nodes}
         with open(os.path.join(base, "history.pickle"), "wb") as f:
             pickle.dump((workload.records, final), f)
-        findings = checker.check_run(workload.records, final, logs, nemesis.unexpected,
-                                     workload.decrypt_mismatches)
-        return Report(settings, mechanisms, outcomes(workload.records), collections.Counter(
-            p.kind for p in nemesis.phases), availability(workload.records, nemesis.phases), findings,
-            time.monotonic() - started, write_errors(workload.records))
+        findings = checker.check_run(workload.records, final, logs, nemesis.unexpected, workload.decrypt_mismatches)
+        return Report(
+            settings,
+            mechanisms,
+            outcomes(workload.records),
+            collections.Counter(p.kind for p in nemesis.phases),
+            availability(workload.records, nemesis.phases),
+            findings,
+            time.monotonic() - started,
+            write_errors(workload.records),
+        )
     finally:
         if workload is not None:
             await workload.close()
@@ -145,8 +160,10 @@ def outcomes(records) -> collections.Counter:
 def write_errors(records) -> collections.Counter:
     """Why writes were not done, by outcome and the error's first words."""
     return collections.Counter(
-        (r.outcome, " ".join(r.error.split()[:6])) for r in records
-        if r.kind in WRITES and r.outcome not in (OK, REJECTED) and r.client >= 0)
+        (r.outcome, " ".join(r.error.split()[:6]))
+        for r in records
+        if r.kind in WRITES and r.outcome not in (OK, REJECTED) and r.client >= 0
+    )
 
 
 def availability(records, phases) -> dict:

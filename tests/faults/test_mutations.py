@@ -11,8 +11,14 @@ from twisted.trial import unittest
 from tests.faults import checker
 from tests.faults.run import RunSettings, run
 
-DATA_LOSS = (checker.LOST_WRITE, checker.NOT_LINEARIZABLE, checker.DISAGREE, checker.NODE_EXITED,
-             checker.FINAL_READ, checker.PHANTOM)
+DATA_LOSS = (
+    checker.LOST_WRITE,
+    checker.NOT_LINEARIZABLE,
+    checker.DISAGREE,
+    checker.NODE_EXITED,
+    checker.FINAL_READ,
+    checker.PHANTOM,
+)
 
 
 class MutationTests(unittest.TestCase):
@@ -42,8 +48,10 @@ class MutationTests(unittest.TestCase):
 
     async def _serves_after_lease(self):
         counts = await self._mutant_run("serves_after_lease", ("pause", "partition_link"), 3)
-        self.assertTrue({checker.STALE_READ, checker.STALE_OR_WORSE} & set(counts),
-                        f"a follower serving after its lease went unnoticed: {counts}")
+        self.assertTrue(
+            {checker.STALE_READ, checker.STALE_OR_WORSE} & set(counts),
+            f"a follower serving after its lease went unnoticed: {counts}",
+        )
 
     def test_serving_after_lease_is_caught(self):
         """A follower paused or cut off past its lease, still serving, answers stale reads."""

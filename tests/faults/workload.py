@@ -54,8 +54,7 @@ IDENTITY_WRITES = ("id_create", "id_delete", "assign")
 POLICY_WRITES = ("pol_create", "pol_delete")
 WRITES = frozenset(KEY_WRITES + IDENTITY_WRITES + POLICY_WRITES)
 
-MODEL_ERRORS = frozenset(e.message for e in (ErrKeyExists, ErrKeyNotFound, ErrIdentityNotFound,
-                                             ErrPolicyNotFound))
+MODEL_ERRORS = frozenset(e.message for e in (ErrKeyExists, ErrKeyNotFound, ErrIdentityNotFound, ErrPolicyNotFound))
 """Client errors that the checker's models predict; a write answered
 with one of them surely did not take effect."""
 
@@ -66,10 +65,21 @@ KEY_TYPE = crypto.key_type("")
 
 # A mix weighted towards reads, as a KMS serves them.
 MIX = [
-    ("import", 6), ("create", 5), ("rotate", 5), ("delete", 4),
-    ("status", 10), ("generate", 10), ("encrypt", 8), ("list", 3),
-    ("id_create", 3), ("id_delete", 2), ("assign", 3), ("id_status", 5),
-    ("pol_create", 3), ("pol_delete", 2), ("pol_get", 4),
+    ("import", 6),
+    ("create", 5),
+    ("rotate", 5),
+    ("delete", 4),
+    ("status", 10),
+    ("generate", 10),
+    ("encrypt", 8),
+    ("list", 3),
+    ("id_create", 3),
+    ("id_delete", 2),
+    ("assign", 3),
+    ("id_status", 5),
+    ("pol_create", 3),
+    ("pol_delete", 2),
+    ("pol_get", 4),
 ]
 
 
@@ -173,15 +183,17 @@ class Workload:
     async def setup(self) -> None:
         """Create the never-deleted policies identities are assigned."""
         for policy in self.names.assignable:
-            await self._client.call(POLICY_CREATE, _policy(policy, 0), enclave=self.cluster.ENCLAVE,
-                                    host=self.cluster.nodes[0].address)
+            await self._client.call(
+                POLICY_CREATE, _policy(policy, 0), enclave=self.cluster.ENCLAVE, host=self.cluster.nodes[0].address
+            )
 
     async def run(self) -> None:
         """Run every client until L{stopping} is set."""
         from twisted.internet import defer
 
-        await defer.gatherResults([defer.ensureDeferred(self._loop(i)) for i in range(self.clients)],
-                                  consumeErrors=True)
+        await defer.gatherResults(
+            [defer.ensureDeferred(self._loop(i)) for i in range(self.clients)], consumeErrors=True
+        )
 
     async def close(self) -> None:
         """Close the clients' connections."""
@@ -266,6 +278,7 @@ class Workload:
     def _call(self, node):
         async def call(code, message):
             return await self._client.call(code, message, enclave=self.cluster.ENCLAVE, host=node.address)
+
         return call
 
     async def encrypt(self, name: str, node) -> tuple[int, int | None]:
@@ -293,7 +306,8 @@ class Workload:
         if reply.Plaintext != generated.Plaintext:
             self.decrypt_mismatches.append(
                 f"key {name!r} version {generated.Version}: {other.name} decrypted a generated key "
-                "to a different plaintext")
+                "to a different plaintext"
+            )
 
 
 def _policy(name: str, marker: int) -> pb.CreatePolicyRequest:
