@@ -562,6 +562,8 @@ class RaftCore:
         Take the messages that may leave before anything is persisted (see
         L{Ready.send_first}); a driver busy persisting sends them at once.
         """
+        if self._commit_to_broadcast:
+            self._flush_appends()
         early, self._early = tuple(self._early), []
         return early
 
@@ -809,6 +811,8 @@ class RaftCore:
         last_new = self.log.maybe_append(m.prev_index, m.prev_term, m.commit, m.entries)
         if last_new is not None:
             self.config = self.log.config()
+            if self.log.committed > committed and self.log.has_unhanded():
+                self._note_commit(m.src)
             self._send(
                 AppendResponse(
                     self.id, m.src, self.term, index=last_new, commit=self.log.committed
@@ -829,6 +833,20 @@ class RaftCore:
                 hint_term=hint_term,
                 commit=self.log.committed,
             )
+        )
+
+    def _note_commit(self, leader: int) -> None:
+        """
+        Tell the leader at once how far this node knows the log is committed
+        (an answer with context 0, which confirms no heartbeat round): the
+        answer to the Append that moved it waits for the disk, and under
+        read leases the leader acknowledges a write only once every lease
+        holder knows it is committed.
+        """
+        if self._follower_lease is None or self.term != self._persisted_term:
+            return
+        self._early.append(
+            HeartbeatResponse(self.id, leader, self.term, context=0, commit=self.log.committed)
         )
 
     def _handle_snapshot_chunk(self, m: InstallSnapshot) -> None:
