@@ -118,6 +118,27 @@ class LoopTests(SynchronousTestCase):
         storage.flush()
         self.assertEqual(driver.core.log.committed, noop)
 
+    def test_snapshots_wait_for_as_many_log_bytes_as_the_last_one(self):
+        """
+        After C{compact_every} entries a snapshot is taken only once the
+        entries applied since the last one hold at least its size: a large
+        state is snapshotted less often.
+        """
+        driver, storage, _, machine = driver_for()
+        driver.compact_every = 1
+        machine.snapshot = lambda: b"s" * 1000
+        elect_single(driver, storage)
+        offsets = []
+        for _ in range(12):
+            driver.propose(b"x" * 100)
+            storage.flush()
+            offsets.append(driver.core.log.offset)
+        self.assertGreater(offsets[0], 0)
+        taken = sorted(set(offsets))
+        self.assertGreater(len(taken), 1)
+        for before, after in zip(taken, taken[1:]):
+            self.assertGreaterEqual((after - before) * (100 + 64), 1000)
+
     def test_write_answered_once_applied(self):
         """A proposal's Deferred fires with its apply result after the fsync and the apply."""
         driver, storage, _, machine = driver_for()
