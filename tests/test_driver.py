@@ -13,6 +13,8 @@ from minkms.driver import REFUSE, SERVE, RaftDriver
 from minkms.driver.waiters import NOT_APPLIED, UNKNOWN_OUTCOME, WriteWaiters
 from minkms.errors import KMSError
 from minkms.raft.core import RaftCore, RaftOptions, bootstrap_state
+from minkms.raft.messages import Append, AppendResponse, Heartbeat, VoteResponse
+from minkms.raft.ready import LEADER
 from minkms.raft.types import DurableState
 from minkms.server.writes import WRITE_TIMEOUT, timed_out
 from minkms.sim.harness import cluster_config
@@ -87,6 +89,55 @@ class LoopTests(SynchronousTestCase):
         self.assertEqual(transport.sent, [])
         storage.flush()
         self.assertEqual(sorted(m.dst for m in transport.sent), [2, 3])
+
+    def test_leader_traffic_does_not_wait_for_the_disk(self):
+        """
+        A leader's Appends leave before its own write, and its heartbeats
+        leave while a Ready is being persisted; nothing is committed before
+        the leader's own write is durable.
+        """
+        driver, storage, transport, _ = driver_for(voters=(1, 2, 3))
+        driver.core.campaign()
+        driver.kick()
+        storage.flush()
+        term = driver.core.term
+        driver.step(VoteResponse(2, 1, term, pre=True, granted=True))
+        storage.flush()
+        transport.sent.clear()
+        driver.step(VoteResponse(2, 1, driver.core.term, granted=True))
+        self.assertEqual(driver.core.role, LEADER)
+        self.assertTrue(storage.pending)
+        appends = [m for m in transport.sent if isinstance(m, Append) and m.entries]
+        self.assertEqual(sorted(m.dst for m in appends), [2, 3])
+        transport.sent.clear()
+        driver.tick()
+        self.assertEqual(sorted(m.dst for m in transport.sent if isinstance(m, Heartbeat)), [2, 3])
+        noop = appends[0].entries[-1].index
+        driver.step(AppendResponse(2, 1, driver.core.term, index=noop))
+        self.assertLess(driver.core.log.committed, noop)
+        storage.flush()
+        self.assertEqual(driver.core.log.committed, noop)
+
+    def test_snapshots_wait_for_as_many_log_bytes_as_the_last_one(self):
+        """
+        After C{compact_every} entries a snapshot is taken only once the
+        entries applied since the last one hold at least its size: a large
+        state is snapshotted less often.
+        """
+        driver, storage, _, machine = driver_for()
+        driver.compact_every = 1
+        machine.snapshot = lambda: b"s" * 1000
+        elect_single(driver, storage)
+        offsets = []
+        for _ in range(12):
+            driver.propose(b"x" * 100)
+            storage.flush()
+            offsets.append(driver.core.log.offset)
+        self.assertGreater(offsets[0], 0)
+        taken = sorted(set(offsets))
+        self.assertGreater(len(taken), 1)
+        for before, after in zip(taken, taken[1:]):
+            self.assertGreaterEqual((after - before) * (100 + 64), 1000)
 
     def test_write_answered_once_applied(self):
         """A proposal's Deferred fires with its apply result after the fsync and the apply."""

@@ -51,7 +51,7 @@ def drain(core):
     sent = []
     while core.has_ready():
         ready = core.ready()
-        sent.extend(ready.messages)
+        sent.extend(ready.send_first + ready.messages)
         core.advance(ready)
     return sent
 
@@ -128,6 +128,36 @@ class ElectionTests(SynchronousTestCase):
         self.assertEqual(leader.log.committed, last.index)
         for node in (2, 3):
             self.assertEqual(cluster.cores[node].leader, 1)
+
+    def test_leader_counts_itself_only_once_persisted(self):
+        """
+        A leader's Appends leave before its own write (thesis 10.2.1), so a
+        follower may answer first; that answer alone commits nothing: the
+        leader's own vote counts once its write is persisted.
+        """
+        core = lone_core(options=NO_PREVOTE)
+        drain(core)
+        core.campaign()
+        drain(core)
+        core.step(VoteResponse(2, 1, core.term, granted=True))
+        ready = core.ready()
+        noop = ready.entries[-1].index
+        sent = [m for m in ready.send_first if isinstance(m, Append) and m.entries]
+        self.assertEqual(sorted(m.dst for m in sent), [2, 3])
+        core.step(AppendResponse(2, 1, core.term, index=noop))
+        self.assertLess(core.log.committed, noop)
+        core.advance(ready)
+        self.assertEqual(core.log.committed, noop)
+
+    def test_follower_answers_only_after_persisting(self):
+        """A follower's answers never go out before its Ready is persisted."""
+        core = lone_core(node=2)
+        drain(core)
+        core.step(Append(1, 2, 2, prev_index=1, prev_term=1, entries=(Entry(2, 2, ENTRY_NOOP, b""),)))
+        ready = core.ready()
+        self.assertEqual(ready.send_first, ())
+        self.assertEqual(core.early_messages(), ())
+        self.assertEqual([type(m) for m in ready.messages], [AppendResponse])
 
     def test_candidate_loses_to_majority_of_rejections(self):
         """A candidate that a majority rejects goes back to following."""

@@ -22,6 +22,9 @@ and C{core.status()}.
 
 The driver contract, per Ready (Raft figure 2; etcd-io/raft README):
 
+ 0. Send C{rd.send_first} (the leader's messages; they need nothing of
+    this Ready on disk).  Between Readys, C{core.early_messages()} hands
+    such messages over at once, so heartbeats never wait for a disk.
  1. Persist: if C{rd.snapshot}, replace the stored log by it; write
     C{rd.entries}, first dropping stored entries at or after
     C{rd.entries[0].index}; write C{rd.hard_state} if not None.  If
@@ -102,6 +105,9 @@ from minkms.raft.types import (
 )
 
 MAX_SNAPSHOT_CHUNK = 32 * 1024
+
+_SENT_BEFORE_PERSISTING = LEADER_MESSAGES + (TimeoutNow, ReadIndexResponse)
+"""What a leader sends that promises nothing about its own disk."""
 
 
 def _check_append_bytes(instance: "RaftOptions", attribute: "attrs.Attribute[int]", value: int) -> None:
@@ -231,6 +237,8 @@ class RaftCore:
         self._commit_to_broadcast = False
         self._partial_snapshot: _PartialSnapshot | None = None
         self._messages: list[Message] = []
+        self._early: list[Message] = []
+        self._persisted_term = hard.term
         self._read_states: list[ReadState] = []
         self._handed_hard_state = hard
         self._handed_soft_state: SoftState | None = None
@@ -445,6 +453,7 @@ class RaftCore:
             return False
         return bool(
             self._messages
+            or self._early
             or self._read_states
             or self._send_pending
             or self._commit_to_broadcast
@@ -476,6 +485,7 @@ class RaftCore:
                 entries or snapshot or hard.term != previous.term or hard.vote != previous.vote
             ),
             soft_state=soft,
+            send_first=self.early_messages(),
         )
         self._messages = []
         self._read_states = []
@@ -489,6 +499,12 @@ class RaftCore:
         if ready is not self._outstanding:
             raise RuntimeError("advance() takes the Ready last returned by ready()")
         self._outstanding = None
+        self.log.stable = self.log.handed
+        if ready.hard_state is not None:
+            self._persisted_term = ready.hard_state.term
+        own = self._progress.get(self.id) if self.role == LEADER else None
+        if own is not None and own.maybe_update(self.log.stable):
+            self._maybe_commit()
         if ready.committed_entries:
             self.log.applied = max(self.log.applied, ready.committed_entries[-1].index)
         if ready.snapshot is not None:
@@ -541,8 +557,25 @@ class RaftCore:
     def _soft_state(self) -> SoftState:
         return SoftState(self.role, self.leader, self.term)
 
+    def early_messages(self) -> tuple[Message, ...]:
+        """
+        Take the messages that may leave before anything is persisted (see
+        L{Ready.send_first}); a driver busy persisting sends them at once.
+        """
+        if self._commit_to_broadcast:
+            self._flush_appends()
+        early, self._early = tuple(self._early), []
+        return early
+
     def _send(self, message: Message) -> None:
-        self._messages.append(message)
+        if (
+            self.role == LEADER
+            and message.term == self._persisted_term
+            and isinstance(message, _SENT_BEFORE_PERSISTING)
+        ):
+            self._early.append(message)
+        else:
+            self._messages.append(message)
 
     # -- roles ----------------------------------------------------------
 
@@ -586,6 +619,7 @@ class RaftCore:
             self._progress[node] = Progress(last + 1, self._ticks)
         if self.id in self._progress:
             self._progress[self.id].become_replicate()
+            self._progress[self.id].maybe_update(self.log.stable)
         if self.options.read_lease:
             alone = self.config.members == {self.id}
             self._leader_leases = LeaderLeases(
@@ -777,6 +811,8 @@ class RaftCore:
         last_new = self.log.maybe_append(m.prev_index, m.prev_term, m.commit, m.entries)
         if last_new is not None:
             self.config = self.log.config()
+            if self.log.committed > committed and self.log.has_unhanded():
+                self._note_commit(m.src)
             self._send(
                 AppendResponse(
                     self.id, m.src, self.term, index=last_new, commit=self.log.committed
@@ -797,6 +833,20 @@ class RaftCore:
                 hint_term=hint_term,
                 commit=self.log.committed,
             )
+        )
+
+    def _note_commit(self, leader: int) -> None:
+        """
+        Tell the leader at once how far this node knows the log is committed
+        (an answer with context 0, which confirms no heartbeat round): the
+        answer to the Append that moved it waits for the disk, and under
+        read leases the leader acknowledges a write only once every lease
+        holder knows it is committed.
+        """
+        if self._follower_lease is None or self.term != self._persisted_term:
+            return
+        self._early.append(
+            HeartbeatResponse(self.id, leader, self.term, context=0, commit=self.log.committed)
         )
 
     def _handle_snapshot_chunk(self, m: InstallSnapshot) -> None:
@@ -853,9 +903,6 @@ class RaftCore:
         self.log.append(entries)
         if any(e.kind == ENTRY_CONFIG for e in entries):
             self._apply_membership(self.log.config())
-        own = self._progress.get(self.id)
-        if own is not None:
-            own.maybe_update(index)
         self._send_pending = True
         self._maybe_commit()
         return index

@@ -26,6 +26,9 @@ class RaftLog:
     @ivar unpersisted_snapshot: a snapshot received from the leader and not
         yet handed to the driver.
     @ivar handed: the last index given to the driver in a C{Ready}.
+    @ivar stable: the last index known to be on this node's disk (the
+        driver persisted the C{Ready} that carried it); the leader counts
+        itself towards a quorum only up to here.
     """
 
     def __init__(self, snapshot: Snapshot | None, entries: Sequence[Entry], commit: int) -> None:
@@ -41,6 +44,7 @@ class RaftLog:
             )
         self.committed = max(commit, self.offset)
         self.handed = self.last_index()
+        self.stable = self.last_index()
 
     def _reset_to(self, snapshot: Snapshot | None) -> None:
         meta = snapshot.meta if snapshot is not None else None
@@ -152,6 +156,7 @@ class RaftLog:
             del self._config_indexes[cut:]
             del self._configs[cut:]
             self.handed = min(self.handed, first - 1)
+            self.stable = min(self.stable, first - 1)
         self._append_tail(entries)
 
     def maybe_append(
@@ -202,6 +207,7 @@ class RaftLog:
         self._reset_to(snapshot)
         self.committed = self.offset
         self.handed = self.offset
+        self.stable = 0
 
     def compact(self, snapshot: Snapshot) -> None:
         """Drop the entries that C{snapshot} covers; they must be applied."""

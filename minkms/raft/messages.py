@@ -113,7 +113,9 @@ class Heartbeat(Message):
 @attrs.frozen
 class HeartbeatResponse(Message):
     """
-    The answer to L{Heartbeat}, echoing its C{context}.
+    The answer to L{Heartbeat}, echoing its C{context}; with C{context} 0,
+    a follower's note of its new commit index, sent ahead of the answer to
+    the Append that moved it (that answer waits for the follower's disk).
 
     @ivar commit: the follower's commit index.
     @ivar lease_request: a new read-lease request (0: none), granted by a

@@ -4,6 +4,7 @@ What the core hands to its driver: L{Ready} batches of work, and L{Status}.
 The driver loop (see L{minkms.raft.core} for the full contract)::
 
     rd = core.ready()
+    send(rd.send_first)
     persist(rd.snapshot, rd.entries, rd.hard_state); fsync if rd.must_sync
     send(rd.messages)
     install(rd.snapshot); apply(rd.committed_entries); serve(rd.read_states)
@@ -59,6 +60,12 @@ class Ready:
         machine (before applying C{committed_entries}); or None.
     @ivar committed_entries: entries to apply, in order, exactly once.
     @ivar messages: to send only after persisting this Ready.
+    @ivar send_first: the leader's messages of a term it has persisted
+        (appends, heartbeats, snapshot chunks, TimeoutNow, ReadIndex
+        answers): they promise nothing about this node's disk, so they go
+        out before persisting, in parallel with the leader's own write
+        (Raft thesis 10.2.1; the leader counts itself towards a quorum only
+        for what it persisted).
     @ivar read_states: reads to serve once applied >= their index.
     @ivar must_sync: whether persisting this Ready requires an fsync
         (entries, snapshot, term or vote changed; a commit-only change
@@ -74,6 +81,7 @@ class Ready:
     read_states: tuple[ReadState, ...]
     must_sync: bool
     soft_state: SoftState
+    send_first: tuple[Message, ...] = ()
 
 
 @attrs.frozen

@@ -9,7 +9,9 @@ to an HTTP channel, then forwards everything to it.
 
 It also enforces the connection limits (L{minkms.server.limits}): a
 handshake that does not finish in time is cut, and over the caps only
-the peer and SysAdmin identities are kept.
+the peer and SysAdmin identities are kept; and API connections share a
+budget of work per reactor turn (L{minkms.server.turns}) so that peer
+traffic is never stuck behind them.
 """
 
 from twisted.internet.interfaces import IHandshakeListener
@@ -18,6 +20,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from minkms.server.limits import PROBATION, REFUSED, ConnectionLimits, ConnectionTable
+from minkms.server.turns import TurnBudget
 from minkms.tls import ALPN_PEER, peer_identity
 
 log = Logger()
@@ -36,6 +39,8 @@ class ProtocolSwitch(Protocol):
     inner = None
     _counted = False
     _timer = None
+    _held: list[bytes] | None = None
+    _budgeted = False
 
     def __init__(self, factory: "SwitchFactory", addr) -> None:
         self._factory = factory
@@ -74,7 +79,25 @@ class ProtocolSwitch(Protocol):
         self.inner.makeConnection(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
-        if self.inner is not None:
+        if self.inner is None:
+            return
+        if self._held is not None:
+            self._held.append(data)
+            return
+        if self._budgeted and not self._factory.turns.allows():
+            self._held = [data]
+            self.transport.pauseProducing()
+            self._factory.turns.wait(self._release)
+            return
+        self.inner.dataReceived(data)
+
+    def _release(self) -> None:
+        """Hand the API channel what arrived while its turn was postponed."""
+        held, self._held = self._held, None
+        if self.inner is None or held is None or self.transport is None:
+            return
+        self.transport.resumeProducing()
+        for data in held:
             self.inner.dataReceived(data)
 
     def _choose(self, identity: str):
@@ -84,6 +107,7 @@ class ProtocolSwitch(Protocol):
             return self._factory.peer(self.transport, self._addr)
         channel = self._factory.http.buildProtocol(self._addr)
         channel._minkms_identity = identity
+        self._budgeted = True
         return channel
 
     def _cancel_timer(self) -> None:
@@ -96,6 +120,7 @@ class ProtocolSwitch(Protocol):
         if self._counted:
             self._counted = False
             self._factory.table.release(self, self._address)
+        self._held = None
         if self.inner is not None:
             self.inner.connectionLost(reason)
 
@@ -128,6 +153,7 @@ class SwitchFactory(Factory):
         self.privileged = frozenset(privileged)
         self.clock = clock
         self.table = ConnectionTable(limits)
+        self.turns = TurnBudget(clock)
 
     def buildProtocol(self, addr):
         return ProtocolSwitch(self, addr)

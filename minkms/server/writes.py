@@ -27,6 +27,12 @@ WRITE_TIMEOUT = 15.0
 """Seconds a client write may wait for commit before an ambiguous 503."""
 CONNECT_TIMEOUT = 2.0
 """Seconds a follower waits for its link to the leader before giving up (nothing sent)."""
+MAX_WRITES_IN_FLIGHT = 512
+"""
+Entries the leader holds proposed but not yet applied before it answers new
+writes 503 C{busy} at once (nothing applied), so that latency stays bounded
+instead of growing with the queue (docs/operations.md).
+"""
 
 
 class WritePath:
@@ -104,6 +110,11 @@ class WritePath:
         node.check_usable()
         if node.core.role != LEADER:
             raise unavailable("not the leader any more; the write was not applied: try again")
+        if node.core.log.last_index() - node.driver.applied >= MAX_WRITES_IN_FLIGHT:
+            raise unavailable(
+                f"busy: {MAX_WRITES_IN_FLIGHT} writes are waiting for a quorum; "
+                "the write was not applied: try again"
+            )
         data = prepare()
         try:
             return node.driver.propose(data)

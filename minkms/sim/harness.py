@@ -88,6 +88,7 @@ class MemoryCluster:
             core = self.cores[node]
             while core.has_ready():
                 ready = core.ready()
+                self.outbox.extend(ready.send_first)
                 disk = self.disks[node]
                 disk.write_ready(ready)
                 disk.sync()
