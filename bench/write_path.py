@@ -60,8 +60,7 @@ def _config_without_leases(workdir: str, port: int) -> list[str]:
     key, cert = write_server_certificate(directory)
     path = os.path.join(directory, "config.yaml")
     with open(path, "w") as f:
-        f.write(f"version: v1\ntls:\n  certs:\n  - key: {key}\n    cert: {cert}\n"
-                "cluster:\n  read_lease: 0\n")
+        f.write(f"version: v1\ntls:\n  certs:\n  - key: {key}\n    cert: {cert}\ncluster:\n  read_lease: 0\n")
     return ["--config", path]
 
 
@@ -70,10 +69,23 @@ def _start(hsm: SoftHSM, port: int, workdir: str, leases: bool = True) -> subpro
     log = open(os.path.join(workdir, f"node-{port}.log"), "ab")
     extra = [] if leases else _config_without_leases(workdir, port)
     return subprocess.Popen(
-        [sys.executable, "-m", "minkms.cli.main", "server", volume, "--dev",
-         "--host", f"127.0.0.1:{port}", "--address", f"127.0.0.1:{port}", *extra],
+        [
+            sys.executable,
+            "-m",
+            "minkms.cli.main",
+            "server",
+            volume,
+            "--dev",
+            "--host",
+            f"127.0.0.1:{port}",
+            "--address",
+            f"127.0.0.1:{port}",
+            *extra,
+        ],
         env=dict(os.environ, MINIO_KMS_HSM_KEY=hsm.to_text(), PYTHONPATH=REPO),
-        stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
     )
 
 
@@ -105,8 +117,7 @@ async def _writers(reactor, client, host: str, writers: int, seconds: float, pre
         while time.perf_counter() < deadline:
             start = time.perf_counter()
             try:
-                await client.call(201, pb.CreateKeyRequest(Name=f"{prefix}-{n}-{i}"), enclave=ENCLAVE,
-                                  host=host)
+                await client.call(201, pb.CreateKeyRequest(Name=f"{prefix}-{n}-{i}"), enclave=ENCLAVE, host=host)
             except Exception as e:
                 errors.append(str(e))
                 await _pause(reactor, 0.05)
@@ -141,7 +152,9 @@ async def _measure(reactor, size: int, seconds: float, workdir: str, leases: boo
                 await _writers(reactor, client, host, writers, 0.5, f"warm-{where}-{writers}")
                 latencies = await _writers(reactor, client, host, writers, seconds, f"{where}-{writers}")
                 results[(where, writers)] = (
-                    len(latencies) / seconds, _percentile(latencies, 0.5), _percentile(latencies, 0.99)
+                    len(latencies) / seconds,
+                    _percentile(latencies, 0.5),
+                    _percentile(latencies, 0.99),
                 )
     finally:
         await client.close()
@@ -153,8 +166,10 @@ async def _measure(reactor, size: int, seconds: float, workdir: str, leases: boo
 
 
 async def _main(reactor, args) -> None:
-    print(f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
-          f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
+        f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.2f}"
+    )
     print(f"KEY:CREATE, committed and fsynced on a majority before each reply; {args.seconds:.0f} s per figure")
     with tempfile.TemporaryDirectory(prefix="minkms-writebench-") as workdir:
         single = await _measure(reactor, 1, args.seconds, workdir)
@@ -162,15 +177,19 @@ async def _main(reactor, args) -> None:
         unleased = await _measure(reactor, 3, args.seconds, workdir, leases=False)
     for label, results in (("1 node ", single), ("3 nodes", triple), ("3, no lease", unleased)):
         for (where, writers), (rate, p50, p99) in sorted(results.items()):
-            print(f"{label:11} via {where:8} {writers:3} writer(s): {rate:8.0f} writes/s  "
-                  f"p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
+            print(
+                f"{label:11} via {where:8} {writers:3} writer(s): {rate:8.0f} writes/s  "
+                f"p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+            )
     for writers in (1, 16, 64):
         base, replicated = single[("leader", writers)][0], triple[("leader", writers)][0]
         print(f"ratio 3 nodes / 1 node, {writers:2} writer(s): {replicated / base:.2f}")
     for writers in (1, 64):
         leased, bare = triple[("leader", writers)], unleased[("leader", writers)]
-        print(f"lease cost, {writers:2} writer(s): throughput x{leased[0] / bare[0]:.2f}, "
-              f"p50 {leased[1]:.2f} ms vs {bare[1]:.2f} ms without leases")
+        print(
+            f"lease cost, {writers:2} writer(s): throughput x{leased[0] / bare[0]:.2f}, "
+            f"p50 {leased[1]:.2f} ms vs {bare[1]:.2f} ms without leases"
+        )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -161,6 +161,16 @@ class LoopTests(SynchronousTestCase):
         self.assertEqual(self.failureResultOf(d, KMSError).value.status, 503)
         self.assertIsNotNone(driver.failed)
 
+    def test_storage_failing_within_propose(self):
+        """A write whose persist fails before its waiter exists is still answered 503 at once."""
+        driver, storage, _, _ = driver_for()
+        elect_single(driver, storage)
+        storage.persist = lambda ready: defer.fail(OSError("disk full"))
+        index, term = driver.propose(b"x")
+        failure = self.failureResultOf(driver.wait_applied(index, term), KMSError)
+        self.assertEqual(failure.value.status, 503)
+        self.assertIn("disk full", failure.value.message)
+
 
 class ReadRuleTests(SynchronousTestCase):
     def test_single_leader_reads_locally(self):

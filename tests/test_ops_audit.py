@@ -91,8 +91,10 @@ class AuditTrailTests(unittest.TestCase):
 
     def test_edited_record_is_named(self):
         lines = list(self.lines)
-        lines[4] = lines[4].replace(b'"status":200', b'"status":201')
-        self.assertNamed(self.verify(lines), 5, "edited")
+        edited = [i for i, line in enumerate(lines) if b'"command":"KEY:ENCRYPT"' in line][2]
+        lines[edited] = lines[edited].replace(b'"status":200', b'"status":201')
+        self.assertNotEqual(lines[edited], self.lines[edited])
+        self.assertNamed(self.verify(lines), edited + 1, "edited")
 
     def test_deleted_record_is_named(self):
         lines = list(self.lines)

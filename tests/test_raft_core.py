@@ -68,10 +68,7 @@ def run_until_leader(cluster, node):
 
 def log_of(core):
     """(index, term) of every entry a core holds."""
-    return [
-        (e.index, e.term)
-        for e in core.log.entries_between(core.log.first_index(), core.log.last_index())
-    ]
+    return [(e.index, e.term) for e in core.log.entries_between(core.log.first_index(), core.log.last_index())]
 
 
 class ElectionTests(SynchronousTestCase):
@@ -194,9 +191,7 @@ class TermTests(SynchronousTestCase):
         cluster = MemoryCluster([1, 2, 3])
         leader = cluster.elect(1)
         leader.step(Append(2, 1, leader.term + 5, prev_index=0, prev_term=0))
-        self.assertEqual(
-            (leader.role, leader.term, leader.leader, leader.vote), (FOLLOWER, 7, 2, None)
-        )
+        self.assertEqual((leader.role, leader.term, leader.leader, leader.vote), (FOLLOWER, 7, 2, None))
 
     def test_lower_term_append_is_answered_with_own_term(self):
         """A stale leader's Append gets a reply carrying the higher term, so it steps down."""
@@ -471,9 +466,7 @@ class RepairTests(SynchronousTestCase):
         for _ in range(20):
             leader.tick()
             cluster.process()
-            rejections += sum(
-                1 for m in cluster.outbox if isinstance(m, AppendResponse) and m.reject
-            )
+            rejections += sum(1 for m in cluster.outbox if isinstance(m, AppendResponse) and m.reject)
             if not cluster.outbox:
                 break
             cluster.deliver()
@@ -495,9 +488,7 @@ class RepairTests(SynchronousTestCase):
         core = lone_core()
         core.step(Append(2, 1, 2, prev_index=7, prev_term=2))
         [answer] = drain(core)
-        self.assertEqual(
-            (answer.reject, answer.index, answer.hint_index, answer.hint_term), (True, 7, 1, 1)
-        )
+        self.assertEqual((answer.reject, answer.index, answer.hint_index, answer.hint_term), (True, 7, 1, 1))
 
     def test_truncating_committed_entry_is_refused(self):
         """An order to overwrite a committed entry is an invariant violation, never obeyed."""
@@ -534,8 +525,7 @@ class FlowControlTests(SynchronousTestCase):
         index = leader.propose(b"x" * 150_000)
         leader.propose(b"after")
         cluster.process(1)
-        carrying = [m for m in cluster.outbox if isinstance(m, Append)
-                    and any(e.index == index for e in m.entries)]
+        carrying = [m for m in cluster.outbox if isinstance(m, Append) and any(e.index == index for e in m.entries)]
         self.assertTrue(carrying)
         for message in carrying:
             self.assertEqual([e.index for e in message.entries], [index])
@@ -612,9 +602,7 @@ class SnapshotTests(SynchronousTestCase):
         core.step(InstallSnapshot(2, 1, 2, meta=meta, offset=0, data=b"abc"))
         core.step(InstallSnapshot(2, 1, 2, meta=meta, offset=10, data=b"x"))
         answers = drain(core)
-        self.assertEqual(
-            answers, [SnapshotResponse(1, 2, 2, 9, 3), SnapshotResponse(1, 2, 2, 9, 3)]
-        )
+        self.assertEqual(answers, [SnapshotResponse(1, 2, 2, 9, 3), SnapshotResponse(1, 2, 2, 9, 3)])
 
     def test_restart_from_snapshot_and_tail(self):
         """A node restored from a snapshot and the entries after it re-applies only those entries."""
@@ -631,9 +619,7 @@ class SnapshotTests(SynchronousTestCase):
         restarted = cluster.restart(1)
         cluster.process()
         self.assertEqual(restarted.log.offset, 4)
-        self.assertEqual(
-            [e.index for e in cluster.applied[1]], list(range(5, restarted.log.last_index() + 1))
-        )
+        self.assertEqual([e.index for e in cluster.applied[1]], list(range(5, restarted.log.last_index() + 1)))
 
 
 class MembershipTests(SynchronousTestCase):
@@ -646,9 +632,7 @@ class MembershipTests(SynchronousTestCase):
         leader = run_until_leader(cluster, 1)
         cluster.process(1)
         self.assertLess(leader.log.committed, leader.log.last_index())
-        self.assertRaises(
-            ConfigChangeRejected, leader.propose_config, ConfigChange.add_learner(4, "n4:7373")
-        )
+        self.assertRaises(ConfigChangeRejected, leader.propose_config, ConfigChange.add_learner(4, "n4:7373"))
         cluster.stabilize()
         leader.propose_config(ConfigChange.add_learner(4, "n4:7373"))
 
@@ -677,9 +661,7 @@ class MembershipTests(SynchronousTestCase):
         self.assertEqual(learner.config.learners, {4})
         self.assertEqual(leader.status().progress[4].match, leader.log.last_index())
         self.assertTrue(leader.status().progress[4].learner)
-        self.assertEqual(
-            [e.data for e in cluster.applied[4] if e.kind == ENTRY_NORMAL], [b"before"]
-        )
+        self.assertEqual([e.data for e in cluster.applied[4] if e.kind == ENTRY_NORMAL], [b"before"])
         leader.propose_config(ConfigChange.promote(4))
         cluster.stabilize()
         self.assertEqual(learner.config.voters, {1, 2, 3, 4})
@@ -741,9 +723,7 @@ class MembershipTests(SynchronousTestCase):
         """Changes that do not fit the membership are refused."""
         config = cluster_config([1, 2], learners=[3])
         self.assertRaises(ConfigChangeRejected, ConfigChange.add_learner(2, "x").apply, config)
-        self.assertRaises(
-            ConfigChangeRejected, ConfigChange.add_learner(5, "n1:7373").apply, config
-        )
+        self.assertRaises(ConfigChangeRejected, ConfigChange.add_learner(5, "n1:7373").apply, config)
         self.assertRaises(ConfigChangeRejected, ConfigChange.promote(2).apply, config)
         self.assertRaises(ConfigChangeRejected, ConfigChange.remove(9).apply, config)
         self.assertRaises(ConfigChangeRejected, ConfigChange.remove(1).apply, cluster_config([1]))

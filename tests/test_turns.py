@@ -51,6 +51,7 @@ class TurnBudgetTests(SynchronousTestCase):
             def resume():
                 ran.append(name)
                 self.now[0] += 0.015
+
             return resume
 
         for name in "abc":

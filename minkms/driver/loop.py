@@ -34,7 +34,6 @@ from minkms.raft.errors import NotLeader
 from minkms.raft.ready import Ready
 from minkms.raft.types import NO_NODE
 
-
 ENTRY_BYTES = 64
 """What an applied entry counts beyond its data when weighing the log against the last snapshot."""
 
@@ -116,8 +115,12 @@ class RaftDriver:
         """
         Fires with the apply result of the write placed at (C{index},
         C{term}) once this node applied it (and so may acknowledge it), or
-        fails with 503 saying whether it was applied.
+        fails with 503 saying whether it was applied.  A write placed just
+        before the storage failed (the failure can come within C{propose})
+        is answered at once, not at its timeout.
         """
+        if self.failed is not None:
+            return defer.fail(unavailable(self.failed))
         return self.writes.wait(index, term, self.applied)
 
     def read_barrier(self) -> defer.Deferred | None:

@@ -21,10 +21,7 @@ SERVE = "serve"
 REFUSE = "refuse"
 POLICIES = (SERVE, REFUSE)
 
-NO_LEADER_REFUSED = (
-    "no leader: this node cannot prove its state is fresh and "
-    "cluster.reads_without_leader is refuse"
-)
+NO_LEADER_REFUSED = "no leader: this node cannot prove its state is fresh and cluster.reads_without_leader is refuse"
 
 
 @attrs.define

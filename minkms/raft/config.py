@@ -48,9 +48,7 @@ class ClusterConfig:
 
     voters: frozenset[int] = attrs.field(factory=frozenset, converter=_node_set)
     learners: frozenset[int] = attrs.field(factory=frozenset, converter=_node_set)
-    addresses: Mapping[int, str] = attrs.field(
-        factory=dict, converter=_frozen_addresses, hash=False
-    )
+    addresses: Mapping[int, str] = attrs.field(factory=dict, converter=_frozen_addresses, hash=False)
     next_id: int = 0
     cluster_id: str = ""
 
@@ -143,9 +141,7 @@ class ConfigChange:
         if self.action == PROMOTE:
             if node not in config.learners:
                 raise ConfigChangeRejected(f"node {node} is not a learner")
-            return attrs.evolve(
-                config, voters=config.voters | {node}, learners=config.learners - {node}
-            )
+            return attrs.evolve(config, voters=config.voters | {node}, learners=config.learners - {node})
         if self.action == REMOVE:
             if node not in config.members:
                 raise ConfigChangeRejected(f"node {node} is not a member")

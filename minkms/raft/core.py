@@ -171,7 +171,6 @@ class RaftOptions:
             raise ValueError("need 0 < heartbeat_ticks < election_ticks")
 
 
-
 def bootstrap_state(config: ClusterConfig) -> DurableState:
     """
     The durable state that founds a cluster: one committed configuration
@@ -481,9 +480,7 @@ class RaftCore:
             committed_entries=tuple(self.log.to_apply(self.exposable())),
             messages=tuple(self._messages),
             read_states=tuple(self._read_states),
-            must_sync=bool(
-                entries or snapshot or hard.term != previous.term or hard.vote != previous.vote
-            ),
+            must_sync=bool(entries or snapshot or hard.term != previous.term or hard.vote != previous.vote),
             soft_state=soft,
             send_first=self.early_messages(),
         )
@@ -623,7 +620,10 @@ class RaftCore:
         if self.options.read_lease:
             alone = self.config.members == {self.id}
             self._leader_leases = LeaderLeases(
-                self.id, self.options.read_lease, self.options.clock_drift, self._clock(),
+                self.id,
+                self.options.read_lease,
+                self.options.clock_drift,
+                self._clock(),
                 inherits_leases=not alone,
             )
         self._term_start_index = self._append_as_leader([(ENTRY_NOOP, b"")])
@@ -736,18 +736,14 @@ class RaftCore:
         return True
 
     def _answer_stale(self, message: Message) -> None:
-        if isinstance(message, (Append, Heartbeat)) and (
-            self.options.check_quorum or self.options.pre_vote
-        ):
+        if isinstance(message, (Append, Heartbeat)) and (self.options.check_quorum or self.options.pre_vote):
             self._send(AppendResponse(self.id, message.src, self.term, reject=True))
         elif isinstance(message, VoteRequest) and message.pre:
             self._send(VoteResponse(self.id, message.src, self.term, pre=True, granted=False))
 
     def _step_vote_request(self, m: VoteRequest) -> None:
         can_vote = (
-            self.vote == m.src
-            or (self.vote is None and self.leader == NO_NODE)
-            or (m.pre and m.term > self.term)
+            self.vote == m.src or (self.vote is None and self.leader == NO_NODE) or (m.pre and m.term > self.term)
         )
         if can_vote and self.log.is_up_to_date(m.last_index, m.last_term):
             self._send(VoteResponse(self.id, m.src, m.term, pre=m.pre, granted=True))
@@ -804,24 +800,16 @@ class RaftCore:
     def _handle_append(self, m: Append) -> None:
         committed = self.log.committed
         if m.prev_index < committed:
-            self._send(
-                AppendResponse(self.id, m.src, self.term, index=committed, commit=committed)
-            )
+            self._send(AppendResponse(self.id, m.src, self.term, index=committed, commit=committed))
             return
         last_new = self.log.maybe_append(m.prev_index, m.prev_term, m.commit, m.entries)
         if last_new is not None:
             self.config = self.log.config()
             if self.log.committed > committed and self.log.has_unhanded():
                 self._note_commit(m.src)
-            self._send(
-                AppendResponse(
-                    self.id, m.src, self.term, index=last_new, commit=self.log.committed
-                )
-            )
+            self._send(AppendResponse(self.id, m.src, self.term, index=last_new, commit=self.log.committed))
             return
-        hint_index, hint_term = self.log.find_conflict_by_term(
-            min(m.prev_index, self.log.last_index()), m.prev_term
-        )
+        hint_index, hint_term = self.log.find_conflict_by_term(min(m.prev_index, self.log.last_index()), m.prev_term)
         self._send(
             AppendResponse(
                 self.id,
@@ -845,9 +833,7 @@ class RaftCore:
         """
         if self._follower_lease is None or self.term != self._persisted_term:
             return
-        self._early.append(
-            HeartbeatResponse(self.id, leader, self.term, context=0, commit=self.log.committed)
-        )
+        self._early.append(HeartbeatResponse(self.id, leader, self.term, context=0, commit=self.log.committed))
 
     def _handle_snapshot_chunk(self, m: InstallSnapshot) -> None:
         meta = m.meta
@@ -888,9 +874,7 @@ class RaftCore:
             raise ProposalDropped("leadership transfer in progress")
         if size > self.options.max_entry_bytes:
             raise ProposalDropped(f"entry of {size} bytes exceeds {self.options.max_entry_bytes}")
-        if self._uncommitted_bytes and (
-            self._uncommitted_bytes + size > self.options.max_uncommitted_bytes
-        ):
+        if self._uncommitted_bytes and (self._uncommitted_bytes + size > self.options.max_uncommitted_bytes):
             raise ProposalDropped("too much uncommitted data")
 
     def _append_as_leader(self, items: list[tuple[int, bytes]]) -> int:
@@ -979,8 +963,7 @@ class RaftCore:
         if not updated and not (pr.state == PROBE and pr.match == m.index):
             return
         if pr.state == PROBE or (
-            pr.state == SNAPSHOT
-            and (pr.match >= pr.snapshot_index or pr.match + 1 >= self.log.first_index())
+            pr.state == SNAPSHOT and (pr.match >= pr.snapshot_index or pr.match + 1 >= self.log.first_index())
         ):
             pr.become_replicate()
         self._maybe_commit()
@@ -1091,11 +1074,7 @@ class RaftCore:
         offset = min(pr.snapshot_offset, len(snapshot.data))
         chunk = snapshot.data[offset : offset + self.options.snapshot_chunk_bytes]
         done = offset + len(chunk) >= len(snapshot.data)
-        self._send(
-            InstallSnapshot(
-                self.id, node, self.term, meta=snapshot.meta, offset=offset, data=chunk, done=done
-            )
-        )
+        self._send(InstallSnapshot(self.id, node, self.term, meta=snapshot.meta, offset=offset, data=chunk, done=done))
 
     # -- ReadIndex ------------------------------------------------------
 
@@ -1116,11 +1095,7 @@ class RaftCore:
         for node in sorted(self._progress):
             if node != self.id:
                 commit = min(self._progress[node].match, self.log.committed)
-                self._send(
-                    Heartbeat(
-                        self.id, node, self.term, commit=commit, context=context, acked=self._acked
-                    )
-                )
+                self._send(Heartbeat(self.id, node, self.term, commit=commit, context=context, acked=self._acked))
 
     def _release_reads_waiting_for_commit(self) -> None:
         if self._reads_before_commit and self.log.term(self.log.committed) == self.term:

@@ -39,9 +39,7 @@ class RaftLog:
         _check_contiguous(self.offset, self.offset_term, entries)
         self._append_tail(entries)
         if commit > self.last_index():
-            raise InvariantViolation(
-                f"durable commit index {commit} beyond the last entry {self.last_index()}"
-            )
+            raise InvariantViolation(f"durable commit index {commit} beyond the last entry {self.last_index()}")
         self.committed = max(commit, self.offset)
         self.handed = self.last_index()
         self.stable = self.last_index()
@@ -145,9 +143,7 @@ class RaftLog:
             return
         first = entries[0].index
         if first <= self.committed:
-            raise InvariantViolation(
-                f"truncating committed entry {first} (commit {self.committed})"
-            )
+            raise InvariantViolation(f"truncating committed entry {first} (commit {self.committed})")
         if not self.offset < first <= self.last_index() + 1:
             raise InvariantViolation(f"appending at {first} leaves a gap after {self.last_index()}")
         if first <= self.last_index():
@@ -159,9 +155,7 @@ class RaftLog:
             self.stable = min(self.stable, first - 1)
         self._append_tail(entries)
 
-    def maybe_append(
-        self, prev_index: int, prev_term: int, commit: int, entries: Sequence[Entry]
-    ) -> int | None:
+    def maybe_append(self, prev_index: int, prev_term: int, commit: int, entries: Sequence[Entry]) -> int | None:
         """
         Follower side of AppendEntries: if this log matches at
         (C{prev_index}, C{prev_term}), write the entries it does not already
@@ -257,7 +251,5 @@ def _check_contiguous(offset: int, offset_term: int, entries: Sequence[Entry]) -
     expected, term = offset + 1, offset_term
     for entry in entries:
         if entry.index != expected or entry.term < term:
-            raise InvariantViolation(
-                f"durable log is not contiguous at index {entry.index} (expected {expected})"
-            )
+            raise InvariantViolation(f"durable log is not contiguous at index {entry.index} (expected {expected})")
         expected, term = expected + 1, entry.term

@@ -65,11 +65,7 @@ class ReadIndexQueue:
             if has_quorum(voters, read.acks):
                 newest_confirmed = read.seq
         released = []
-        while (
-            newest_confirmed is not None
-            and self._pending
-            and self._pending[0].seq <= newest_confirmed
-        ):
+        while newest_confirmed is not None and self._pending and self._pending[0].seq <= newest_confirmed:
             released.append(self._pending.popleft())
         return released
 

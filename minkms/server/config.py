@@ -70,9 +70,7 @@ def hsm_from_environment(environ=os.environ) -> SoftHSM:
             if environ is os.environ:
                 drop_from_environment(HSM_ENV)
             return hsm
-    raise StartupError(
-        "no HSM key: set MINIO_KMS_HSM_KEY to the output of 'minkms --soft-hsm'"
-    )
+    raise StartupError("no HSM key: set MINIO_KMS_HSM_KEY to the output of 'minkms --soft-hsm'")
 
 
 def drop_from_environment(names) -> None:
@@ -151,9 +149,7 @@ def load_config(path: str) -> FileConfig:
     if not isinstance(doc, dict):
         raise StartupError(f"invalid config {path}: expected a YAML mapping")
     if doc.get("version") != "v1":
-        raise StartupError(
-            f"invalid config {path}: unsupported version {doc.get('version')!r}, expected 'v1'"
-        )
+        raise StartupError(f"invalid config {path}: unsupported version {doc.get('version')!r}, expected 'v1'")
     tls = _section(doc, "tls", path)
     certs = tls.get("certs") or []
     if isinstance(certs, dict):
@@ -165,9 +161,7 @@ def load_config(path: str) -> FileConfig:
         for item in certs:
             if not isinstance(item, dict) or "key" not in item or "cert" not in item:
                 raise StartupError(f"invalid config {path}: each tls.certs item needs 'key' and 'cert'")
-            credentials.append(
-                ServerCredentials.from_files(_path(item["cert"], path), _path(item["key"], path))
-            )
+            credentials.append(ServerCredentials.from_files(_path(item["cert"], path), _path(item["key"], path)))
             if item.get("ca"):
                 ca_paths.append(_path(item["ca"], path))
         if tls.get("ca"):
@@ -180,13 +174,9 @@ def load_config(path: str) -> FileConfig:
         raise StartupError(f"invalid config {path}: admin.identity is not an h1: identity")
     cluster = _section(doc, "cluster", path)
     heartbeat = parse_duration(cluster.get("heartbeat", DEFAULT_HEARTBEAT), "cluster.heartbeat")
-    election = parse_duration(
-        cluster.get("election_timeout", DEFAULT_ELECTION_TIMEOUT), "cluster.election_timeout"
-    )
+    election = parse_duration(cluster.get("election_timeout", DEFAULT_ELECTION_TIMEOUT), "cluster.election_timeout")
     if election < 2 * heartbeat:
-        raise StartupError(
-            f"invalid config {path}: cluster.election_timeout must be at least twice cluster.heartbeat"
-        )
+        raise StartupError(f"invalid config {path}: cluster.election_timeout must be at least twice cluster.heartbeat")
     snapshot_entries = cluster.get("snapshot_entries", DEFAULT_SNAPSHOT_ENTRIES)
     if not isinstance(snapshot_entries, int) or isinstance(snapshot_entries, bool) or snapshot_entries < 1:
         raise StartupError(f"invalid config {path}: cluster.snapshot_entries must be a positive integer")
@@ -194,18 +184,13 @@ def load_config(path: str) -> FileConfig:
     read_lease = 0.0 if raw_lease in (0, "0", "0s") else parse_duration(raw_lease, "cluster.read_lease")
     if read_lease and read_lease < 2 * heartbeat:
         raise StartupError(
-            f"invalid config {path}: cluster.read_lease must be 0 (off) or at least twice "
-            "cluster.heartbeat"
+            f"invalid config {path}: cluster.read_lease must be 0 (off) or at least twice cluster.heartbeat"
         )
     reads = cluster.get("reads_without_leader", DEFAULT_READS_WITHOUT_LEADER)
     if reads not in ("serve", "refuse"):
-        raise StartupError(
-            f"invalid config {path}: cluster.reads_without_leader must be serve or refuse"
-        )
+        raise StartupError(f"invalid config {path}: cluster.reads_without_leader must be serve or refuse")
     limits = load_limits(_section(doc, "limits", path), path)
-    return FileConfig(
-        credentials, cas, admin, heartbeat, election, snapshot_entries, read_lease, reads, limits
-    )
+    return FileConfig(credentials, cas, admin, heartbeat, election, snapshot_entries, read_lease, reads, limits)
 
 
 def load_limits(section: dict, path: str) -> ConnectionLimits:
@@ -222,9 +207,7 @@ def load_limits(section: dict, path: str) -> ConnectionLimits:
             value = section[name]
             minimum = 0 if name == "reserved_connections" else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise StartupError(
-                    f"invalid config {path}: limits.{name} must be an integer of at least {minimum}"
-                )
+                raise StartupError(f"invalid config {path}: limits.{name} must be an integer of at least {minimum}")
             values[name] = value
     return ConnectionLimits(**values)
 
@@ -234,7 +217,7 @@ def split_host_port(text: str, what: str, default_port: int = DEFAULT_PORT) -> t
     text = text.strip()
     for prefix in ("https://", "http://"):
         if text.startswith(prefix):
-            text = text[len(prefix):]
+            text = text[len(prefix) :]
     text = text.rstrip("/")
     if not text:
         raise StartupError(f"invalid {what}: empty")

@@ -58,8 +58,7 @@ class ProtocolSwitch(Protocol):
             return
         self._counted = True
         if verdict == PROBATION:
-            log.debug("connection from {addr} over the caps: kept only for a peer or the SysAdmin",
-                      addr=self._address)
+            log.debug("connection from {addr} over the caps: kept only for a peer or the SysAdmin", addr=self._address)
         self._timer = self._factory.clock.callLater(
             self._factory.limits.handshake_timeout, self.transport.abortConnection
         )
@@ -143,8 +142,9 @@ class SwitchFactory(Factory):
         reached (the peer certificate's and the SysAdmin's).
     """
 
-    def __init__(self, http, peer=None, limits: ConnectionLimits = ConnectionLimits(),
-                 privileged=frozenset(), clock=None) -> None:
+    def __init__(
+        self, http, peer=None, limits: ConnectionLimits = ConnectionLimits(), privileged=frozenset(), clock=None
+    ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
         self.http = http

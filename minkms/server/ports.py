@@ -56,8 +56,11 @@ class KMSMachine:
 
     def restore(self, snapshot: Snapshot) -> None:
         self.state.restore(snapshot.data)
-        log.info("installed a snapshot from the leader at index {index} ({size} bytes)",
-                 index=snapshot.meta.index, size=len(snapshot.data))
+        log.info(
+            "installed a snapshot from the leader at index {index} ({size} bytes)",
+            index=snapshot.meta.index,
+            size=len(snapshot.data),
+        )
 
     def snapshot(self) -> bytes:
         return self.state.snapshot()

@@ -13,7 +13,7 @@ every turn.
 
 import collections
 import time
-from typing import Callable
+from collections.abc import Callable
 
 TURN_BUDGET = 0.02
 """Seconds of API work one reactor turn may do before the rest waits."""

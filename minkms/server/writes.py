@@ -46,7 +46,9 @@ class WritePath:
         node = self._node
         return self._replicate(
             lambda: dispatch.prepare_write(node.state, ctx, command, request).encode(),
-            code=command.code, enclave=ctx.enclave, caller=ctx.caller,
+            code=command.code,
+            enclave=ctx.enclave,
+            caller=ctx.caller,
             request=request.SerializeToString(),
         )
 
@@ -66,12 +68,13 @@ class WritePath:
             return self._when_caught_up(lambda: self.propose_here(lambda: request))
         node = self._node
         command = BY_CODE[code]
-        ctx = dispatch.CallContext(caller=caller, enclave=enclave,
-                                   sysadmin=node.settings.sysadmin, now_ns=time.time_ns())
+        ctx = dispatch.CallContext(
+            caller=caller, enclave=enclave, sysadmin=node.settings.sysadmin, now_ns=time.time_ns()
+        )
         message = command.request.FromString(request)
-        return self._when_caught_up(lambda: self.propose_here(
-            lambda: dispatch.prepare_write(node.state, ctx, command, message).encode()
-        ))
+        return self._when_caught_up(
+            lambda: self.propose_here(lambda: dispatch.prepare_write(node.state, ctx, command, message).encode())
+        )
 
     def _replicate(self, prepare, **forward):
         """
@@ -112,15 +115,13 @@ class WritePath:
             raise unavailable("not the leader any more; the write was not applied: try again")
         if node.core.log.last_index() - node.driver.applied >= MAX_WRITES_IN_FLIGHT:
             raise unavailable(
-                f"busy: {MAX_WRITES_IN_FLIGHT} writes are waiting for a quorum; "
-                "the write was not applied: try again"
+                f"busy: {MAX_WRITES_IN_FLIGHT} writes are waiting for a quorum; the write was not applied: try again"
             )
         data = prepare()
         try:
             return node.driver.propose(data)
         except NotLeader:
-            raise unavailable("no leader: the cluster has no quorum right now; "
-                              "the write was not applied") from None
+            raise unavailable("no leader: the cluster has no quorum right now; the write was not applied") from None
         except RaftError as e:
             raise unavailable(f"write not accepted: {e}; it was not applied") from None
 
@@ -158,8 +159,7 @@ class WritePath:
             protocol = await link.when_connected(min(timeout, CONNECT_TIMEOUT), self._node.reactor)
         except peer.PEER_FAILURES:
             raise unavailable(
-                f"cannot reach the leader (node {leader} at {link.address}); "
-                "the write was not applied"
+                f"cannot reach the leader (node {leader} at {link.address}); the write was not applied"
             ) from None
         except Exception:
             raise _bug("connecting to the leader") from None
@@ -209,9 +209,9 @@ def _bug(doing: str) -> KMSError:
 
 def timed_out(result, timeout):
     """C{addTimeout}'s replacement result for a write that waited too long."""
-    return Failure(unavailable(
-        f"write timed out after {timeout:g}s waiting for a quorum; it may or may not have been applied"
-    ))
+    return Failure(
+        unavailable(f"write timed out after {timeout:g}s waiting for a quorum; it may or may not have been applied")
+    )
 
 
 def _not_caught_up(failure):

@@ -118,9 +118,7 @@ class MemoryCluster:
                 delivered += 1
         return delivered
 
-    def stabilize(
-        self, rounds: int = 100, drop: Callable[[Message], bool] = lambda m: False
-    ) -> None:
+    def stabilize(self, rounds: int = 100, drop: Callable[[Message], bool] = lambda m: False) -> None:
         """Process and deliver until no message is left."""
         for _ in range(rounds):
             self.process()

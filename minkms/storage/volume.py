@@ -185,9 +185,7 @@ class Volume:
 
     log = Logger()
 
-    def __init__(
-        self, loaded: LoadedVolume, hsm, files, runner, compact_threshold: int
-    ) -> None:
+    def __init__(self, loaded: LoadedVolume, hsm, files, runner, compact_threshold: int) -> None:
         self.path = loaded.directory
         self.db_path = loaded.db_path
         self.recovered = loaded.state
@@ -398,15 +396,11 @@ class Volume:
                 self._on_batch(len(records))
             self._busy = True
             d = self._runner.run(self._write_batch, records, self._end, sync)
-            d.addCallbacks(
-                self._written, self._write_failed, callbackArgs=(batch,), errbackArgs=(batch,)
-            )
+            d.addCallbacks(self._written, self._write_failed, callbackArgs=(batch,), errbackArgs=(batch,))
         else:
             self._busy = True
             d = self._runner.run(self._write_new_file, job)
-            d.addCallbacks(
-                self._rewritten, self._rewrite_failed, callbackArgs=(job,), errbackArgs=(job,)
-            )
+            d.addCallbacks(self._rewritten, self._rewrite_failed, callbackArgs=(job,), errbackArgs=(job,))
 
     def _write_batch(self, records: list, start: int, sync: bool = True) -> int:
         data = self._sealer.encode_batch(start, records)
@@ -455,9 +449,7 @@ class Volume:
                 self._files.close(fd)
             except Exception:
                 pass
-            raise StorageFailed(
-                f"storage failed: cannot replace {self.db_path}: {_why(e)}"
-            ) from e
+            raise StorageFailed(f"storage failed: cannot replace {self.db_path}: {_why(e)}") from e
         try:
             self._files.close(self._fd)
         except Exception:
@@ -467,9 +459,7 @@ class Volume:
     def _rewritten(self, result, job: _Rewrite) -> None:
         self._header, self._sealer, self._fd, self._end = result
         self._live_size = self._end
-        self.log.info(
-            "{path} rewritten: {size} bytes", path=self.db_path, size=self._end
-        )
+        self.log.info("{path} rewritten: {size} bytes", path=self.db_path, size=self._end)
         job.done.callback(None)
         self._busy = False
         self._pump()
@@ -496,9 +486,7 @@ class Volume:
 
         def finished(result):
             self._auto_compaction = False
-            if isinstance(result, Failure) and not result.check(
-                StorageFailed, CompactionAborted
-            ):
+            if isinstance(result, Failure) and not result.check(StorageFailed, CompactionAborted):
                 self.log.failure("compaction failed", result)
             return None
 

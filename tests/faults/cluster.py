@@ -68,8 +68,10 @@ class FaultNode(ProcessNode):
         self.mutant = mutant
         self.paused = False
         self.expected_down = False
-        self.config = write_config(os.path.join(os.path.dirname(self.volume), "conf"),
-                                   cluster="reads_without_leader: refuse\nelection_timeout: 500ms")
+        self.config = write_config(
+            os.path.join(os.path.dirname(self.volume), "conf"),
+            cluster="reads_without_leader: refuse\nelection_timeout: 500ms",
+        )
 
     def start(self):
         log = open(self.log_path, "ab")

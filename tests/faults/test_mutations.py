@@ -47,7 +47,7 @@ class MutationTests(unittest.TestCase):
         return defer.ensureDeferred(self._timeout_500())
 
     async def _serves_after_lease(self):
-        counts = await self._mutant_run("serves_after_lease", ("pause", "partition_link"), 3)
+        counts = await self._mutant_run("serves_after_lease", ("pause", "partition_link"), 4)
         self.assertTrue(
             {checker.STALE_READ, checker.STALE_OR_WORSE} & set(counts),
             f"a follower serving after its lease went unnoticed: {counts}",
