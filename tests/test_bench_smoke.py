@@ -1,0 +1,56 @@
+"""
+A quick run of every benchmark that C{make bench} runs (C{bench/run_all.py}
+and its C{--quick} arguments), so that none rots: each must run to the end,
+exit 0 and print figures.  The figures are never judged here.
+C{bench/scale.py} has a test of its own (L{tests.test_bench_scale}).
+"""
+
+import os
+import subprocess
+import sys
+
+from twisted.internet import threads
+from twisted.trial.unittest import TestCase
+
+from tests.support import REPO, cli_env
+
+sys.path.insert(0, os.path.join(REPO, "bench"))
+from run_all import BENCHMARKS  # noqa: E402
+
+QUICK = {script: quick for script, _, quick in BENCHMARKS}
+
+
+class BenchSmokeTests(TestCase):
+    """Each benchmark of C{make bench} runs end to end with its quick arguments."""
+
+    timeout = 300
+
+    async def smoke(self, script: str) -> None:
+        command = [sys.executable, os.path.join(REPO, "bench", script), *QUICK[script]]
+        result = await threads.deferToThread(
+            subprocess.run, command, env=cli_env(), cwd=REPO, capture_output=True, text=True, timeout=280
+        )
+        self.assertEqual(result.returncode, 0, f"{script} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertTrue(any(ch.isdigit() for ch in result.stdout), f"{script} printed no figure")
+
+    def test_run_all_names_every_benchmark(self):
+        """Every script in bench/ that measures something is run by make bench (or has its own test)."""
+        own_runs = {"faults.py": "tests/faults (the short run)", "fuzz.py": "tests/test_fuzz"}
+        scripts = {name for name in os.listdir(os.path.join(REPO, "bench")) if name.endswith(".py")}
+        self.assertEqual(scripts - set(QUICK) - set(own_runs) - {"run_all.py"}, set())
+
+    async def test_storage_append(self):
+        await self.smoke("storage_append.py")
+
+    async def test_policy_match(self):
+        await self.smoke("policy_match.py")
+
+    async def test_read_path(self):
+        await self.smoke("read_path.py")
+
+    async def test_write_path(self):
+        await self.smoke("write_path.py")
+
+    async def test_sim_sweep(self):
+        await self.smoke("sim_sweep.py")
