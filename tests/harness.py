@@ -43,6 +43,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_run(count: int) -> int:
+    """
+    The first of C{count} consecutive TCP ports on 127.0.0.1 that are free
+    right now, below the kernel's ephemeral range (32768 and up), so that
+    the outgoing connections of other tests running beside this one cannot
+    take one of them before the test binds it.
+    """
+    import random
+
+    rng = random.Random()
+    for _ in range(1000):
+        first = rng.randrange(20000, 32768 - count)
+        sockets = []
+        try:
+            for port in range(first, first + count):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError(f"no {count} consecutive free ports below 32768")
+
+
 class InProcessServer:
     """
     A node built by L{service.makeService} exactly as C{minkms server}

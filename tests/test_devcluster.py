@@ -18,7 +18,7 @@ from minkms.apikey import APIKey
 from minkms.client import KMSClient
 from minkms.wire import kms_pb2 as pb
 from minkms.wire.commands import CLUSTER_STATUS
-from tests.harness import free_port
+from tests.harness import free_port_run
 from tests.support import REPO, cli_env
 
 
@@ -61,7 +61,7 @@ class DevClusterTests(unittest.TestCase):
         self.assertFalse(os.path.exists(run_dir), "the run's directory was left behind")
 
     async def _dev_cluster(self):
-        port = free_port()
+        port = free_port_run(3)
         elsewhere = os.path.abspath(self.mktemp())
         os.makedirs(elsewhere)
         process = self.start(port, cwd=elsewhere)
@@ -105,7 +105,7 @@ class DevClusterTests(unittest.TestCase):
         return defer.ensureDeferred(self._dev_cluster())
 
     async def _quit(self):
-        port = free_port()
+        port = free_port_run(3)
         process = self.start(port)
         output = await self.up(process)
         await self.stopped_by(process, signal.SIGQUIT, output, port)

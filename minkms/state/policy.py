@@ -21,58 +21,24 @@ from typing import TYPE_CHECKING
 from minkms.errors import bad_request
 from minkms.state.model import Policy, Rules
 from minkms.state.patterns import Glob
+from minkms.wire.commands import BY_NAME, POLICY_ACTIONS, SCOPE_CLUSTER
 
 if TYPE_CHECKING:
     from google.protobuf.internal.containers import MessageMap
 
     from minkms.wire import kms_pb2 as pb
 
-CLUSTER_ACTIONS = frozenset(
-    {
-        "CLUSTER:ADDNODE",
-        "CLUSTER:REMOVENODE",
-        "CLUSTER:STATUS",
-        "CLUSTER:EDIT",
-        "CLUSTER:ADDHSM",
-        "CLUSTER:REMOVEHSM",
-        "ENCLAVE:CREATE",
-        "ENCLAVE:DELETE",
-        "ENCLAVE:STATUS",
-        "ENCLAVE:LIST",
-    }
-)
+ACTIONS = POLICY_ACTIONS
+"""Every name a policy may mention: the named commands of the command table (spec section 4.5)."""
+
+CLUSTER_ACTIONS = frozenset(name for name in ACTIONS if BY_NAME[name].scope == SCOPE_CLUSTER)
 """Actions only the SysAdmin may perform; a policy can never allow them."""
 
-ENCLAVE_ACTIONS = frozenset(
-    {
-        "KEY:CREATE",
-        "KEY:DELETE",
-        "KEY:STATUS",
-        "KEY:ENCRYPT",
-        "KEY:DECRYPT",
-        "KEY:GENERATE",
-        "KEY:LIST",
-        "KEY:LISTVERSIONS",
-        "KEY:MAC",
-        "POLICY:CREATE",
-        "POLICY:DELETE",
-        "POLICY:ASSIGN",
-        "POLICY:GET",
-        "POLICY:STATUS",
-        "POLICY:LIST",
-        "IDENTITY:CREATE",
-        "IDENTITY:DELETE",
-        "IDENTITY:STATUS",
-        "IDENTITY:LIST",
-    }
-)
+ENCLAVE_ACTIONS = ACTIONS - CLUSTER_ACTIONS
 """
 Actions a policy may grant.  Key import (code 203) has no name kms-go can
 parse, so it is governed by C{KEY:CREATE}.
 """
-
-ACTIONS = CLUSTER_ACTIONS | ENCLAVE_ACTIONS
-"""Every name a policy may mention: the named commands of spec section 4.5."""
 
 
 MAX_PATTERNS = 128

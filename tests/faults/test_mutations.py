@@ -39,7 +39,7 @@ class MutationTests(unittest.TestCase):
         return defer.ensureDeferred(self._ack_before_fsync())
 
     async def _timeout_500(self):
-        counts = await self._mutant_run("timeout_500", ("quorum_loss",), 1)
+        counts = await self._mutant_run("timeout_500", ("quorum_loss",), 2)
         self.assertIn(checker.ANSWERED_500, counts, f"a write timeout answered 500 unnoticed: {counts}")
 
     def test_write_timeout_answering_500_is_caught(self):
