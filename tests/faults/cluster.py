@@ -48,6 +48,19 @@ class Workdir:
         self.cleanups.append((f, args))
 
 
+def election_timeout(mutant: str | None) -> str:
+    """
+    The nodes' election timeout.  500 ms sizes the nemesis's pauses and
+    partitions.  For the lease mutant it is 2 s, longer than the 1 s read
+    lease: a follower cut off from the leader (or resumed after a pause)
+    then outlives its lease while it still follows that leader, which is
+    the window where only the lease rule keeps its reads fresh; with a
+    shorter timeout the follower drops the leader first and refuses reads
+    for that reason, and the mutant would go unseen.
+    """
+    return "2s" if mutant == "serves_after_lease" else "500ms"
+
+
 class FaultNode(ProcessNode):
     """
     A L{ProcessNode} on its own loopback address, dialing peers from it,
@@ -70,7 +83,7 @@ class FaultNode(ProcessNode):
         self.expected_down = False
         self.config = write_config(
             os.path.join(os.path.dirname(self.volume), "conf"),
-            cluster="reads_without_leader: refuse\nelection_timeout: 500ms",
+            cluster=f"reads_without_leader: refuse\nelection_timeout: {election_timeout(mutant)}",
         )
 
     def start(self):
