@@ -61,8 +61,8 @@ class FakeMachine:
     def restore(self, snapshot):
         self.applied = [snapshot.meta.index]
 
-    def snapshot(self):
-        return b"state"
+    def dump(self):
+        return defer.succeed(b"state")
 
 
 def driver_for(voters=(1,), policy=SERVE, now=lambda: 0.0, durable=None):
@@ -126,7 +126,7 @@ class LoopTests(SynchronousTestCase):
         """
         driver, storage, _, machine = driver_for()
         driver.compact_every = 1
-        machine.snapshot = lambda: b"s" * 1000
+        machine.dump = lambda: defer.succeed(b"s" * 1000)
         elect_single(driver, storage)
         offsets = []
         for _ in range(12):
@@ -138,6 +138,58 @@ class LoopTests(SynchronousTestCase):
         self.assertGreater(len(taken), 1)
         for before, after in zip(taken, taken[1:]):
             self.assertGreaterEqual((after - before) * (100 + 64), 1000)
+
+    def test_snapshot_dumped_later_compacts_to_where_it_was_taken(self):
+        """
+        A dump that finishes after more entries were applied compacts the
+        log to the index it was taken at, and only between Readys; one dump
+        runs at a time.
+        """
+        driver, storage, _, machine = driver_for()
+        driver.compact_every = 1
+        dumps: list = []
+        taken_at: list = []
+
+        def dump():
+            taken_at.append(driver.applied)
+            dumps.append(defer.Deferred())
+            return dumps[-1]
+
+        machine.dump = dump
+        elect_single(driver, storage)
+        driver.propose(b"x")
+        storage.flush()
+        self.assertEqual(len(dumps), 1)
+        for _ in range(3):
+            driver.propose(b"x")
+            storage.flush()
+        self.assertEqual(len(dumps), 1)
+        self.assertEqual(driver.core.log.offset, 0)
+        driver.propose(b"x")
+        self.assertTrue(driver.busy)
+        dumps[0].callback(b"state")
+        self.assertEqual(driver.core.log.offset, 0)
+        storage.flush()
+        self.assertEqual(driver.core.log.offset, taken_at[0])
+        self.assertLess(taken_at[0], driver.applied)
+        self.assertEqual(driver.core.log.snapshot.data, b"state")
+        self.assertEqual(len(dumps), 2)
+
+    def test_dump_covered_by_a_newer_snapshot_is_dropped(self):
+        """A dump older than the snapshot the log already starts at does not compact."""
+        driver, storage, _, machine = driver_for()
+        driver.compact_every = 1
+        dumps: list = []
+        machine.dump = lambda: dumps.append(defer.Deferred()) or dumps[-1]
+        elect_single(driver, storage)
+        driver.propose(b"x")
+        storage.flush()
+        for _ in range(3):
+            driver.propose(b"x")
+            storage.flush()
+        driver.core.compact(driver.applied, b"newer")
+        dumps[0].callback(b"older")
+        self.assertEqual(driver.core.log.snapshot.data, b"newer")
 
     def test_write_answered_once_applied(self):
         """A proposal's Deferred fires with its apply result after the fsync and the apply."""

@@ -555,6 +555,18 @@ class ReplicationTests(unittest.TestCase):
             self.assertEqual(reads.key_status(machine.state, "e1", "gone").version, 2)
         self.assertEqual(restored.digest(), d.machine.digest())
 
+    def test_frozen_copy_keeps_the_state_of_its_time(self):
+        """A frozen machine dumps the state as it was, whatever is applied after; its bytes equal a dump then."""
+        d = self.busy()
+        then = d.machine.snapshot()
+        frozen = d.machine.frozen()
+        d.ok(sc.CreateKey, enclave="e1", name="later")
+        d.ok(sc.CreateKey, enclave="e1", name="k", add_version=True)
+        d.ok(sc.DeleteKey, enclave="e1", name="k", all_versions=True)
+        d.ok(sc.DeleteEnclave, name="e2")
+        self.assertEqual(frozen.snapshot(), then)
+        self.assertNotEqual(d.machine.snapshot(), then)
+
     def test_snapshot_is_canonical_json(self):
         data = self.busy().machine.snapshot()
         self.assertEqual(data, json.dumps(json.loads(data), sort_keys=True, separators=(",", ":")).encode())

@@ -10,7 +10,9 @@ simulator's in L{minkms.sim.node}):
    compaction snapshot.
  - C{transport.send(message)}.
  - C{machine.apply(entry) -> result}, C{machine.restore(snapshot)},
-   C{machine.snapshot() -> bytes}.
+   C{machine.dump() -> Deferred}: fires with the bytes of the state as
+   applied at the call, possibly later (the node serializes off the
+   reactor thread, so that a large state does not stall heartbeats).
  - C{clock() -> float}: monotonic seconds (the one the core's leases use).
 
 Per Ready: send what needs nothing persisted (the leader's appends and
@@ -86,6 +88,8 @@ class RaftDriver:
         snapshot = core.log.snapshot
         self._snapshot_bytes = len(snapshot.data) if snapshot is not None else 0
         self._log_bytes = 0
+        self._dumping = False
+        self._dumped: tuple[int, bytes] | None = None
 
     # -- inputs ---------------------------------------------------------
 
@@ -242,6 +246,7 @@ class RaftDriver:
         self.core.advance(ready)
         self._busy = False
         self._on_ready(ready)
+        self._compact_to_dump()
         self._maybe_compact()
 
     def _settle(self) -> None:
@@ -265,18 +270,44 @@ class RaftDriver:
 
     def _maybe_compact(self) -> None:
         """
-        Snapshot once C{compact_every} entries were applied since the last
-        snapshot and they hold at least as many bytes as it did: a snapshot
+        Start a snapshot once C{compact_every} entries were applied since the
+        last one and they hold at least as many bytes as it did: a snapshot
         costs time in proportion to the whole state, so a large state is
-        snapshotted less often and the cost per write stays flat.
+        snapshotted less often and the cost per write stays flat.  The state
+        is dumped as applied now; the log is compacted to it when the dump
+        is done (L{_compact_to_dump}), one dump at a time.
         """
-        if self.applied - self.core.log.offset < self.compact_every:
+        if self._dumping or self.applied - self.core.log.offset < self.compact_every:
             return
         if self._log_bytes < self._snapshot_bytes:
             return
-        data = self.machine.snapshot()
-        snapshot = self.core.compact(self.applied, data)
-        self._snapshot_bytes, self._log_bytes = len(data), 0
+        self._dumping = True
+        self._log_bytes = 0
+        d = self.machine.dump()
+        d.addCallback(self._dump_done, self.applied)
+        d.addErrback(self._fail)
+
+    def _dump_done(self, data: bytes, index: int) -> None:
+        self._dumping = False
+        self._snapshot_bytes = len(data)
+        if self._stopped or self.failed is not None:
+            return
+        self._dumped = (index, data)
+        if not self._busy:
+            self._compact_to_dump()
+
+    def _compact_to_dump(self) -> None:
+        """
+        Compact the log to the finished dump, between Readys.  A snapshot
+        installed from the leader meanwhile may already cover it; then it
+        is dropped.
+        """
+        if self._dumped is None:
+            return
+        (index, data), self._dumped = self._dumped, None
+        if index <= self.core.log.offset:
+            return
+        snapshot = self.core.compact(index, data)
         self.storage.save_snapshot(snapshot).addErrback(self._fail)
 
     def _fail(self, failure) -> None:

@@ -22,7 +22,7 @@ import random
 import time
 import uuid
 
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -90,6 +90,10 @@ class Node:
         self.standing = Standing(self)
         self.writes = WritePath(self)
 
+    def _in_thread(self, f, *args) -> defer.Deferred:
+        """Call C{f(*args)} on the reactor's thread pool (CPU-long work such as a snapshot dump)."""
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
+
     # -- start-up ---------------------------------------------------------
 
     def _restore(self, durable: DurableState) -> None:
@@ -110,7 +114,7 @@ class Node:
             self.core,
             VolumeStorage(self.volume),
             self._links,
-            KMSMachine(self.state),
+            KMSMachine(self.state, self._in_thread),
             self.clock,
             applied,
             reads_without_leader=getattr(self.settings, "reads_without_leader", "serve"),

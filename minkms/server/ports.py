@@ -44,10 +44,16 @@ class VolumeStorage:
 
 
 class KMSMachine:
-    """The KMS state machine as the driver applies it."""
+    """
+    The KMS state machine as the driver applies it.  Snapshots are dumped
+    by C{in_thread} (a function like C{deferToThread}) from a copy taken at
+    the call, so that serializing a large state does not hold the reactor
+    for a second and more.
+    """
 
-    def __init__(self, state) -> None:
+    def __init__(self, state, in_thread) -> None:
         self.state = state
+        self._in_thread = in_thread
 
     def apply(self, entry):
         if entry.kind == ENTRY_NORMAL:
@@ -62,8 +68,8 @@ class KMSMachine:
             size=len(snapshot.data),
         )
 
-    def snapshot(self) -> bytes:
-        return self.state.snapshot()
+    def dump(self) -> defer.Deferred:
+        return self._in_thread(self.state.frozen().snapshot)
 
 
 class PeerLinks:

@@ -67,10 +67,16 @@ class _Disk:
 
 
 class _Machine:
-    """The state-machine port, reporting every apply and restore to the checker."""
+    """
+    The state-machine port, reporting every apply and restore to the
+    checker.  A dump is taken at the call and handed back after a simulated
+    delay, as the node's serialization thread does, so that entries are
+    applied and snapshots installed while it is under way.
+    """
 
-    def __init__(self, node: "SimNode", machine) -> None:
+    def __init__(self, node: "SimNode", machine, incarnation: int) -> None:
         self._node = node
+        self._incarnation = incarnation
         self.machine = machine
 
     def apply(self, entry):
@@ -83,8 +89,19 @@ class _Machine:
         self._node.snapshots_installed += 1
         self._node.sim.checker.on_restore(self._node.id, snapshot.meta.index, self.machine.digest())
 
-    def snapshot(self) -> bytes:
-        return self.machine.snapshot()
+    def dump(self) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        node = self._node
+        node.sim.scheduler.after(node.sim.disk_delay(), self._dumped, d, self.machine.snapshot())
+        return d
+
+    def _dumped(self, d: defer.Deferred, data: bytes) -> None:
+        node = self._node
+        if self._incarnation == node.incarnation and not node.frozen(self._dumped, d, data):
+            d.callback(data)
+            failure, node.driver_failure = node.driver_failure, None
+            if failure is not None:
+                failure.raiseException()
 
 
 class _Network:
@@ -158,7 +175,7 @@ class SimNode:
             self.core,
             _Disk(self, self.incarnation),
             _Network(self.sim),
-            _Machine(self, self.machine),
+            _Machine(self, self.machine, self.incarnation),
             self.clock,
             applied,
             reads_without_leader=self.reads_without_leader,

@@ -110,11 +110,11 @@ def _next_version(enclave: Enclave, name: str) -> int:
 def _add_version(enclave: Enclave, name: str, version: int, record: KeyVersion) -> Commit:
     def commit() -> None:
         key = enclave.keys.get(name)
+        versions = dict(key.versions) if key is not None else {}
         if key is None:
-            key = enclave.keys[name] = Key(name)
             enclave.retired_keys.pop(name, None)
-        key.versions[version] = record
-        key.highest = version
+        versions[version] = record
+        enclave.keys[name] = Key(name, versions, version)
 
     return commit
 
@@ -166,9 +166,10 @@ def _delete_key(state: State, command: c.DeleteKey) -> Commit:
         doomed = {version}
 
     def commit() -> None:
-        for version in doomed:
-            del key.versions[version]
-        if not key.versions:
+        versions = {n: v for n, v in key.versions.items() if n not in doomed}
+        if versions:
+            enclave.keys[command.name] = Key(key.name, versions, key.highest)
+        else:
             del enclave.keys[command.name]
             enclave.retired_keys[command.name] = key.highest
 

@@ -15,7 +15,7 @@ from minkms.errors import KMSError, bad_request, internal
 from minkms.state import snapshot
 from minkms.state.apply import plan
 from minkms.state.changes import Command, CommandError, CreateKey, DeleteKey, ImportKey, decode
-from minkms.state.model import State
+from minkms.state.model import State, detached_copy
 
 KEY_COMMANDS = (CreateKey, ImportKey, DeleteKey)
 """Commands that change key rings only: who may do what stays as it was."""
@@ -87,6 +87,10 @@ class StateMachine:
     def snapshot(self) -> bytes:
         """The canonical bytes of the state (equal states, equal bytes)."""
         return snapshot.dump(self.state)
+
+    def frozen(self) -> "StateMachine":
+        """A machine over a copy of the state as it is now, whose L{snapshot} may be taken on another thread."""
+        return StateMachine(detached_copy(self.state))
 
     def restore(self, data: bytes) -> None:
         """
