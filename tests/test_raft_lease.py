@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from minkms.raft.core import RaftOptions
 from minkms.raft.lease import FollowerLease, LeaderLeases
+from minkms.raft.messages import Append, AppendResponse
 from minkms.raft.types import ENTRY_NORMAL
 from minkms.sim.harness import MemoryCluster
 
@@ -163,6 +164,61 @@ class CoreLeaseTests(SynchronousTestCase):
         cluster.stabilize()
         for node in (1, 2, 3):
             self.assertIn(index, normal_applied(cluster, node))
+
+    def test_write_costs_each_follower_three_appends_and_two_answers(self):
+        """
+        Per follower a write takes its entries, a commit notice (answered:
+        the leader waits until every holder knows the commit) and an
+        acknowledgement notice (not answered: nobody waits on it).
+        """
+        cluster, leader = self.cluster, self.cluster.cores[1]
+        sent: list = []
+        index = leader.propose(b"w")
+        cluster.stabilize(drop=lambda m: sent.append(m) or False)
+        self.assertIn(index, normal_applied(cluster, 2))
+        for node in (2, 3):
+            appends = [m for m in sent if isinstance(m, Append) and m.dst == node]
+            answers = [m for m in sent if isinstance(m, AppendResponse) and m.src == node]
+            self.assertEqual(
+                [(bool(m.entries), m.notice) for m in appends], [(True, False), (False, True), (False, True)]
+            )
+            self.assertEqual([m.commit for m in appends[1:]], [index, index])
+            self.assertEqual([m.acked for m in appends[1:]], [index - 1, index])
+            self.assertEqual([m.commit for m in answers], [index - 1, index])
+
+    def test_follower_answers_probes_and_commit_notices_only(self):
+        """
+        A follower answers an empty Append that is not a notice (a probe),
+        and a notice only when it moved its commit index.
+        """
+        cluster, leader, follower = self.cluster, self.cluster.cores[1], self.cluster.cores[2]
+
+        def answers(**fields) -> list:
+            last = follower.log.last_index()
+            follower.step(
+                Append(
+                    1,
+                    2,
+                    leader.term,
+                    prev_index=last,
+                    prev_term=follower.log.term(last),
+                    acked=leader.log.committed,
+                    **fields,
+                )
+            )
+            cluster.process(2)
+            return cluster.take(lambda m: isinstance(m, AppendResponse) and m.src == 2)
+
+        committed = follower.log.committed
+        self.assertEqual(len(answers(commit=committed)), 1)
+        self.assertEqual(answers(commit=committed, notice=True), [])
+        index = leader.propose(b"w")
+        cluster.process(1)
+        cluster.deliver(lambda m: not (isinstance(m, Append) and m.dst == 2 and m.entries))
+        cluster.process(2)
+        cluster.outbox.clear()
+        self.assertLess(follower.log.committed, index)
+        self.assertEqual([m.commit for m in answers(commit=index, notice=True)], [index])
 
     def test_new_leader_waits_for_old_leases(self):
         """A new leader (here by transfer) applies nothing of its term until the old leases ran out."""

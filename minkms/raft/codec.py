@@ -41,7 +41,7 @@ MAX_MESSAGE_BYTES = 60_000
 
 HEADER_BYTES = 1 + 8 + 8 + 8
 ENTRY_OVERHEAD = 8 + 8 + 1 + 4
-APPEND_OVERHEAD = HEADER_BYTES + 8 + 8 + 8 + 4 + 8
+APPEND_OVERHEAD = HEADER_BYTES + 8 + 8 + 8 + 4 + 8 + 1
 SNAPSHOT_OVERHEAD = HEADER_BYTES + (8 + 8 + 4) + 8 + 4 + 1
 
 
@@ -69,6 +69,7 @@ _SCHEMAS: dict[type[Message], tuple[int, tuple[tuple[str, str], ...]]] = {
             ("commit", _UINT),
             ("entries", _ENTRIES),
             ("acked", _UINT),
+            ("notice", _BOOL),
         ),
     ),
     AppendResponse: (

@@ -805,8 +805,11 @@ class RaftCore:
         last_new = self.log.maybe_append(m.prev_index, m.prev_term, m.commit, m.entries)
         if last_new is not None:
             self.config = self.log.config()
-            if self.log.committed > committed and self.log.has_unhanded():
+            moved = self.log.committed > committed
+            if moved and self.log.has_unhanded():
                 self._note_commit(m.src)
+            if m.notice and not (moved and self._follower_lease is not None):
+                return
             self._send(AppendResponse(self.id, m.src, self.term, index=last_new, commit=self.log.committed))
             return
         hint_index, hint_term = self.log.find_conflict_by_term(min(m.prev_index, self.log.last_index()), m.prev_term)
@@ -1059,6 +1062,7 @@ class RaftCore:
                 commit=self.log.committed,
                 entries=tuple(entries),
                 acked=self._acked,
+                notice=not entries and pr.state == REPLICATE,
             )
         )
         pr.sent(entries[-1].index if entries else 0, self._ticks)

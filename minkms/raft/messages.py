@@ -54,6 +54,12 @@ class Append(Message):
     AppendEntries: C{entries} follow (C{prev_index}, C{prev_term}) in the
     leader's log; C{commit} is the leader's commit index; C{acked} is how
     far the state machine may apply (see L{minkms.raft.lease}).
+
+    C{notice} marks an Append without entries sent to a follower whose log
+    the leader already tracks: it only carries C{commit} and C{acked}, and
+    the follower answers it only if it is rejected or if, under read
+    leases, it moved the follower's commit index (the leader waits for
+    that).  A probe is never a notice: it is always answered.
     """
 
     prev_index: int = 0
@@ -61,6 +67,7 @@ class Append(Message):
     commit: int = 0
     entries: tuple[Entry, ...] = attrs.field(default=(), converter=entry_tuple)
     acked: int = 0
+    notice: bool = False
 
 
 @attrs.frozen
