@@ -48,17 +48,9 @@ class Workdir:
         self.cleanups.append((f, args))
 
 
-def election_timeout(mutant: str | None) -> str:
-    """
-    The nodes' election timeout.  500 ms sizes the nemesis's pauses and
-    partitions.  For the lease mutant it is 2 s, longer than the 1 s read
-    lease: a follower cut off from the leader (or resumed after a pause)
-    then outlives its lease while it still follows that leader, which is
-    the window where only the lease rule keeps its reads fresh; with a
-    shorter timeout the follower drops the leader first and refuses reads
-    for that reason, and the mutant would go unseen.
-    """
-    return "2s" if mutant == "serves_after_lease" else "500ms"
+ELECTION_TIMEOUT = "500ms"
+"""The nodes' election timeout, unless a test asks for another; it sizes
+the nemesis's pauses and partitions."""
 
 
 class FaultNode(ProcessNode):
@@ -70,7 +62,15 @@ class FaultNode(ProcessNode):
     from its own state, possibly stale, by design (docs/operations.md).
     """
 
-    def __init__(self, workdir: Workdir, hsm: SoftHSM, index: int, mutant: str | None = None, extra_args=()) -> None:
+    def __init__(
+        self,
+        workdir: Workdir,
+        hsm: SoftHSM,
+        index: int,
+        mutant: str | None = None,
+        extra_args=(),
+        election_timeout: str = ELECTION_TIMEOUT,
+    ) -> None:
         self.ip = f"127.0.0.{index + 2}"
         super().__init__(workdir, hsm, port=_free_port_on(self.ip), extra_args=extra_args)
         self.index = index
@@ -83,7 +83,7 @@ class FaultNode(ProcessNode):
         self.expected_down = False
         self.config = write_config(
             os.path.join(os.path.dirname(self.volume), "conf"),
-            cluster=f"reads_without_leader: refuse\nelection_timeout: {election_timeout(mutant)}",
+            cluster=f"reads_without_leader: refuse\nelection_timeout: {election_timeout}",
         )
 
     def start(self):
@@ -213,11 +213,20 @@ class FaultCluster:
 
     ENCLAVE = "faults"
 
-    def __init__(self, base: str, size: int = 3, mutant: str | None = None, small_disk: bool = True) -> None:
+    def __init__(
+        self,
+        base: str,
+        size: int = 3,
+        mutant: str | None = None,
+        small_disk: bool = True,
+        election_timeout: str = ELECTION_TIMEOUT,
+    ) -> None:
         self.workdir = Workdir(base)
         self.hsm = SoftHSM.generate()
         self.api_key = APIKey.parse(self.hsm.sysadmin_api_key())
-        self.nodes = [FaultNode(self.workdir, self.hsm, i, mutant) for i in range(size)]
+        self.nodes = [
+            FaultNode(self.workdir, self.hsm, i, mutant, election_timeout=election_timeout) for i in range(size)
+        ]
         self.proxies = {}
         self.last_ack = 0
         """When a write was last acknowledged (monotonic ns), for faults that aim right after one."""
