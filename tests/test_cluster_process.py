@@ -6,6 +6,7 @@ must be on the survivors, and the restarted node must catch up.
 """
 
 import random
+import re
 
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
@@ -81,6 +82,12 @@ class ClusterFailoverTests(unittest.TestCase):
         stop.append(True)
         await defer.gatherResults(writers)
         survivors = [n for n in nodes if n is not leader]
+        successor = await until(lambda: leader_of(client, survivors), "a new leader")
+        other = next(n for n in survivors if n is not successor)
+        self.assertRegex(successor.log(), r"this node is the leader \(term \d+\)")
+        shown = rf"node \d+ at {re.escape(successor.host)} is the leader \(term \d+\)"
+        await until(lambda: re.search(shown, other.log()), f"{other.host} logging its new leader")
+        self.assertRegex(other.log(), r"lost the leader \(node \d+\); waiting for an election")
         print(f"acknowledged {before_kill} before the kill, {len(acknowledged)} in all")
         self.assertGreater(before_kill, 0)
         self.assertGreater(len(acknowledged), before_kill, "the survivors kept accepting writes")

@@ -98,6 +98,7 @@ class Node:
 
     def _restore(self, durable: DurableState) -> None:
         """Rebuild the state machine, the core and the driver from durable state."""
+        self._leader_shown = (-1, 0)
         self.state = StateMachine()
         snapshot = durable.snapshot
         applied = 0
@@ -304,6 +305,23 @@ class Node:
     def _after_ready(self, ready) -> None:
         if self.core.config is not self._links.config:
             self._update_links()
+        soft = ready.soft_state
+        if soft.leader != self._leader_shown[0] or (soft.leader >= 0 and soft.term != self._leader_shown[1]):
+            self._show_leader(soft.leader, soft.term)
+
+    def _show_leader(self, leader: int, term: int) -> None:
+        """Log a change of leader, as an operator reading the log after an incident needs it."""
+        previous, self._leader_shown = self._leader_shown[0], (leader, term)
+        if leader == self.core.id:
+            log.info("this node is the leader (term {term})", term=term)
+        elif leader >= 0:
+            address = self.core.config.addresses.get(leader)
+            where = f"node {leader} at {address}" if address else f"node {leader}"
+            log.info("{where} is the leader (term {term})", where=where, term=term)
+        elif previous >= 0:
+            log.warn(
+                "lost the leader (node {previous}); waiting for an election (term {term})", previous=previous, term=term
+            )
 
     def _crash(self, failure) -> str:
         """
