@@ -191,6 +191,7 @@ class APIChannel(http.HTTPChannel):
     _body_request = None
     _peer = None
     _host = None
+    _idle_call = None
 
     # A deadline that is met is not cancelled: its call stays scheduled,
     # does nothing if it fires, and is moved on (cheaply, as it only ever
@@ -233,11 +234,34 @@ class APIChannel(http.HTTPChannel):
     def connectionLost(self, reason):
         self._awaiting_headers = False
         self._body_request = None
-        for call in (self._headers_deadline, self._body_deadline):
+        for call in (self._headers_deadline, self._body_deadline, self._idle_call):
             if call is not None and call.active():
                 call.cancel()
-        self._headers_deadline = self._body_deadline = None
+        self._headers_deadline = self._body_deadline = self._idle_call = None
         super().connectionLost(reason)
+
+    def setTimeout(self, period):
+        """
+        The idle timeout of L{TimeoutMixin<twisted.protocols.policies.TimeoutMixin>},
+        which C{HTTPChannel} turns off (C{None}) while it handles a request
+        and on again after it: here turning it off leaves its call
+        scheduled (it does nothing if it fires then) and turning it on
+        moves that call on, rather than a delayed call cancelled and
+        created per request.
+        """
+        previous, self.timeOut = self.timeOut, period
+        if period is not None:
+            self._idle_call = _rearm(self._idle_call, period, self.callLater, self._idle_expired)
+        return previous
+
+    def resetTimeout(self):
+        if self.timeOut is not None and self._idle_call is not None and self._idle_call.active():
+            self._idle_call.reset(self.timeOut)
+
+    def _idle_expired(self):
+        self._idle_call = None
+        if self.timeOut is not None:
+            self.timeoutConnection()
 
     def await_body(self, request) -> None:
         """C{request}'s body must arrive within C{body_timeout} from now."""
