@@ -244,6 +244,37 @@ class IdleTimeoutTests(LimitedServerCase):
         self.assertEqual(await threads.deferToThread(two_requests), [200, 200])
 
 
+class KeptAliveIdleTests(LimitedServerCase):
+    """A kept-alive connection idle for longer than C{idle_timeout} after its last answer is closed."""
+
+    limits = "  idle_timeout: 2s\n"
+
+    async def test_idle_after_answers_closed(self):
+        port, context = self.server.port, self.raw().context
+
+        def served_then_idle():
+            connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=CLOSE_DEADLINE)
+            try:
+                statuses = []
+                for _ in range(2):
+                    connection.request("POST", "/v1/kms", frame(CLUSTER_STATUS))
+                    response = connection.getresponse()
+                    response.read()
+                    statuses.append(response.status)
+                try:
+                    while connection.sock.recv(65536):
+                        pass
+                except TimeoutError:
+                    return statuses, "still open"
+                return statuses, "closed"
+            finally:
+                connection.close()
+
+        answers, state = await threads.deferToThread(served_then_idle)
+        self.assertEqual(answers, [200, 200])
+        self.assertEqual(state, "closed")
+
+
 class EarlyBodyRefusalTests(ServerTestCase):
     """
     A body is judged from the headers and the caller's certificate before

@@ -39,9 +39,10 @@ class APIResource(Resource):
         if self.exact and request.postpath not in ([], [b""]):
             return send_error(request, not_found("no such API endpoint"))
         method = request.method.decode("ascii", "replace")
-        if getattr(self, "render_" + method, None) is None:
+        handler = getattr(self, "render_" + method, None)
+        if handler is None:
             return send_error(request, KMSError(405, f"method {method} not allowed"))
-        return super().render(request)
+        return handler(request)
 
 
 class _NotFound(Resource):

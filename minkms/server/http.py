@@ -32,24 +32,53 @@ body it sends)."""
 _REASONS = {403: b"Forbidden", 408: b"Request Timeout", 413: b"Request Entity Too Large"}
 
 
-def body_limit(root, method: bytes, path: bytes, caller: str) -> int:
+class BodyRules:
     """
-    How many body bytes C{caller} may send with C{method path}, decided
-    before any is read: the resource the path leads to answers through its
+    How many body bytes a caller may send with a request, decided before
+    any is read: the resource a path leads to answers through its
     C{body_limit(method, rest, caller)} (C{rest}: the path segments below
-    it), which raises L{KMSError} (403) for a caller who may not call it.
+    it, a list the rule must not change), which raises L{KMSError} (403)
+    for a caller who may not call it.
+
+    The resource tree is built before the site serves, so the rule of a
+    path is found by walking the tree once and remembered: clients send the
+    same few paths on every request.  At most L{MAX_PATHS} paths of at most
+    L{MAX_PATH_LENGTH} bytes are remembered (then the memory starts afresh),
+    so odd paths cost a walk each and no memory.
     """
-    segments = [unquote_to_bytes(part) for part in path.split(b"?", 1)[0][1:].split(b"/")]
-    resource = root
-    while segments and not resource.isLeaf:
-        resource = resource.children.get(segments[0])
-        if resource is None:
+
+    MAX_PATHS = 256
+    MAX_PATH_LENGTH = 512
+
+    def __init__(self, root) -> None:
+        self._root = root
+        self._rules: dict[bytes, tuple] = {}
+
+    def limit(self, method: bytes, path: bytes, caller: str) -> int:
+        """The body limit of C{method path} for C{caller}; L{KMSError} to refuse it."""
+        path = path.split(b"?", 1)[0]
+        found = self._rules.get(path)
+        if found is None:
+            found = self._find(path)
+            if len(path) <= self.MAX_PATH_LENGTH:
+                if len(self._rules) >= self.MAX_PATHS:
+                    self._rules.clear()
+                self._rules[path] = found
+        rule, rest = found
+        if rule is None:
             return MAX_OTHER_BODY
-        segments = segments[1:]
-    rule = getattr(resource, "body_limit", None)
-    if rule is None:
-        return MAX_OTHER_BODY
-    return rule(method, segments, caller)
+        return rule(method, rest, caller)
+
+    def _find(self, path: bytes) -> tuple:
+        """The C{body_limit} rule of the resource C{path} leads to (or None), and the rest of the path."""
+        segments = [unquote_to_bytes(part) for part in path[1:].split(b"/")]
+        resource = self._root
+        while segments and not resource.isLeaf:
+            resource = resource.children.get(segments[0])
+            if resource is None:
+                return None, []
+            segments = segments[1:]
+        return getattr(resource, "body_limit", None), segments
 
 
 class LimitedRequest(server.Request):
@@ -70,11 +99,8 @@ class LimitedRequest(server.Request):
     def gotLength(self, length):
         if length != 0:
             try:
-                self._limit = body_limit(
-                    self.channel.site.resource,
-                    self.channel._command,
-                    self.channel._path,
-                    caller_identity(self),
+                self._limit = self.channel.site.body_rules.limit(
+                    self.channel._command, self.channel._path, caller_identity(self)
                 )
             except KMSError as e:
                 self._refuse(e)
@@ -165,6 +191,7 @@ class APIChannel(http.HTTPChannel):
     _body_request = None
     _peer = None
     _host = None
+    _idle_call = None
 
     # A deadline that is met is not cancelled: its call stays scheduled,
     # does nothing if it fires, and is moved on (cheaply, as it only ever
@@ -207,11 +234,34 @@ class APIChannel(http.HTTPChannel):
     def connectionLost(self, reason):
         self._awaiting_headers = False
         self._body_request = None
-        for call in (self._headers_deadline, self._body_deadline):
+        for call in (self._headers_deadline, self._body_deadline, self._idle_call):
             if call is not None and call.active():
                 call.cancel()
-        self._headers_deadline = self._body_deadline = None
+        self._headers_deadline = self._body_deadline = self._idle_call = None
         super().connectionLost(reason)
+
+    def setTimeout(self, period):
+        """
+        The idle timeout of L{TimeoutMixin<twisted.protocols.policies.TimeoutMixin>},
+        which C{HTTPChannel} turns off (C{None}) while it handles a request
+        and on again after it: here turning it off leaves its call
+        scheduled (it does nothing if it fires then) and turning it on
+        moves that call on, rather than a delayed call cancelled and
+        created per request.
+        """
+        previous, self.timeOut = self.timeOut, period
+        if period is not None:
+            self._idle_call = _rearm(self._idle_call, period, self.callLater, self._idle_expired)
+        return previous
+
+    def resetTimeout(self):
+        if self.timeOut is not None and self._idle_call is not None and self._idle_call.active():
+            self._idle_call.reset(self.timeOut)
+
+    def _idle_expired(self):
+        self._idle_call = None
+        if self.timeOut is not None:
+            self.timeoutConnection()
 
     def await_body(self, request) -> None:
         """C{request}'s body must arrive within C{body_timeout} from now."""
@@ -258,6 +308,7 @@ class APISite(server.Site):
     def __init__(self, resource, limits: ConnectionLimits = ConnectionLimits()) -> None:
         super().__init__(resource, parsePOSTFormSubmission=False, timeout=limits.idle_timeout)
         self._limits = limits
+        self.body_rules = BodyRules(resource)
 
     def buildProtocol(self, addr):
         channel = super().buildProtocol(addr)

@@ -221,6 +221,8 @@ def _is_list(command: Command) -> bool:
 
 
 def _check_type(message: Message, cls: type[Message], name: str) -> None:
+    if type(message) is cls:
+        return
     if message.DESCRIPTOR.full_name != cls.DESCRIPTOR.full_name:
         raise TypeError(f"{name} takes {cls.DESCRIPTOR.name}, not {message.DESCRIPTOR.name}")
 
