@@ -172,6 +172,12 @@ class ElectionTests(SynchronousTestCase):
         core.campaign()
         self.assertEqual(core.role, LEADER)
 
+    def test_sole_voter_campaigns_at_its_first_tick(self):
+        """A one-voter cluster (a single node restarting) does not wait out an election timeout."""
+        core = lone_core(voters=(1,))
+        core.tick()
+        self.assertEqual(core.role, LEADER)
+
     def test_learner_never_campaigns(self):
         """A learner ticks forever without campaigning."""
         cluster = MemoryCluster([1, 2], learners=[3])

@@ -674,7 +674,10 @@ class RaftCore:
 
     def _tick_election(self) -> None:
         self._election_elapsed += 1
-        if self._promotable() and self._election_elapsed >= self._randomized_timeout:
+        if not self._promotable():
+            return
+        # A sole voter need not wait for others to miss a leader: none can exist.
+        if self._election_elapsed >= self._randomized_timeout or self.config.voters == {self.id}:
             self._campaign()
 
     def _tick_leader(self) -> None:
