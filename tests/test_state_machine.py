@@ -4,6 +4,7 @@ of every write command, its errors, and the replication guarantees
 (determinism, snapshots, never raising).
 """
 
+import gc
 import json
 import random
 
@@ -577,6 +578,17 @@ class ReplicationTests(unittest.TestCase):
         self.assertEqual(a.machine.digest(), b.machine.digest())
         b.ok(sc.CreateKey, enclave="e1", name="x")
         self.assertNotEqual(a.machine.digest(), b.machine.digest())
+
+    def test_restore_leaves_the_collector_as_it_was(self):
+        """Restoring pauses Python's cycle collector and gives it back as found, also after a bad snapshot."""
+        data = self.busy().machine.snapshot()
+        self.addCleanup(gc.enable)
+        for enabled in (True, False):
+            (gc.enable if enabled else gc.disable)()
+            StateMachine().restore(data)
+            self.assertEqual(gc.isenabled(), enabled)
+            self.assertRaises(SnapshotError, StateMachine().restore, b"{")
+            self.assertEqual(gc.isenabled(), enabled)
 
     def test_restore_garbage(self):
         machine = self.busy().machine

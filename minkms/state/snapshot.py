@@ -9,7 +9,10 @@ bytes.  The bytes contain key material in the clear: storage seals them.
 
 import base64
 import binascii
+import contextlib
+import gc
 import json
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from minkms.state.model import (
@@ -163,12 +166,33 @@ def _enclave(name: str, doc: dict[str, Any]) -> Enclave:
     )
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """
+    Keep Python's cycle collector from running while a state is built: it
+    would walk the growing state again and again (at 100,000 keys it more
+    than doubles the time of L{load}).  Nothing built here is cyclic.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def load(data: bytes) -> State:
     """
     Rebuild a state from L{dump}'s bytes.
 
     @raise SnapshotError: when the bytes are not a snapshot.
     """
+    with _collector_paused():
+        return _load(data)
+
+
+def _load(data: bytes) -> State:
     try:
         doc = json.loads(bytes(data).decode("utf-8"))
         if doc["format"] != FORMAT_VERSION:
