@@ -191,6 +191,25 @@ class LoopTests(SynchronousTestCase):
         dumps[0].callback(b"older")
         self.assertEqual(driver.core.log.snapshot.data, b"newer")
 
+    def test_dump_finished_while_paused_is_dropped(self):
+        """A dump that finishes while the loop is paused (the node rewriting its volume) does not compact."""
+        driver, storage, _, machine = driver_for()
+        driver.compact_every = 1
+        dumps: list = []
+        machine.dump = lambda: dumps.append(defer.Deferred()) or dumps[-1]
+        saved: list = []
+        storage.save_snapshot = lambda snapshot: saved.append(snapshot) or defer.succeed(None)
+        elect_single(driver, storage)
+        driver.propose(b"x")
+        storage.flush()
+        driver.paused = True
+        dumps[0].callback(b"old")
+        driver.paused = False
+        driver.propose(b"x")
+        storage.flush()
+        self.assertEqual(saved, [])
+        self.assertEqual(driver.core.log.offset, 0)
+
     def test_write_answered_once_applied(self):
         """A proposal's Deferred fires with its apply result after the fsync and the apply."""
         driver, storage, _, machine = driver_for()

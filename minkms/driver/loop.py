@@ -290,22 +290,21 @@ class RaftDriver:
     def _dump_done(self, data: bytes, index: int) -> None:
         self._dumping = False
         self._snapshot_bytes = len(data)
-        if self._stopped or self.failed is not None:
-            return
         self._dumped = (index, data)
         if not self._busy:
             self._compact_to_dump()
 
     def _compact_to_dump(self) -> None:
         """
-        Compact the log to the finished dump, between Readys.  A snapshot
-        installed from the leader meanwhile may already cover it; then it
-        is dropped.
+        Compact the log to the finished dump, between Readys.  The dump is
+        dropped if a snapshot installed from the leader meanwhile covers
+        it, or if the loop is stopped or paused: the node may be rewriting
+        its volume (a membership edit, a join) under the driver.
         """
         if self._dumped is None:
             return
         (index, data), self._dumped = self._dumped, None
-        if index <= self.core.log.offset:
+        if not self._accepts_input() or index <= self.core.log.offset:
             return
         snapshot = self.core.compact(index, data)
         self.storage.save_snapshot(snapshot).addErrback(self._fail)
