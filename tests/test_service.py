@@ -7,6 +7,8 @@ here, so no test waits on real time).
 """
 
 import errno
+import subprocess
+import sys
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import error
@@ -14,7 +16,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
 from minkms.hsm import SoftHSM
-from minkms.server import service
+from minkms.server import collector, service
 from minkms.storage.volume import InlineRunner
 from tests.harness import NullOut
 
@@ -86,6 +88,26 @@ class NodeServiceTests(unittest.TestCase):
         self.assertEqual(reactor.getDelayedCalls(), [], "no timer of the node is left")
         again = self.started(MemoryReactorClock())
         self.assertTrue(again.running, "the volume was released")
+
+    def test_make_service_tunes_the_collector(self):
+        """A process that makes the node's service (C{twistd minkms}, C{minkms server}) runs the tuned collector."""
+        code = (
+            "import gc, os, sys\n"
+            "from minkms.server import service\n"
+            "options = service.Options()\n"
+            "options.parseOptions([sys.argv[1], '--dev', '--host', sys.argv[2], '--address', sys.argv[2]])\n"
+            "service.makeService(options, environ={'MINIO_KMS_HSM_KEY': sys.argv[3]})\n"
+            "print(gc.get_threshold(), flush=True)\n"
+            "os._exit(0)\n"
+        )
+        shown = subprocess.run(
+            [sys.executable, "-c", code, self.volume, HOST, self.hsm.to_text()],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        self.assertEqual(shown.strip(), str(collector.THRESHOLDS))
 
     def test_busy_port_is_one_line_and_releases_the_volume(self):
         node_service = self.build(BusyPortReactor())

@@ -27,6 +27,7 @@ from minkms.hsm import SoftHSM
 from minkms.server import config as cfg, peer
 from minkms.server.api import build_root
 from minkms.server.banner import banner
+from minkms.server.collector import tune_collector
 from minkms.server.http import APISite
 from minkms.server.limits import DESCRIPTOR_MARGIN, ConnectionLimits, fit_to_descriptors
 from minkms.server.ops import Operations
@@ -379,6 +380,7 @@ def makeService(options, reactor=None, environ=os.environ, out=None):
     if reactor is None:
         from twisted.internet import reactor
     disable_core_dumps()
+    tune_collector()
     try:
         settings = resolve(options, environ)
     except StartupError as e:
