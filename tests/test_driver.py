@@ -53,6 +53,7 @@ class FakeTransport:
 class FakeMachine:
     def __init__(self):
         self.applied = []
+        self.dumps = None
 
     def apply(self, entry):
         self.applied.append(entry.index)
@@ -62,7 +63,11 @@ class FakeMachine:
         self.applied = [snapshot.meta.index]
 
     def dump(self):
-        return defer.succeed(b"state")
+        """Done at once, or, once a test set C{dumps} to a list, a Deferred left there for it to fire."""
+        if self.dumps is None:
+            return defer.succeed(b"state")
+        self.dumps.append(defer.Deferred())
+        return self.dumps[-1]
 
 
 def driver_for(voters=(1,), policy=SERVE, now=lambda: 0.0, durable=None):
@@ -179,8 +184,7 @@ class LoopTests(SynchronousTestCase):
         """A dump older than the snapshot the log already starts at does not compact."""
         driver, storage, _, machine = driver_for()
         driver.compact_every = 1
-        dumps: list = []
-        machine.dump = lambda: dumps.append(defer.Deferred()) or dumps[-1]
+        dumps = machine.dumps = []
         elect_single(driver, storage)
         driver.propose(b"x")
         storage.flush()
@@ -195,8 +199,7 @@ class LoopTests(SynchronousTestCase):
         """A dump that finishes while the loop is paused (the node rewriting its volume) does not compact."""
         driver, storage, _, machine = driver_for()
         driver.compact_every = 1
-        dumps: list = []
-        machine.dump = lambda: dumps.append(defer.Deferred()) or dumps[-1]
+        dumps = machine.dumps = []
         saved: list = []
         storage.save_snapshot = lambda snapshot: saved.append(snapshot) or defer.succeed(None)
         elect_single(driver, storage)

@@ -51,15 +51,7 @@ class _Disk:
             return
         if ready.must_sync:
             node.disk.sync()
-        node.sim.scheduler.after(node.sim.rng.randint(0, 1), self._done, d)
-
-    def _done(self, d: defer.Deferred) -> None:
-        node = self._node
-        if self._incarnation == node.incarnation and not node.frozen(self._done, d):
-            d.callback(None)
-            failure, node.driver_failure = node.driver_failure, None
-            if failure is not None:
-                failure.raiseException()
+        node.sim.scheduler.after(node.sim.rng.randint(0, 1), node.fire, self._incarnation, d, None)
 
     def save_snapshot(self, snapshot: Snapshot) -> defer.Deferred:
         self._node.disk.compact(snapshot)
@@ -92,16 +84,8 @@ class _Machine:
     def dump(self) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
         node = self._node
-        node.sim.scheduler.after(node.sim.disk_delay(), self._dumped, d, self.machine.snapshot())
+        node.sim.scheduler.after(node.sim.disk_delay(), node.fire, self._incarnation, d, self.machine.snapshot())
         return d
-
-    def _dumped(self, d: defer.Deferred, data: bytes) -> None:
-        node = self._node
-        if self._incarnation == node.incarnation and not node.frozen(self._dumped, d, data):
-            d.callback(data)
-            failure, node.driver_failure = node.driver_failure, None
-            if failure is not None:
-                failure.raiseException()
 
 
 class _Network:
@@ -205,13 +189,26 @@ class SimNode:
         self.machine = None
 
     def _driver_failed(self, failure) -> str:
-        """A check failed inside the driver's loop: the simulation raises it (L{_Disk._done})."""
+        """A check failed inside the driver's loop: the simulation raises it (L{fire})."""
         self.driver_failure = failure
         return failure.getErrorMessage()
 
     def pause(self, until: int) -> None:
         """Freeze the process (a long GC or SIGSTOP) until C{until}."""
         self.paused_until = max(self.paused_until, until)
+
+    def fire(self, incarnation: int, d: defer.Deferred, result) -> None:
+        """
+        Fire a port's Deferred for the driver of C{incarnation}: never if
+        the node crashed since, later if it is paused; then raise a check
+        that failed inside the driver's loop (L{_driver_failed}).
+        """
+        if incarnation != self.incarnation or self.frozen(self.fire, incarnation, d, result):
+            return
+        d.callback(result)
+        failure, self.driver_failure = self.driver_failure, None
+        if failure is not None:
+            failure.raiseException()
 
     def frozen(self, callback, *args) -> bool:
         """If paused, run C{callback(*args)} when the pause ends and say so."""

@@ -110,9 +110,11 @@ def _next_version(enclave: Enclave, name: str) -> int:
 def _add_version(enclave: Enclave, name: str, version: int, record: KeyVersion) -> Commit:
     def commit() -> None:
         key = enclave.keys.get(name)
-        versions = dict(key.versions) if key is not None else {}
         if key is None:
             enclave.retired_keys.pop(name, None)
+            versions = {}
+        else:
+            versions = dict(key.versions)
         versions[version] = record
         enclave.keys[name] = Key(name, versions, version)
 

@@ -157,10 +157,8 @@ def detached_copy(state: State) -> State:
     """
     return State(
         {
-            name: Enclave(
-                enclave.name,
-                enclave.created_at,
-                enclave.created_by,
+            name: attrs.evolve(
+                enclave,
                 keys=dict(enclave.keys),
                 retired_keys=dict(enclave.retired_keys),
                 policies=dict(enclave.policies),

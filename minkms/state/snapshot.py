@@ -55,7 +55,7 @@ def _key_doc(key: Key) -> dict[str, Any]:
     }
 
 
-def _enclave_doc(e: Enclave) -> dict[str, Any]:
+def _enclave_doc_but_keys(e: Enclave) -> dict[str, Any]:
     """Everything of an enclave but its keys, which L{_enclave_json} writes one by one."""
     return {
         "created_at": e.created_at,
@@ -96,7 +96,7 @@ def _enclave_json(e: Enclave) -> str:
     second at 100,000 keys.  "keys" sorts between "identities" and
     "policies", where it is spliced in.
     """
-    doc = _enclave_doc(e)
+    doc = _enclave_doc_but_keys(e)
     before = _encode({k: v for k, v in doc.items() if k < "keys"})
     after = _encode({k: v for k, v in doc.items() if k > "keys"})
     keys = []
