@@ -7,8 +7,8 @@ The 1-node cluster is the baseline of the same run: its writes pay one
 fsync and no network round trip, so the ratio shows what replication to a
 majority costs.  A second 3-node cluster runs with read leases off
 (C{cluster.read_lease: 0}): the ratio of the two shows what the lease rule
-(every lease holder must know a write is committed before it is applied
-and answered) costs a write.  For each cluster it prints the latency of one writer
+(every lease holder must have a write on disk before it is applied and
+answered) costs a write.  For each cluster it prints the latency of one writer
 (p50/p99) and the throughput of 1, 16 and 64 concurrent writers; writes go
 to the first node (the leader) and, for 3 nodes, also through a follower,
 which forwards them.  Figures only: this is never part of the tests.

@@ -10,6 +10,7 @@ from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
 from minkms.driver import REFUSE, SERVE, RaftDriver
+from minkms.driver.reads import PendingReads
 from minkms.driver.waiters import NOT_APPLIED, UNKNOWN_OUTCOME, WriteWaiters
 from minkms.errors import KMSError
 from minkms.raft.core import RaftCore, RaftOptions, bootstrap_state
@@ -277,6 +278,25 @@ class ReadRuleTests(SynchronousTestCase):
         driver, _, _, _ = driver_for(durable=DurableState())
         with self.assertRaises(KMSError):
             driver.read_barrier()
+
+
+class PendingReadsTests(SynchronousTestCase):
+    def test_leased_read_settles_for_the_end_of_the_log(self):
+        """
+        A leased read waits for the index it was given or for the end of
+        the log if that shrank (a new leader replaced entries nobody
+        acknowledged); a read confirmed by ReadIndex waits for its index.
+        """
+        reads = PendingReads()
+        leased = reads.wait_index(10, leased=True)
+        confirmed = reads.wait_index(10)
+        reads.release(9, 10)
+        self.assertNoResult(leased)
+        reads.release(9, 9)
+        self.assertIs(self.successResultOf(leased), False)
+        self.assertNoResult(confirmed)
+        reads.release(10, 10)
+        self.assertIs(self.successResultOf(confirmed), False)
 
 
 class WaiterTests(SynchronousTestCase):

@@ -599,7 +599,7 @@ class SnapshotTests(SynchronousTestCase):
         self.assertIsNone(ready.snapshot)
         self.assertEqual(core.log.last_index(), 5)
         self.assertEqual(core.log.committed, 3)
-        self.assertEqual(ready.messages, (AppendResponse(1, 2, 2, index=3, commit=3),))
+        self.assertEqual(ready.messages, (AppendResponse(1, 2, 2, index=3),))
 
     def test_out_of_order_chunk_asks_for_expected_offset(self):
         """A chunk at an unexpected offset is answered with the offset the follower expects."""

@@ -80,22 +80,27 @@ class LeaderLeasesTests(SynchronousTestCase):
         self.assertEqual(leases.holders(51.0), [3])
         self.assertEqual(leases.holders(51.02), [])
 
-    def test_acknowledge_only_what_holders_know(self):
-        """Writes are acknowledgeable up to the smallest commit index a holder reported."""
+    def test_acknowledge_only_what_holders_have_on_disk(self):
+        """
+        Writes are acknowledgeable up to the smallest match index of a
+        holder; a member without a lease does not hold them back.
+        """
         leases = self.leases()
         leases.round_sent(1, 50.0, {1, 2, 3})
         leases.round_answered(2, 1, {1, 2, 3})
         leases.requested(3, 1)
         leases.grant(3, 50.1)
-        leases.knows_commit(3, 4)
-        self.assertEqual(leases.acknowledgeable(50.2, committed=9), 4)
-        self.assertEqual(leases.acknowledgeable(52.0, committed=9), 9)
+        match = {2: 1, 3: 4}.__getitem__
+        self.assertEqual(leases.acknowledgeable(50.2, 9, match), 4)
+        self.assertEqual(leases.acknowledgeable(50.2, 3, match), 3)
+        self.assertEqual(leases.acknowledgeable(52.0, 9, match), 9)
 
     def test_new_leader_waits_out_old_leases(self):
         """A leader that may inherit leases acknowledges nothing for a lease period."""
         leases = self.leases(inherits=True)
-        self.assertEqual(leases.acknowledgeable(50.9, committed=9), 0)
-        self.assertEqual(leases.acknowledgeable(51.1, committed=9), 9)
+        match = {2: 9, 3: 9}.__getitem__
+        self.assertEqual(leases.acknowledgeable(50.9, 9, match), 0)
+        self.assertEqual(leases.acknowledgeable(51.1, 9, match), 9)
 
 
 def leased_cluster(clock):
@@ -157,19 +162,19 @@ class CoreLeaseTests(SynchronousTestCase):
         self.assertIn(index, normal_applied(cluster, 2))
         self.assertEqual(leader.lease_holders(), [2])
 
-    def test_write_applied_once_holders_know(self):
-        """With every holder reachable a write is applied after one more round."""
+    def test_write_applied_everywhere(self):
+        """With every holder reachable a write is applied on every node."""
         cluster, leader = self.cluster, self.cluster.cores[1]
         index = leader.propose(b"w")
         cluster.stabilize()
         for node in (1, 2, 3):
             self.assertIn(index, normal_applied(cluster, node))
 
-    def test_write_costs_each_follower_three_appends_and_two_answers(self):
+    def test_write_costs_each_follower_two_appends_and_one_answer(self):
         """
-        Per follower a write takes its entries, a commit notice (answered:
-        the leader waits until every holder knows the commit) and an
-        acknowledgement notice (not answered: nobody waits on it).
+        Per follower a write takes its entries (answered once on disk) and a
+        notice of the new commit and acknowledgement frontier (not
+        answered: nobody waits on it).
         """
         cluster, leader = self.cluster, self.cluster.cores[1]
         sent: list = []
@@ -179,17 +184,49 @@ class CoreLeaseTests(SynchronousTestCase):
         for node in (2, 3):
             appends = [m for m in sent if isinstance(m, Append) and m.dst == node]
             answers = [m for m in sent if isinstance(m, AppendResponse) and m.src == node]
-            self.assertEqual(
-                [(bool(m.entries), m.notice) for m in appends], [(True, False), (False, True), (False, True)]
-            )
-            self.assertEqual([m.commit for m in appends[1:]], [index, index])
-            self.assertEqual([m.acked for m in appends[1:]], [index - 1, index])
-            self.assertEqual([m.commit for m in answers], [index - 1, index])
+            self.assertEqual([(bool(m.entries), m.notice) for m in appends], [(True, False), (False, True)])
+            self.assertEqual((appends[1].commit, appends[1].acked), (index, index))
+            self.assertEqual([m.index for m in answers], [index])
 
-    def test_follower_answers_probes_and_commit_notices_only(self):
+    def test_leader_applies_a_write_after_one_round_trip(self):
+        """
+        The leader applies (so acknowledges) a write once every holder
+        answered that it has it on disk, before any follower knows it is
+        committed; a read arriving on a follower then waits for it.
+        """
+        cluster, leader = self.cluster, self.cluster.cores[1]
+        index = leader.propose(b"w")
+        cluster.stabilize(drop=lambda m: isinstance(m, Append) and m.notice)
+        self.assertIn(index, normal_applied(cluster, 1))
+        for node in (2, 3):
+            follower = cluster.cores[node]
+            self.assertNotIn(index, normal_applied(cluster, node))
+            self.assertLess(follower.log.committed, index)
+            self.assertEqual(follower.lease_read_index(), index)
+
+    def test_write_waits_for_a_holder_to_persist(self):
+        """While one holder has not answered for the entry, the leader applies nothing of it."""
+        cluster, leader = self.cluster, self.cluster.cores[1]
+        index = leader.propose(b"w")
+        cluster.stabilize(drop=lambda m: isinstance(m, AppendResponse) and m.src == 3)
+        self.assertGreaterEqual(leader.log.committed, index)
+        self.assertNotIn(index, normal_applied(cluster, 1))
+        self.assertNotIn(index, normal_applied(cluster, 2))
+
+    def test_follower_without_what_its_lease_covers_reads_by_read_index(self):
+        """
+        A follower whose log does not yet reach the index its lease was
+        granted at has no lease read (the driver then asks the leader).
+        """
+        follower = self.cluster.cores[2]
+        self.assertEqual(follower.lease_read_index(), follower.log.last_index())
+        follower._follower_lease.index = follower.log.last_index() + 1
+        self.assertIsNone(follower.lease_read_index())
+
+    def test_follower_answers_probes_not_notices(self):
         """
         A follower answers an empty Append that is not a notice (a probe),
-        and a notice only when it moved its commit index.
+        and never a notice, even one that moves its commit index.
         """
         cluster, leader, follower = self.cluster, self.cluster.cores[1], self.cluster.cores[2]
 
@@ -218,7 +255,8 @@ class CoreLeaseTests(SynchronousTestCase):
         cluster.process(2)
         cluster.outbox.clear()
         self.assertLess(follower.log.committed, index)
-        self.assertEqual([m.commit for m in answers(commit=index, notice=True)], [index])
+        self.assertEqual(answers(commit=index, notice=True), [])
+        self.assertEqual(follower.log.committed, index)
 
     def test_new_leader_waits_for_old_leases(self):
         """A new leader (here by transfer) applies nothing of its term until the old leases ran out."""

@@ -9,6 +9,7 @@ from unittest import mock
 from twisted.trial.unittest import SynchronousTestCase
 
 from minkms.raft import core, lease, quorum
+from minkms.raft.ready import LEADER
 from minkms.sim.__main__ import nodes_for
 from minkms.sim.machines import machine_for
 from minkms.sim.simulation import SimSettings, Simulation, SimulationFailure
@@ -54,9 +55,20 @@ class MutationTests(SynchronousTestCase):
         self.assertNotEqual(failed, [], "the sweep did not notice a broken commit rule")
 
 
-def _acknowledges_when_committed(self, now: float, committed: int) -> int:
-    """Acknowledge (apply) a write once committed, whatever lease holders know."""
+def _acknowledges_when_committed(self, now: float, committed: int, match_of) -> int:
+    """Acknowledge (apply) a write once committed, whether lease holders have it or not."""
     return committed
+
+
+_original_lease_read_index = core.RaftCore.lease_read_index
+
+
+def _follower_reads_to_its_commit(self):
+    """A follower under a lease waits only for what it knows to be committed, not for its whole log."""
+    index = _original_lease_read_index(self)
+    if index is None or self.role == LEADER:
+        return index
+    return max(self._follower_lease.index, self.log.committed)
 
 
 def _ignores_lease_expiry(self, now: float):
@@ -82,9 +94,13 @@ class LeaseMutationTests(SynchronousTestCase):
     sweep's freshness and linearizability checks fail some seeds.
     """
 
-    def test_ack_before_holders_know_is_caught(self):
+    def test_ack_before_holders_persist_is_caught(self):
         with mock.patch.object(lease.LeaderLeases, "acknowledgeable", _acknowledges_when_committed):
-            self.assertNotEqual(_failing_seeds(), [], "acknowledging before lease holders knew")
+            self.assertNotEqual(_failing_seeds(), [], "acknowledging before lease holders had the write")
+
+    def test_follower_reading_to_its_commit_is_caught(self):
+        with mock.patch.object(core.RaftCore, "lease_read_index", _follower_reads_to_its_commit):
+            self.assertNotEqual(_failing_seeds(), [], "a follower reading only what it knew committed")
 
     def test_serving_after_expiry_is_caught(self):
         with mock.patch.object(lease.FollowerLease, "read_index", _ignores_lease_expiry):

@@ -140,7 +140,7 @@ class RaftDriver:
             self._serving_unleased = False
             if self.applied >= index:
                 return None
-            return self.reads.wait_index(index)
+            return self.reads.wait_index(index, leased=True)
         if core.leader != NO_NODE:
             request_id = self.reads.request_id()
             try:
@@ -256,7 +256,7 @@ class RaftDriver:
             self._ask_again()
         if core.leader == NO_NODE and len(self.reads):
             self.reads.without_leader(self.reads_without_leader, core.exposable())
-        self.reads.release(self.applied)
+        self.reads.release(self.applied, core.log.last_index())
 
     def _ask_again(self) -> None:
         """The leader changed: ReadIndex requests sent to the old one go to the new one."""

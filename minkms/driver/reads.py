@@ -2,8 +2,9 @@
 The read rule: when a node may answer a read from its own applied state.
 
  - Under a read lease (L{minkms.raft.lease}), once it has applied what the
-   lease and its own commit index ask: every acknowledged write is then
-   included.  The hot path: no message, no wait.
+   lease asks (on a follower: its whole log as the read found it): every
+   acknowledged write is then included.  The hot path: no message, and no
+   wait unless a write is under way.
  - Without a lease but with a known leader: after a ReadIndex round with
    the leader, once applied to the index it returns.
  - Without a leader: by the setting C{cluster.reads_without_leader}:
@@ -29,6 +30,7 @@ class _Read:
     deferred: defer.Deferred
     index: int | None = None
     unleased: bool = False
+    leased: bool = False
 
 
 class PendingReads:
@@ -47,9 +49,13 @@ class PendingReads:
         self._next += 1
         return b"r%d" % self._next
 
-    def wait_index(self, index: int, unleased: bool = False) -> defer.Deferred:
-        """A read to serve once the state has applied C{index}."""
-        read = _Read(defer.Deferred(lambda d: self._forget(d)), index, unleased)
+    def wait_index(self, index: int, unleased: bool = False, leased: bool = False) -> defer.Deferred:
+        """
+        A read to serve once the state has applied C{index}; or, for a read
+        under a lease (C{leased}), C{index} or the end of the log if that
+        is lower by then (see L{release}).
+        """
+        read = _Read(defer.Deferred(lambda d: self._forget(d)), index, unleased, leased)
         self._by_index.append(read)
         return read.deferred
 
@@ -81,14 +87,19 @@ class PendingReads:
             elif not read.deferred.called:
                 read.deferred.errback(unavailable(NO_LEADER_REFUSED))
 
-    def release(self, applied: int) -> None:
-        """Serve the reads whose index is applied (the Deferred fires with True if unleased)."""
+    def release(self, applied: int, log_end: int) -> None:
+        """
+        Serve the reads whose index is applied (the Deferred fires with True
+        if unleased).  A leased read waits at most for the end of the log
+        (C{log_end}): a new leader may have replaced the entries it waited
+        for, which no one acknowledged (L{minkms.raft.core.RaftCore.lease_read_index}).
+        """
         if not self._by_index:
             return
-        ready = [r for r in self._by_index if r.index <= applied]
+        ready = [r for r in self._by_index if _due(r, log_end) <= applied]
         if not ready:
             return
-        self._by_index = [r for r in self._by_index if r.index > applied]
+        self._by_index = [r for r in self._by_index if _due(r, log_end) > applied]
         for read in ready:
             if not read.deferred.called:
                 read.deferred.callback(read.unleased)
@@ -107,3 +118,8 @@ class PendingReads:
         for request_id, read in list(self._by_request.items()):
             if read.deferred is d:
                 del self._by_request[request_id]
+
+
+def _due(read: _Read, log_end: int):
+    """The index C{read} (one that knows its index) waits for, given the end of the log now."""
+    return min(read.index, log_end) if read.leased else read.index

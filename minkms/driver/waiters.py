@@ -1,8 +1,8 @@
 """
 Client writes waiting for their log entry: settled when the entry at their
 index is applied, or when a snapshot covers it.  The core lets a node
-apply an entry only once every lease holder knows it is committed
-(L{minkms.raft.lease}), so an applied write may be acknowledged.
+apply an entry only once it is committed and every lease holder has it on
+disk (L{minkms.raft.lease}), so an applied write may be acknowledged.
 """
 
 import collections

@@ -79,7 +79,6 @@ _SCHEMAS: dict[type[Message], tuple[int, tuple[tuple[str, str], ...]]] = {
             ("reject", _BOOL),
             ("hint_index", _UINT),
             ("hint_term", _UINT),
-            ("commit", _UINT),
         ),
     ),
     Heartbeat: (
@@ -93,7 +92,7 @@ _SCHEMAS: dict[type[Message], tuple[int, tuple[tuple[str, str], ...]]] = {
             ("acked", _UINT),
         ),
     ),
-    HeartbeatResponse: (6, (("context", _UINT), ("commit", _UINT), ("lease_request", _UINT))),
+    HeartbeatResponse: (6, (("context", _UINT), ("lease_request", _UINT))),
     InstallSnapshot: (
         7,
         (("meta", _META), ("offset", _UINT), ("data", _BYTES), ("done", _BOOL)),

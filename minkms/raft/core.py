@@ -363,6 +363,14 @@ class RaftCore:
         node may have shown; None when it holds no read lease (then use
         L{read_index}, or without a leader the driver's policy).  See
         L{minkms.raft.lease}.
+
+        On a follower it is the end of its log: every such write is on its
+        disk.  The entries after the last acknowledged write may still be
+        replaced by a later leader, so a read waiting for them may settle
+        for the end of the log as it is then (see
+        L{minkms.driver.reads.PendingReads.release}): the acknowledged
+        writes are committed and stay.  A follower that has not yet received
+        all that its lease covers reads by ReadIndex instead.
         """
         if not self.options.read_lease:
             return None
@@ -377,23 +385,24 @@ class RaftCore:
         if self._follower_lease is None:
             return None
         index = self._follower_lease.read_index(now)
-        if index is None:
+        last = self.log.last_index()
+        if index is None or index > last:
             return None
-        return max(index, self.log.committed)
+        return last
 
     def exposable(self) -> int:
         """
         How far the state machine may apply now: committed entries that
-        every lease holder knows to be committed (L{minkms.raft.lease}), so
-        that no node shows a write another lease holder could miss.  A
-        leader acknowledges a write once it applied it.
+        every lease holder has on disk (L{minkms.raft.lease}), so that no
+        node shows a write another lease holder could miss.  A leader
+        acknowledges a write once it applied it.
         """
         committed = self.log.committed
         if not self.options.read_lease:
             return committed
         leases = self._leader_leases
         if self.role == LEADER and leases is not None:
-            acked = leases.acknowledgeable(self._clock(), committed)
+            acked = leases.acknowledgeable(self._clock(), committed, self._match_of)
             if acked > self._acked:
                 self._acked = acked
                 self._commit_to_broadcast = True
@@ -793,7 +802,6 @@ class RaftCore:
                     m.src,
                     self.term,
                     context=m.context,
-                    commit=self.log.committed,
                     lease_request=request,
                 )
             )
@@ -803,17 +811,14 @@ class RaftCore:
     def _handle_append(self, m: Append) -> None:
         committed = self.log.committed
         if m.prev_index < committed:
-            self._send(AppendResponse(self.id, m.src, self.term, index=committed, commit=committed))
+            self._send(AppendResponse(self.id, m.src, self.term, index=committed))
             return
         last_new = self.log.maybe_append(m.prev_index, m.prev_term, m.commit, m.entries)
         if last_new is not None:
             self.config = self.log.config()
-            moved = self.log.committed > committed
-            if moved and self.log.has_unhanded():
-                self._note_commit(m.src)
-            if m.notice and not (moved and self._follower_lease is not None):
+            if m.notice:
                 return
-            self._send(AppendResponse(self.id, m.src, self.term, index=last_new, commit=self.log.committed))
+            self._send(AppendResponse(self.id, m.src, self.term, index=last_new))
             return
         hint_index, hint_term = self.log.find_conflict_by_term(min(m.prev_index, self.log.last_index()), m.prev_term)
         self._send(
@@ -825,21 +830,8 @@ class RaftCore:
                 reject=True,
                 hint_index=hint_index,
                 hint_term=hint_term,
-                commit=self.log.committed,
             )
         )
-
-    def _note_commit(self, leader: int) -> None:
-        """
-        Tell the leader at once how far this node knows the log is committed
-        (an answer with context 0, which confirms no heartbeat round): the
-        answer to the Append that moved it waits for the disk, and under
-        read leases the leader acknowledges a write only once every lease
-        holder knows it is committed.
-        """
-        if self._follower_lease is None or self.term != self._persisted_term:
-            return
-        self._early.append(HeartbeatResponse(self.id, leader, self.term, context=0, commit=self.log.committed))
 
     def _handle_snapshot_chunk(self, m: InstallSnapshot) -> None:
         meta = m.meta
@@ -869,7 +861,7 @@ class RaftCore:
 
     def _send_caught_up(self, leader: int) -> None:
         committed = self.log.committed
-        self._send(AppendResponse(self.id, leader, self.term, index=committed, commit=committed))
+        self._send(AppendResponse(self.id, leader, self.term, index=committed))
 
     # -- leader ---------------------------------------------------------
 
@@ -919,7 +911,11 @@ class RaftCore:
             self._uncommitted_bytes -= len(entry.data)
         self._uncommitted_bytes = max(self._uncommitted_bytes, 0)
         self.log.commit_to(index)
-        self._commit_to_broadcast = True
+        # Under leases followers apply only what every holder has on disk:
+        # exposable() tells them when that moves, and a commit index alone
+        # would be of no use to them.
+        if not self.options.read_lease:
+            self._commit_to_broadcast = True
         self._release_reads_waiting_for_commit()
         if self.id not in self.config.voters and self.log.committed >= self.log.last_config_index():
             self._step_down_removed()
@@ -954,8 +950,6 @@ class RaftCore:
 
     def _handle_append_response(self, m: AppendResponse, pr: Progress) -> None:
         pr.last_ack = self._ticks
-        if self._leader_leases is not None:
-            self._leader_leases.knows_commit(m.src, m.commit)
         if m.reject:
             hint = m.hint_index
             if m.hint_term > 0:
@@ -992,7 +986,6 @@ class RaftCore:
             self._send_pending = True
         leases = self._leader_leases
         if leases is not None:
-            leases.knows_commit(m.src, m.commit)
             leases.round_answered(m.src, m.context, self.config.voters)
             if m.lease_request:
                 leases.requested(m.src, m.lease_request)

@@ -21,12 +21,18 @@ Three promises make the rule:
     C{lease_index} is the leader's commit index (every write it
     acknowledged so far is at or below it).  From the moment it grants
     until surely after that lease ends, the leader counts the follower as
-    a holder and acknowledges a write only once every holder has told it
-    that the write is committed; a follower serves a read only after
-    applying everything it knew to be committed when the read arrived.
-    No node applies (so shows) an entry before every holder knows it is
-    committed: the leader tells that frontier (C{acked}) with its Appends
-    and heartbeats, so two reads never see a write appear and vanish.
+    a holder and acknowledges a write only once every holder has it in its
+    log on disk (the holder's match index); a follower serves a read only
+    after applying every entry its log held when the read arrived, so it
+    includes every write acknowledged before then.  No node applies (so
+    shows) an entry before it is committed and every holder has it on
+    disk: the leader tells that frontier (C{acked}) with its Appends and
+    heartbeats, so two reads never see a write appear and vanish.
+
+    A write is so acknowledged after one round trip to the followers, as
+    without leases; the price is on the follower's reads, which wait for
+    the leader's next message when they arrive while a write is under way
+    (a read that arrives while none is finds its log applied).
  3. A new leader acknowledges nothing until every lease its predecessors
     could have given has run out: each ended with their own lease, which
     began before this election (promise 1), so C{duration} after it, with
@@ -50,10 +56,9 @@ KEEP_REQUESTS = 32
 
 @attrs.define
 class _Holder:
-    """A member the leader counts as holding a lease, and what it knows."""
+    """A member the leader counts as holding a lease, and its pending request."""
 
     until: float = NEVER
-    commit: int = 0
     requested: int = 0
 
 
@@ -119,11 +124,6 @@ class LeaderLeases:
         """C{node} asked for a lease with request C{seq}."""
         self._members.setdefault(node, _Holder()).requested = seq
 
-    def knows_commit(self, node: int, commit: int) -> None:
-        """C{node} told us its commit index."""
-        holder = self._members.setdefault(node, _Holder())
-        holder.commit = max(holder.commit, commit)
-
     def grant(self, node: int, now: float) -> tuple[int, int]:
         """
         The grant to put in a heartbeat to C{node} leaving now: (request,
@@ -151,14 +151,19 @@ class LeaderLeases:
 
     # -- the acknowledgement rule ---------------------------------------
 
-    def acknowledgeable(self, now: float, committed: int) -> int:
-        """The highest index the leader may acknowledge to a client now."""
+    def acknowledgeable(self, now: float, committed: int, match_of: Callable[[int], int]) -> int:
+        """
+        The highest index the leader may acknowledge to a client now:
+        committed, and on disk on every holder (C{match_of(node)}: how far
+        C{node}'s log is known to match the leader's, as it answered once
+        it had persisted it).
+        """
         if now < self.acks_from:
             return 0
         index = committed
-        for holder in self._members.values():
+        for node, holder in self._members.items():
             if holder.until > now:
-                index = min(index, holder.commit)
+                index = min(index, match_of(node))
         return index
 
 

@@ -57,9 +57,8 @@ class Append(Message):
 
     C{notice} marks an Append without entries sent to a follower whose log
     the leader already tracks: it only carries C{commit} and C{acked}, and
-    the follower answers it only if it is rejected or if, under read
-    leases, it moved the follower's commit index (the leader waits for
-    that).  A probe is never a notice: it is always answered.
+    the follower answers it only to reject it.  A probe is never a notice:
+    it is always answered.
     """
 
     prev_index: int = 0
@@ -80,16 +79,14 @@ class AppendResponse(Message):
     (C{hint_index}, C{hint_term}) is the follower's last entry that may
     match: the largest index <= C{prev_index} whose term is <= the rejected
     C{prev_term}, so the leader can skip a whole conflicting term at once.
-    C{commit} is the follower's commit index after handling the Append: the
-    leader acknowledges a write only once every lease holder knows it is
-    committed (see L{minkms.raft.lease}).
+    A follower answers once it has persisted what it answers for, so
+    C{index} is on its disk.
     """
 
     index: int = 0
     reject: bool = False
     hint_index: int = 0
     hint_term: int = 0
-    commit: int = 0
 
 
 @attrs.frozen
@@ -120,17 +117,13 @@ class Heartbeat(Message):
 @attrs.frozen
 class HeartbeatResponse(Message):
     """
-    The answer to L{Heartbeat}, echoing its C{context}; with C{context} 0,
-    a follower's note of its new commit index, sent ahead of the answer to
-    the Append that moved it (that answer waits for the follower's disk).
+    The answer to L{Heartbeat}, echoing its C{context}.
 
-    @ivar commit: the follower's commit index.
     @ivar lease_request: a new read-lease request (0: none), granted by a
         later heartbeat's C{lease_grant}.
     """
 
     context: int = 0
-    commit: int = 0
     lease_request: int = 0
 
 

@@ -11,8 +11,8 @@ up.
 
 A client write is answered once its entry is applied on the node that
 received it (a follower forwards the write to the leader and waits for its
-own apply); the core lets a node apply an entry only once every read-lease
-holder knows it is committed, and a read is answered only under the read
+own apply); the core lets a node apply an entry only once it is committed
+and every read-lease holder has it on disk, and a read is answered only under the read
 rule of L{minkms.driver.reads}: so every node's reads include every
 acknowledged write.
 """
