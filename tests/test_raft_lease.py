@@ -213,6 +213,26 @@ class CoreLeaseTests(SynchronousTestCase):
         self.assertNotIn(index, normal_applied(cluster, 1))
         self.assertNotIn(index, normal_applied(cluster, 2))
 
+    def test_new_writes_are_checked_against_what_was_shown(self):
+        """
+        A leader checks a new write once it applied what any client may
+        have seen acknowledged: not a committed entry a holder has yet to
+        persist, but all of a predecessor's entries (here after a transfer,
+        until the old leases ran out).
+        """
+        cluster, leader = self.cluster, self.cluster.cores[1]
+        before = leader.log.applied
+        index = leader.propose(b"w")
+        cluster.stabilize(drop=lambda m: isinstance(m, AppendResponse) and m.src == 3)
+        self.assertGreaterEqual(leader.log.committed, index)
+        self.assertEqual(leader.seen_index(), before)
+        leader.transfer_leadership(2)
+        cluster.stabilize()
+        new = cluster.cores[2]
+        self.assertEqual(cluster.leaders(), [2])
+        self.assertGreaterEqual(new.seen_index(), index)
+        self.assertLess(new.log.applied, index)
+
     def test_follower_without_what_its_lease_covers_reads_by_read_index(self):
         """
         A follower whose log does not yet reach the index its lease was

@@ -299,6 +299,19 @@ class RaftCore:
         self._check_proposal(len(data))
         return self._append_as_leader([(ENTRY_NORMAL, data)])
 
+    def seen_index(self) -> int:
+        """
+        How far a leader's state must be applied before it checks a new
+        write against it: every entry a client may have seen acknowledged.
+        Of earlier terms that is all of them, up to this term's first entry
+        (a predecessor acknowledged some, and this leader applies them only
+        once their leases ran out); of this term, what may be applied
+        (L{exposable}), since nothing beyond it was shown anywhere.  A write
+        checked against less could be refused wrongly; entries beyond it
+        need no wait, as applying an entry checks it again.
+        """
+        return min(self.log.committed, max(self._term_start_index, self.exposable()))
+
     def propose_config(self, change: ConfigChange) -> int:
         """
         Append a single-server membership change; returns its log index.

@@ -2,9 +2,10 @@
 How a write reaches the log and how its answer comes back.
 
 On the leader a client's write is checked and prepared against the
-leader's state (once it has applied everything committed: a lagging state
-could answer a wrong 404 or 409), proposed through the driver and answered
-once applied.  A follower forwards the write, as the client sent it, to the
+leader's state (once it has applied every write a client may have seen
+acknowledged: a lagging state could answer a wrong 404 or 409; entries
+still on their way need no wait, as applying a write checks it again),
+proposed through the driver and answered once applied.  A follower forwards the write, as the client sent it, to the
 leader over the peer channel and answers once the entry the leader placed
 is applied here.  Every 503 says whether the write may have been applied.
 """
@@ -93,15 +94,16 @@ class WritePath:
 
     def _when_caught_up(self, then):
         """
-        Run C{then()} once this leader has applied everything committed:
+        Run C{then()} once this leader has applied every write a client may
+        have seen acknowledged (L{minkms.raft.core.RaftCore.seen_index}):
         a new leader applies its predecessor's entries only after the lease
         wait, and a write checked before that could be refused wrongly.
         """
         node = self._node
-        committed = node.core.log.committed
-        if node.driver.applied >= committed:
+        seen = node.core.seen_index()
+        if node.driver.applied >= seen:
             return defer.maybeDeferred(then)
-        d = node.driver.reads.wait_index(committed)
+        d = node.driver.reads.wait_index(seen)
         d.addTimeout(WRITE_TIMEOUT, node.reactor)
         d.addCallback(lambda _: then())
         d.addErrback(_not_caught_up)
