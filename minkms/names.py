@@ -38,6 +38,16 @@ KINDS = ("enclave", "key", "policy")
 
 _FORBIDDEN = {"/": "'/'", "\\": "'\\'", "*": "'*'"}
 _TAG_CHARS = re.compile(r"[A-Za-z0-9._/-]*\Z")
+_PLAIN_ASCII = {
+    True: re.compile(r"[!-)+-.0-\[\]-~]*\Z"),
+    False: re.compile(r"[ -)+-.0-\[\]-~]*\Z"),
+}
+"""
+Names of printable ASCII but for the forbidden characters (and, under the
+strict rules, the space), which pass without a look at each character's
+Unicode category: nearly every name, and most are new (every key
+creation names one), so the cache below rarely knows them.
+"""
 
 
 def _refused_category(category: str, strict: bool) -> bool:
@@ -53,6 +63,8 @@ def name_problem(name: str, strict: bool = True) -> str | None:
         return f"longer than {MAX_NAME} characters"
     if name in (".", ".."):
         return f"{name!r} is reserved"
+    if _PLAIN_ASCII[strict].match(name):
+        return None
     for position, char in enumerate(name, 1):
         if char in _FORBIDDEN:
             return f"contains {_FORBIDDEN[char]} at position {position}"

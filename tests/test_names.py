@@ -5,7 +5,7 @@ Our rules for enclave, key and policy names and for identity tags.
 from twisted.trial.unittest import SynchronousTestCase
 
 from minkms.errors import KMSError
-from minkms.names import validate_name, validate_tags
+from minkms.names import name_problem, validate_name, validate_tags
 
 
 class NameTests(SynchronousTestCase):
@@ -61,6 +61,18 @@ class NameTests(SynchronousTestCase):
         self.assertInvalid("key", "my key", "contains U+0020 at position 3")
         self.assertInvalid("key", "a\u200bb", "contains U+200B at position 2")
         self.assertInvalid("key", "a\u00a0", "contains U+00A0 at position 2")
+
+    def test_every_ascii_character(self):
+        """
+        Each ASCII character is judged by the category rule, under both
+        strengths (printable ASCII names skip the per-character walk).
+        """
+        for strict in (True, False):
+            for code in range(128):
+                char = chr(code)
+                refused = char in "/\\*" or (code < 32 or code == 127 or (strict and char == " "))
+                problem = name_problem(f"a{char}b", strict)
+                self.assertEqual(problem is not None, refused, (strict, char))
 
     def test_unknown_kind(self):
         """A kind other than enclave, key or policy is a bug."""
