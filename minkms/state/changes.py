@@ -50,9 +50,9 @@ class Command:
     def encode(self) -> bytes:
         """The canonical bytes of this command (equal commands, equal bytes)."""
         doc: dict[str, Any] = {"op": self.op, "v": FORMAT_VERSION}
-        for field in attrs.fields(type(self)):
-            doc[field.name] = _ENCODERS[field.type](getattr(self, field.name))
-        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+        for name, encoder, _ in _LAYOUTS[type(self)]:
+            doc[name] = encoder(getattr(self, name))
+        return _JSON.encode(doc).encode("ascii")
 
 
 @attrs.frozen(kw_only=True)
@@ -219,16 +219,16 @@ def decode(data: bytes) -> Command:
     cls = COMMAND_TYPES.get(op) if isinstance(op, str) else None
     if cls is None:
         raise CommandError(f"unknown command {doc.get('op')!r}")
-    fields = attrs.fields(cls)
-    expected = {f.name for f in fields} | {"op", "v"}
-    if set(doc) != expected:
+    layout = _LAYOUTS[cls]
+    expected = _NAMES[cls]
+    if doc.keys() != expected:
         raise CommandError(f"{cls.op}: fields {sorted(set(doc) ^ expected)} missing or unexpected")
     values = {}
-    for field in fields:
+    for name, _, decoder in layout:
         try:
-            values[field.name] = _DECODERS[field.type](doc[field.name])
+            values[name] = decoder(doc[name])
         except (TypeError, ValueError, binascii.Error):
-            raise CommandError(f"{cls.op}: bad value for {field.name}") from None
+            raise CommandError(f"{cls.op}: bad value for {name}") from None
     return cls(**values)
 
 
@@ -260,6 +260,9 @@ def _decode_rules(value: object) -> RawRules:
     }
 
 
+_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+"""The canonical encoder, made once (C{json.dumps} with options makes one per call)."""
+
 _ENCODERS: dict[object, Callable[[Any], Any]] = {
     str: lambda v: v,
     bool: lambda v: v,
@@ -277,3 +280,14 @@ _DECODERS: dict[object, Callable[[Any], Any]] = {
     Tags: _decode_tags,
     RawRules: _decode_rules,
 }
+
+_LAYOUTS: dict[type[Command], tuple[tuple[str, Callable[[Any], Any], Callable[[Any], Any]], ...]] = {
+    cls: tuple((f.name, _ENCODERS[f.type], _DECODERS[f.type]) for f in attrs.fields(cls))
+    for cls in COMMAND_TYPES.values()
+}
+"""Each command's fields: name, encoder and decoder, worked out once."""
+
+_NAMES: dict[type[Command], frozenset[str]] = {
+    cls: frozenset(name for name, _, _ in layout) | {"op", "v"} for cls, layout in _LAYOUTS.items()
+}
+"""The keys of each command's JSON object."""
