@@ -6,9 +6,14 @@ caller's identity, and the two ways a response ends (complete bytes, or a
 JSON error).
 """
 
+import re
+import time
 from urllib.parse import unquote_to_bytes
 
-from twisted.web import http, server
+from twisted.protocols import basic
+from twisted.python import failure
+from twisted.web import http, resource, server
+from twisted.web.http_headers import Headers
 
 from minkms.errors import KMSError
 from minkms.server.limits import ConnectionLimits
@@ -30,6 +35,111 @@ cut, whether or not it acknowledges the TLS close (and however much more
 body it sends)."""
 
 _REASONS = {403: b"Forbidden", 408: b"Request Timeout", 413: b"Request Entity Too Large"}
+
+MAX_FAST_HEAD = 8192
+"""Longest request head (request line, headers, blank line) parsed in one pass; a longer one goes line by line."""
+
+MAX_FAST_FIELDS = 64
+"""Most header lines parsed in one pass (Twisted allows 500, line by line)."""
+
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_HEAD = re.compile(rb"(%s) ([!-~]+) HTTP/1\.1\r\n((?:%s:[\t -~]*\r\n)*)\r\n" % (_TOKEN, _TOKEN))
+_FIELD = re.compile(rb"(%s):[\t ]*([\t -~]*?)[\t ]*\r\n" % _TOKEN)
+
+_STOCK_FIELDS = frozenset((b"Transfer-Encoding", b"Expect", b"Connection", b"Cookie"))
+"""Headers whose meaning is left to Twisted's own parser (a request with one goes line by line)."""
+
+_field_names: dict[bytes, bytes] = {}
+
+
+def _canonical_name(name: bytes) -> bytes:
+    """
+    The name Twisted's L{Headers} files a header under (its Http-Header-Case
+    and exceptions such as C{ETag}), asked of L{Headers} once per spelling and
+    remembered (at most 256 spellings, then the memory starts afresh).
+    """
+    canonical = _field_names.get(name)
+    if canonical is None:
+        headers = Headers()
+        headers.addRawHeader(name, b"")
+        canonical = next(headers.getAllRawHeaders())[0]
+        if len(_field_names) >= 256:
+            _field_names.clear()
+        _field_names[name] = canonical
+    return canonical
+
+
+def parse_head(buffer: bytes):
+    """
+    The request head at the start of C{buffer}, parsed in one pass if it
+    is an ordinary one: C{(method, target, fields, content_length, end)}
+    with C{fields} the header values by canonical name (as L{Headers} keeps
+    them), C{content_length} the bytes of the one C{Content-Length} or
+    None, C{end} the offset just past the blank line.
+
+    Ordinary means what Twisted's line-by-line parser
+    (C{HTTPChannel.lineReceived}) would accept and read the same way:
+    HTTP/1.1, a token method, a target of visible ASCII, at most
+    L{MAX_FAST_FIELDS} header lines of a token name and a value of visible
+    ASCII, spaces and tabs, in at most L{MAX_FAST_HEAD} bytes, at most one
+    C{Content-Length} and it all digits, and none of L{_STOCK_FIELDS}.
+    Anything else (an incomplete head, HTTP/1.0, line folding, a control or
+    non-ASCII byte, a duplicate length...) is None: the caller hands it to
+    Twisted, which accepts it or answers 400 as it always does.
+    """
+    match = _HEAD.match(buffer, 0, MAX_FAST_HEAD)
+    if match is None:
+        return None
+    pairs = _FIELD.findall(buffer, match.start(3), match.end(3))
+    if len(pairs) > MAX_FAST_FIELDS:
+        return None
+    fields: dict[bytes, list[bytes]] = {}
+    length = None
+    for name, value in pairs:
+        name = _field_names.get(name) or _canonical_name(name)
+        if name == b"Content-Length":
+            if length is not None or not value.isdigit():
+                return None
+            length = value
+        elif name in _STOCK_FIELDS:
+            return None
+        values = fields.get(name)
+        if values is None:
+            fields[name] = [value]
+        else:
+            values.append(value)
+    return match.group(1), match.group(2), fields, length, match.end()
+
+
+_date_second = -1
+_date_text = b""
+
+
+def http_date() -> bytes:
+    """
+    The C{Date} header value for now, formatted once per second rather
+    than per response (Twisted formats it per request).
+    """
+    global _date_second, _date_text
+    now = int(time.time())
+    if now != _date_second:
+        _date_second, _date_text = now, http.datetimeToString(now)
+    return _date_text
+
+
+_RESPONSE_FIELDS = {
+    b"content-type": b"Content-Type",
+    b"Content-Type": b"Content-Type",
+    b"content-length": b"Content-Length",
+    b"Content-Length": b"Content-Length",
+    b"minkms-reads": b"Minkms-Reads",
+}
+"""
+The response headers minkms sets on every answer, by the spellings it
+uses, with the name L{Headers} files them under.
+"""
+
+_NO_BODY_CODES = frozenset(http.NO_BODY_CODES)
 
 
 class BodyRules:
@@ -130,6 +240,78 @@ class LimitedRequest(server.Request):
         self._stop_grace()
         super().connectionLost(reason)
 
+    def process(self):
+        """
+        As C{server.Request.process}, with the C{Server} and C{Date} headers
+        filed directly (the date formatted once a second) and without the
+        copy of an empty path list and the search for a content encoder
+        (no resource of the API encodes its answers).  With the channel's
+        C{fast_path} off, Twisted's own.
+        """
+        if not self.channel.fast_path:
+            return super().process()
+        self.site = site = self.channel.site
+        fields = self.responseHeaders._rawHeaders
+        fields[b"Server"] = [server.version]
+        fields[b"Date"] = [http_date()]
+        self.prepath = []
+        self.postpath = list(map(unquote_to_bytes, self.path[1:].split(b"/")))
+        if self.path == b"*":
+            self._handleStar()
+            return
+        try:
+            self.sitepath = []
+            self.render(resource.getChildForRequest(site.resource, self))
+        except BaseException:
+            self.processingFailed(failure.Failure())
+
+    def setHeader(self, name, value):
+        """
+        The headers minkms sets on every answer (L{_RESPONSE_FIELDS}) filed
+        directly when their value needs no cleaning, as
+        C{Headers.setRawHeaders} would file them; any other through it.
+        """
+        canonical = _RESPONSE_FIELDS.get(name)
+        if canonical is None or value.__class__ is not bytes or b"\r" in value or b"\n" in value:
+            return super().setHeader(name, value)
+        self.responseHeaders._rawHeaders[canonical] = [value]
+
+    def write(self, data):
+        """
+        The first write of an ordinary answer (HTTP/1.1, not to C{HEAD},
+        with a body, a C{Content-Type} and a C{Content-Length}, no cookie,
+        C{ETag} or C{Last-Modified}) sends the status line, the headers and
+        C{data} in one transport write, the bytes Twisted's
+        C{Request.write} would send; anything else goes through it.
+        """
+        if (
+            self.startedWriting
+            or self.finished
+            or self._disconnected
+            or self.clientproto != b"HTTP/1.1"
+            or self.method == b"HEAD"
+            or self.code in _NO_BODY_CODES
+            or self._inFakeHead
+            or self._encoder is not None
+            or self.lastModified is not None
+            or self.etag is not None
+            or self.cookies
+            or not self.channel.fast_path
+        ):
+            return super().write(data)
+        fields = self.responseHeaders._rawHeaders
+        if b"Content-Length" not in fields or b"Content-Type" not in fields:
+            return super().write(data)
+        self.startedWriting = 1
+        parts = [b"HTTP/1.1 %d %s\r\n" % (self.code, self.code_message)]
+        for name, values in fields.items():
+            for value in values:
+                parts.append(b"%s: %s\r\n" % (name, value))
+        parts.append(b"\r\n")
+        parts.append(data)
+        self.sentLength += len(data)
+        self.channel.transport.write(b"".join(parts))
+
     def _stop_grace(self):
         if self._grace is not None and self._grace.active():
             self._grace.cancel()
@@ -202,10 +384,75 @@ class APIChannel(http.HTTPChannel):
         super().connectionMade()
         self._await_headers()
 
+    fast_path = True
+    """
+    Whether an ordinary request head is parsed in one pass and an ordinary
+    answer written in one (L{parse_head}, L{LimitedRequest.write}); the
+    tests turn it off to compare the answers with Twisted's own.
+    """
+
     def dataReceived(self, data):
+        """
+        As C{HTTPChannel.dataReceived} (whose line reader,
+        C{LineReceiver.dataReceived}, this mirrors), except that a request
+        head found whole at the start of the buffer is parsed by
+        L{parse_head} in one pass rather than line by line.  The first head
+        it does not take, and all that follows it in the buffer, go to
+        Twisted's line reader.
+        """
         if self._awaiting_request and data:
             self._await_headers()
-        super().dataReceived(data)
+        if self._busyReceiving or not self.fast_path:
+            return super().dataReceived(data)
+        self.resetTimeout()
+        self._buffer += data
+        self._busyReceiving = True
+        try:
+            while self._buffer and not self.paused:
+                if not self.line_mode:
+                    data, self._buffer = self._buffer, b""
+                    self.rawDataReceived(data)
+                elif not self._fast_head():
+                    break
+                elif self.transport and self.transport.disconnecting:
+                    return
+        finally:
+            self._busyReceiving = False
+        if self._buffer and not self.paused:
+            basic.LineReceiver.dataReceived(self, b"")
+
+    def _fast_head(self) -> bool:
+        """
+        Take the request head at the start of the buffer if L{parse_head}
+        can, leaving the channel and the new request as
+        C{HTTPChannel.lineReceived} and C{allHeadersReceived} leave them
+        after the blank line (the body, if any, is read as Twisted reads
+        it); False, changing nothing, if not.
+        """
+        if not self.persistent or not self._HTTPChannel__first_line or self._HTTPChannel__header:
+            return False
+        head = parse_head(self._buffer)
+        if head is None:
+            return False
+        method, target, fields, length, end = head
+        request = self.requestFactory(self, len(self.requests))
+        self.requests.append(request)
+        self._HTTPChannel__first_line = 0
+        self._command, self._path, self._version = method, target, b"HTTP/1.1"
+        request.requestHeaders._rawHeaders = fields
+        if length is not None:
+            self._maybeChooseTransferDecoder(b"Content-Length", length)
+        self._buffer = self._buffer[end:]
+        # allHeadersReceived, for a request without Cookie, Connection or Expect
+        # (parse_head leaves those to Twisted): it stays persistent, cookies
+        # and 100-continue do not apply.
+        self._awaiting_headers = False
+        request.gotLength(self.length)
+        if self.length == 0:
+            self.allContentReceived()
+        else:
+            self.setRawMode()
+        return True
 
     def allHeadersReceived(self):
         self._awaiting_headers = False
