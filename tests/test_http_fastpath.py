@@ -112,10 +112,13 @@ class FastPathTests(ServerTestCase):
             get(b"/v1/health/live"),
             get(b"/no/such/path"),
             get(b"/version", method=b"DELETE"),
+            get(b"/v1/health/ready?write&x=1"),
+            post(b"/v1/kms/e%31", STATUS_BODY),
+            post(b"/v1/kms/e1?a=b", STATUS_BODY),
             LAST,
             fast=True,
         )
-        self.assertEqual(statuses(answers), [200, 200, 200, 404, 405, 200])
+        self.assertEqual(statuses(answers), [200, 200, 200, 404, 405, 200, 200, 200, 200])
         self.assertIn(b"\r\nServer: TwistedWeb/", answers)
 
     async def test_pipelined(self):

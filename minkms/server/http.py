@@ -8,6 +8,7 @@ JSON error).
 
 import re
 import time
+from io import BytesIO
 from urllib.parse import unquote_to_bytes
 
 from twisted.protocols import basic
@@ -206,7 +207,14 @@ class LimitedRequest(server.Request):
     _refused = False
     _grace = None
 
-    def gotLength(self, length):
+    def gotLength(self, length, whole=False):
+        """
+        Judge the body announced (L{LimitedRequest}) and make its buffer: in
+        memory up to 100,000 bytes, as Twisted does, without asking the site
+        for a C{getContentFile} it does not have.  C{whole}: the body is
+        already here (the channel's one-pass path), so no deadline is set
+        for it.
+        """
         if length != 0:
             try:
                 self._limit = self.channel.site.body_rules.limit(
@@ -218,8 +226,12 @@ class LimitedRequest(server.Request):
             if length is not None and length > self._limit:
                 self._refuse(self._too_large())
                 return
-            self.channel.await_body(self)
-        super().gotLength(length)
+            if not whole:
+                self.channel.await_body(self)
+        if length is not None and length < 100000:
+            self.content = BytesIO()
+        else:
+            super().gotLength(length)
 
     def handleContentChunk(self, data):
         if self._refused:
@@ -231,10 +243,42 @@ class LimitedRequest(server.Request):
         super().handleContentChunk(data)
 
     def requestReceived(self, command, path, version):
+        """
+        As C{http.Request.requestReceived} for a site that parses no form
+        bodies (L{APISite}): the request line kept, the query string parsed
+        into C{args}, then C{process}; without the Content-Type lookup that
+        only form parsing needs.
+        """
         if self._refused:
             return
         self.channel.body_received(self)
-        super().requestReceived(command, path, version)
+        if self._parsePOSTFormSubmission or not self.channel.fast_path:
+            return super().requestReceived(command, path, version)
+        self.content.seek(0, 0)
+        self.method, self.uri, self.clientproto = command, path, version
+        self.path, mark, query = path.partition(b"?")
+        self.args = http.parse_qs(query, 1) if mark else {}
+        self.process()
+
+    def finish(self):
+        """
+        The end of an answer written whole by L{write}: as Twisted's
+        C{finish} (nothing more to write, no encoder, and the site logs
+        nothing: L{APISite.log}), straight to the clean-up that hands the
+        channel its next request.
+        """
+        if (
+            not self.startedWriting
+            or self.chunked
+            or self.finished
+            or self._disconnected
+            or self.queued
+            or self._encoder is not None
+            or not self.channel.fast_path
+        ):
+            return super().finish()
+        self.finished = 1
+        self._cleanup()
 
     def connectionLost(self, reason):
         self._stop_grace()
@@ -426,8 +470,10 @@ class APIChannel(http.HTTPChannel):
         Take the request head at the start of the buffer if L{parse_head}
         can, leaving the channel and the new request as
         C{HTTPChannel.lineReceived} and C{allHeadersReceived} leave them
-        after the blank line (the body, if any, is read as Twisted reads
-        it); False, changing nothing, if not.
+        after the blank line; False, changing nothing, if not.  A body
+        already whole in the buffer is handed to the request at once, as
+        Twisted's identity decoder would hand it; one still arriving (or
+        refused) is read as Twisted reads it.
         """
         if not self.persistent or not self._HTTPChannel__first_line or self._HTTPChannel__header:
             return False
@@ -440,23 +486,37 @@ class APIChannel(http.HTTPChannel):
         self._HTTPChannel__first_line = 0
         self._command, self._path, self._version = method, target, b"HTTP/1.1"
         request.requestHeaders._rawHeaders = fields
-        if length is not None:
-            self._maybeChooseTransferDecoder(b"Content-Length", length)
-        self._buffer = self._buffer[end:]
-        # allHeadersReceived, for a request without Cookie, Connection or Expect
-        # (parse_head leaves those to Twisted): it stays persistent, cookies
-        # and 100-continue do not apply.
         self._awaiting_headers = False
-        request.gotLength(self.length)
-        if self.length == 0:
+        buffer = self._buffer
+        # What allHeadersReceived does, for a request without Cookie, Connection
+        # or Expect (parse_head leaves those to Twisted): it stays persistent,
+        # cookies and 100-continue do not apply.
+        size = 0 if length is None else int(length)
+        if size == 0:
+            self._buffer = buffer[end:]
+            request.gotLength(0)
             self.allContentReceived()
-        else:
+            return True
+        rest = end + size
+        if len(buffer) < rest:
+            self._buffer = buffer[end:]
+            self._maybeChooseTransferDecoder(b"Content-Length", length)
+            request.gotLength(size)
             self.setRawMode()
+            return True
+        # The whole body is here: what the identity decoder would do with it.
+        self._buffer = b""
+        self.length = size
+        request.gotLength(size, whole=True)
+        if self.transport and self.transport.disconnecting:
+            self._buffer = buffer[end:]
+            self._maybeChooseTransferDecoder(b"Content-Length", length)
+            self.setRawMode()
+            return True
+        request.handleContentChunk(buffer[end:rest])
+        self._dataBuffer.append(buffer[rest:])
+        self.allContentReceived()
         return True
-
-    def allHeadersReceived(self):
-        self._awaiting_headers = False
-        super().allHeadersReceived()
 
     def getPeer(self):
         """The client's address, asked of the socket once per connection (every request reads it)."""
