@@ -264,3 +264,16 @@ class ParseHeadTests(unittest.SynchronousTestCase):
             b"\r\nGET / HTTP/1.1\r\n\r\n",
         ):
             self.assertIsNone(parse_head(head), head)
+
+    def test_remembered_head_gives_fresh_fields(self):
+        """A head seen before parses the same, into header lists of its own (a request may add to them)."""
+        first = parse_head(STATUS)
+        first[2][b"Accept"].append(b"text/plain")
+        first[2][b"X-New"] = [b"1"]
+        second = parse_head(STATUS + b"more")
+        self.assertEqual(second[2][b"Accept"], [b"application/*"])
+        self.assertNotIn(b"X-New", second[2])
+        self.assertEqual(second[:2] + second[3:], first[:2] + first[3:])
+        repeated = b"GET / HTTP/1.1\r\nA: 1\r\na: 2\r\n\r\n"
+        self.assertEqual(parse_head(repeated)[2], {b"A": [b"1", b"2"]})
+        self.assertEqual(parse_head(repeated)[2], {b"A": [b"1", b"2"]})

@@ -45,12 +45,19 @@ MAX_FAST_FIELDS = 64
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _HEAD = re.compile(rb"(%s) ([!-~]+) HTTP/1\.1\r\n((?:%s:[\t -~]*\r\n)*)\r\n" % (_TOKEN, _TOKEN))
-_FIELD = re.compile(rb"(%s):[\t ]*([\t -~]*?)[\t ]*\r\n" % _TOKEN)
 
 _STOCK_FIELDS = frozenset((b"Transfer-Encoding", b"Expect", b"Connection", b"Cookie"))
 """Headers whose meaning is left to Twisted's own parser (a request with one goes line by line)."""
 
 _field_names: dict[bytes, bytes] = {}
+
+_heads: dict[bytes, tuple] = {}
+
+MAX_KNOWN_HEADS = 256
+"""Most distinct request heads remembered (then the memory starts afresh)."""
+
+MAX_KNOWN_HEAD = 1024
+"""Longest request head remembered: a client sends the same few heads again and again."""
 
 
 def _canonical_name(name: bytes) -> bytes:
@@ -74,9 +81,9 @@ def parse_head(buffer: bytes):
     """
     The request head at the start of C{buffer}, parsed in one pass if it
     is an ordinary one: C{(method, target, fields, content_length, end)}
-    with C{fields} the header values by canonical name (as L{Headers} keeps
-    them), C{content_length} the bytes of the one C{Content-Length} or
-    None, C{end} the offset just past the blank line.
+    with C{fields} the header values by canonical name (a new dict, as
+    L{Headers} keeps them), C{content_length} the bytes of the one
+    C{Content-Length} or None, C{end} the offset just past the blank line.
 
     Ordinary means what Twisted's line-by-line parser
     (C{HTTPChannel.lineReceived}) would accept and read the same way:
@@ -87,29 +94,65 @@ def parse_head(buffer: bytes):
     Anything else (an incomplete head, HTTP/1.0, line folding, a control or
     non-ASCII byte, a duplicate length...) is None: the caller hands it to
     Twisted, which accepts it or answers 400 as it always does.
+
+    A client sends the same few heads again and again (Go's transport: the
+    same headers, the same length for the same command), so what a head
+    parses to is remembered by its bytes (L{MAX_KNOWN_HEADS} of at most
+    L{MAX_KNOWN_HEAD} bytes).
     """
-    match = _HEAD.match(buffer, 0, MAX_FAST_HEAD)
+    end = buffer.find(b"\r\n\r\n", 0, MAX_FAST_HEAD)
+    if end < 0:
+        return None
+    end += 4
+    head = buffer[:end]
+    known = _heads.get(head)
+    if known is None:
+        known = _parse_head(head)
+        if known is None:
+            return None
+        if end <= MAX_KNOWN_HEAD:
+            if len(_heads) >= MAX_KNOWN_HEADS:
+                _heads.clear()
+            _heads[head] = known
+    method, target, pairs, length, repeats = known
+    if repeats:
+        fields: dict[bytes, list[bytes]] = {}
+        for name, value in pairs:
+            fields.setdefault(name, []).append(value)
+    else:
+        fields = {name: [value] for name, value in pairs}
+    return method, target, fields, length, end
+
+
+def _parse_head(head: bytes):
+    """
+    L{parse_head} of a whole head: C{(method, target, pairs, length,
+    repeats)} with C{pairs} the (canonical name, value) of each header line
+    in order and C{repeats} whether a name occurs twice; None if it is not
+    an ordinary head.
+    """
+    match = _HEAD.fullmatch(head)
     if match is None:
         return None
-    pairs = _FIELD.findall(buffer, match.start(3), match.end(3))
-    if len(pairs) > MAX_FAST_FIELDS:
+    block = match.group(3)
+    lines = block[:-2].split(b"\r\n") if block else []
+    if len(lines) > MAX_FAST_FIELDS:
         return None
-    fields: dict[bytes, list[bytes]] = {}
+    pairs = []
     length = None
-    for name, value in pairs:
-        name = _field_names.get(name) or _canonical_name(name)
+    for line in lines:
+        name, _, value = line.partition(b":")
+        name = _canonical_name(name)
+        value = value.strip(b" \t")
         if name == b"Content-Length":
             if length is not None or not value.isdigit():
                 return None
             length = value
         elif name in _STOCK_FIELDS:
             return None
-        values = fields.get(name)
-        if values is None:
-            fields[name] = [value]
-        else:
-            values.append(value)
-    return match.group(1), match.group(2), fields, length, match.end()
+        pairs.append((name, value))
+    repeats = len({name for name, _ in pairs}) != len(pairs)
+    return match.group(1), match.group(2), tuple(pairs), length, repeats
 
 
 _date_second = -1
