@@ -155,6 +155,26 @@ def _parse_head(head: bytes):
     return match.group(1), match.group(2), tuple(pairs), length, repeats
 
 
+_segments: dict[bytes, tuple[bytes, ...]] = {}
+
+
+def path_segments(path: bytes) -> list[bytes]:
+    """
+    The percent-decoded segments of C{path} (what Twisted's
+    C{Request.process} makes C{postpath} of), a new list each time;
+    remembered for the few paths clients send (256 paths of at most 512
+    bytes, then the memory starts afresh).
+    """
+    found = _segments.get(path)
+    if found is None:
+        found = tuple(map(unquote_to_bytes, path[1:].split(b"/")))
+        if len(path) <= 512:
+            if len(_segments) >= 256:
+                _segments.clear()
+            _segments[path] = found
+    return list(found)
+
+
 _date_second = -1
 _date_text = b""
 
@@ -330,9 +350,10 @@ class LimitedRequest(server.Request):
     def process(self):
         """
         As C{server.Request.process}, with the C{Server} and C{Date} headers
-        filed directly (the date formatted once a second) and without the
-        copy of an empty path list and the search for a content encoder
-        (no resource of the API encodes its answers).  With the channel's
+        filed directly (the date formatted once a second), the path's
+        segments remembered (L{path_segments}), and without the copy of an
+        empty path list and the search for a content encoder (no resource
+        of the API encodes its answers).  With the channel's
         C{fast_path} off, Twisted's own.
         """
         if not self.channel.fast_path:
@@ -342,7 +363,7 @@ class LimitedRequest(server.Request):
         fields[b"Server"] = [server.version]
         fields[b"Date"] = [http_date()]
         self.prepath = []
-        self.postpath = list(map(unquote_to_bytes, self.path[1:].split(b"/")))
+        self.postpath = path_segments(self.path)
         if self.path == b"*":
             self._handleStar()
             return
