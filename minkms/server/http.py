@@ -582,6 +582,10 @@ class APIChannel(http.HTTPChannel):
         self.allContentReceived()
         return True
 
+    def allHeadersReceived(self):
+        self._awaiting_headers = False
+        super().allHeadersReceived()
+
     def getPeer(self):
         """The client's address, asked of the socket once per connection (every request reads it)."""
         if self._peer is None:
