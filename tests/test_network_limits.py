@@ -186,12 +186,19 @@ class IdleTimeoutTests(LimitedServerCase):
 
     async def test_trickling_body_cut(self):
         """A body sent a byte at a time gets 408 at its deadline, not an idle timeout."""
+        await self.trickled_body_cut(b"POST /v1/kms HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+
+    async def test_trickling_chunked_body_cut(self):
+        """The same for a chunked body, whose head Twisted's own parser reads (not the one-pass path)."""
+        await self.trickled_body_cut(b"POST /v1/kms HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n")
+
+    async def trickled_body_cut(self, head: bytes):
         port, context = self.server.port, self.raw().context
 
         def trickle():
             with socket.create_connection(("127.0.0.1", port), timeout=CLOSE_DEADLINE) as sock:
                 with context.wrap_socket(sock) as tls:
-                    tls.sendall(b"POST /v1/kms HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+                    tls.sendall(head)
                     tls.setblocking(False)
                     deadline = time.monotonic() + CLOSE_DEADLINE
                     data = b""

@@ -223,6 +223,12 @@ class KMSResource(APIResource):
         if enclave is not None:
             authz.subject(self._node.state.state, caller, False, enclave)
 
+    def render(self, request):
+        """A POST (every KMS call) straight to L{render_POST}; other methods as every API resource answers them."""
+        if request.method == b"POST":
+            return self.render_POST(request)
+        return super().render(request)
+
     def render_POST(self, request):
         caller = caller_identity(request)
         try:
@@ -285,12 +291,21 @@ class KMSResource(APIResource):
         return d
 
 
+_enclave_names: dict[bytes, str] = {}
+
+
 def _enclave_of(request) -> str:
     """
     The enclave named by the path: C{/v1/kms} and C{/v1/kms/} name none,
     C{/v1/kms/NAME} names NAME (Twisted has percent-decoded the segments).
+    A valid name is remembered by its bytes (at most 256, then the memory
+    starts afresh): every request of a tenant names the same enclave.
     """
     rest = request.postpath
+    if len(rest) == 1:
+        known = _enclave_names.get(rest[0])
+        if known is not None:
+            return known
     if not rest or rest == [b""]:
         return ""
     if len(rest) > 1:
@@ -300,6 +315,9 @@ def _enclave_of(request) -> str:
     except UnicodeError:
         raise bad_request("invalid enclave name: not UTF-8") from None
     validate_name("enclave", name)
+    if len(_enclave_names) >= 256:
+        _enclave_names.clear()
+    _enclave_names[rest[0]] = name
     return name
 
 

@@ -6,9 +6,15 @@ caller's identity, and the two ways a response ends (complete bytes, or a
 JSON error).
 """
 
+import re
+import time
+from io import BytesIO
 from urllib.parse import unquote_to_bytes
 
-from twisted.web import http, server
+from twisted.protocols import basic
+from twisted.python import failure
+from twisted.web import http, resource, server
+from twisted.web.http_headers import Headers
 
 from minkms.errors import KMSError
 from minkms.server.limits import ConnectionLimits
@@ -30,6 +36,174 @@ cut, whether or not it acknowledges the TLS close (and however much more
 body it sends)."""
 
 _REASONS = {403: b"Forbidden", 408: b"Request Timeout", 413: b"Request Entity Too Large"}
+
+MAX_FAST_HEAD = 8192
+"""Longest request head (request line, headers, blank line) parsed in one pass; a longer one goes line by line."""
+
+MAX_FAST_FIELDS = 64
+"""Most header lines parsed in one pass (Twisted allows 500, line by line)."""
+
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_HEAD = re.compile(rb"(%s) ([!-~]+) HTTP/1\.1\r\n((?:%s:[\t -~]*\r\n)*)\r\n" % (_TOKEN, _TOKEN))
+
+_STOCK_FIELDS = frozenset((b"Transfer-Encoding", b"Expect", b"Connection", b"Cookie"))
+"""Headers whose meaning is left to Twisted's own parser (a request with one goes line by line)."""
+
+_field_names: dict[bytes, bytes] = {}
+
+_heads: dict[bytes, tuple] = {}
+
+MAX_KNOWN_HEADS = 256
+"""Most distinct request heads remembered (then the memory starts afresh)."""
+
+MAX_KNOWN_HEAD = 1024
+"""Longest request head remembered: a client sends the same few heads again and again."""
+
+
+def _canonical_name(name: bytes) -> bytes:
+    """
+    The name Twisted's L{Headers} files a header under (its Http-Header-Case
+    and exceptions such as C{ETag}), asked of L{Headers} once per spelling and
+    remembered (at most 256 spellings, then the memory starts afresh).
+    """
+    canonical = _field_names.get(name)
+    if canonical is None:
+        headers = Headers()
+        headers.addRawHeader(name, b"")
+        canonical = next(headers.getAllRawHeaders())[0]
+        if len(_field_names) >= 256:
+            _field_names.clear()
+        _field_names[name] = canonical
+    return canonical
+
+
+def parse_head(buffer: bytes):
+    """
+    The request head at the start of C{buffer}, parsed in one pass if it
+    is an ordinary one: C{(method, target, fields, content_length, end)}
+    with C{fields} the header values by canonical name (a new dict, as
+    L{Headers} keeps them), C{content_length} the bytes of the one
+    C{Content-Length} or None, C{end} the offset just past the blank line.
+
+    Ordinary means what Twisted's line-by-line parser
+    (C{HTTPChannel.lineReceived}) would accept and read the same way:
+    HTTP/1.1, a token method, a target of visible ASCII, at most
+    L{MAX_FAST_FIELDS} header lines of a token name and a value of visible
+    ASCII, spaces and tabs, in at most L{MAX_FAST_HEAD} bytes, at most one
+    C{Content-Length} and it all digits, and none of L{_STOCK_FIELDS}.
+    Anything else (an incomplete head, HTTP/1.0, line folding, a control or
+    non-ASCII byte, a duplicate length...) is None: the caller hands it to
+    Twisted, which accepts it or answers 400 as it always does.
+
+    A client sends the same few heads again and again (Go's transport: the
+    same headers, the same length for the same command), so what a head
+    parses to is remembered by its bytes (L{MAX_KNOWN_HEADS} of at most
+    L{MAX_KNOWN_HEAD} bytes).
+    """
+    end = buffer.find(b"\r\n\r\n", 0, MAX_FAST_HEAD)
+    if end < 0:
+        return None
+    end += 4
+    head = buffer[:end]
+    known = _heads.get(head)
+    if known is None:
+        known = _parse_head(head)
+        if known is None:
+            return None
+        if end <= MAX_KNOWN_HEAD:
+            if len(_heads) >= MAX_KNOWN_HEADS:
+                _heads.clear()
+            _heads[head] = known
+    method, target, pairs, length, repeats = known
+    if repeats:
+        fields: dict[bytes, list[bytes]] = {}
+        for name, value in pairs:
+            fields.setdefault(name, []).append(value)
+    else:
+        fields = {name: [value] for name, value in pairs}
+    return method, target, fields, length, end
+
+
+def _parse_head(head: bytes):
+    """
+    L{parse_head} of a whole head: C{(method, target, pairs, length,
+    repeats)} with C{pairs} the (canonical name, value) of each header line
+    in order and C{repeats} whether a name occurs twice; None if it is not
+    an ordinary head.
+    """
+    match = _HEAD.fullmatch(head)
+    if match is None:
+        return None
+    block = match.group(3)
+    lines = block[:-2].split(b"\r\n") if block else []
+    if len(lines) > MAX_FAST_FIELDS:
+        return None
+    pairs = []
+    length = None
+    for line in lines:
+        name, _, value = line.partition(b":")
+        name = _canonical_name(name)
+        value = value.strip(b" \t")
+        if name == b"Content-Length":
+            if length is not None or not value.isdigit():
+                return None
+            length = value
+        elif name in _STOCK_FIELDS:
+            return None
+        pairs.append((name, value))
+    repeats = len({name for name, _ in pairs}) != len(pairs)
+    return match.group(1), match.group(2), tuple(pairs), length, repeats
+
+
+_segments: dict[bytes, tuple[bytes, ...]] = {}
+
+
+def path_segments(path: bytes) -> list[bytes]:
+    """
+    The percent-decoded segments of C{path} (what Twisted's
+    C{Request.process} makes C{postpath} of), a new list each time;
+    remembered for the few paths clients send (256 paths of at most 512
+    bytes, then the memory starts afresh).
+    """
+    found = _segments.get(path)
+    if found is None:
+        found = tuple(map(unquote_to_bytes, path[1:].split(b"/")))
+        if len(path) <= 512:
+            if len(_segments) >= 256:
+                _segments.clear()
+            _segments[path] = found
+    return list(found)
+
+
+_date_second = -1
+_date_text = b""
+
+
+def http_date() -> bytes:
+    """
+    The C{Date} header value for now, formatted once per second rather
+    than per response (Twisted formats it per request).
+    """
+    global _date_second, _date_text
+    now = int(time.time())
+    if now != _date_second:
+        _date_second, _date_text = now, http.datetimeToString(now)
+    return _date_text
+
+
+_RESPONSE_FIELDS = {
+    b"content-type": b"Content-Type",
+    b"Content-Type": b"Content-Type",
+    b"content-length": b"Content-Length",
+    b"Content-Length": b"Content-Length",
+    b"minkms-reads": b"Minkms-Reads",
+}
+"""
+The response headers minkms sets on every answer, by the spellings it
+uses, with the name L{Headers} files them under.
+"""
+
+_NO_BODY_CODES = frozenset(http.NO_BODY_CODES)
 
 
 class BodyRules:
@@ -96,7 +270,14 @@ class LimitedRequest(server.Request):
     _refused = False
     _grace = None
 
-    def gotLength(self, length):
+    def gotLength(self, length, whole=False):
+        """
+        Judge the body announced (L{LimitedRequest}) and make its buffer: in
+        memory up to 100,000 bytes, as Twisted does, without asking the site
+        for a C{getContentFile} it does not have.  C{whole}: the body is
+        already here (the channel's one-pass path), so no deadline is set
+        for it.
+        """
         if length != 0:
             try:
                 self._limit = self.channel.site.body_rules.limit(
@@ -108,8 +289,12 @@ class LimitedRequest(server.Request):
             if length is not None and length > self._limit:
                 self._refuse(self._too_large())
                 return
-            self.channel.await_body(self)
-        super().gotLength(length)
+            if not whole:
+                self.channel.await_body(self)
+        if length is not None and length < 100000:
+            self.content = BytesIO()
+        else:
+            super().gotLength(length)
 
     def handleContentChunk(self, data):
         if self._refused:
@@ -121,14 +306,119 @@ class LimitedRequest(server.Request):
         super().handleContentChunk(data)
 
     def requestReceived(self, command, path, version):
+        """
+        As C{http.Request.requestReceived} for a site that parses no form
+        bodies (L{APISite}): the request line kept, the query string parsed
+        into C{args}, then C{process}; without the Content-Type lookup that
+        only form parsing needs.
+        """
         if self._refused:
             return
         self.channel.body_received(self)
-        super().requestReceived(command, path, version)
+        if self._parsePOSTFormSubmission or not self.channel.fast_path:
+            return super().requestReceived(command, path, version)
+        self.content.seek(0, 0)
+        self.method, self.uri, self.clientproto = command, path, version
+        self.path, mark, query = path.partition(b"?")
+        self.args = http.parse_qs(query, 1) if mark else {}
+        self.process()
+
+    def finish(self):
+        """
+        The end of an answer written whole by L{write}: as Twisted's
+        C{finish} (nothing more to write, no encoder, and the site logs
+        nothing: L{APISite.log}), straight to the clean-up that hands the
+        channel its next request.
+        """
+        if (
+            not self.startedWriting
+            or self.chunked
+            or self.finished
+            or self._disconnected
+            or self.queued
+            or self._encoder is not None
+            or not self.channel.fast_path
+        ):
+            return super().finish()
+        self.finished = 1
+        self._cleanup()
 
     def connectionLost(self, reason):
         self._stop_grace()
         super().connectionLost(reason)
+
+    def process(self):
+        """
+        As C{server.Request.process}, with the C{Server} and C{Date} headers
+        filed directly (the date formatted once a second), the path's
+        segments remembered (L{path_segments}), and without the copy of an
+        empty path list and the search for a content encoder (no resource
+        of the API encodes its answers).  With the channel's
+        C{fast_path} off, Twisted's own.
+        """
+        if not self.channel.fast_path:
+            return super().process()
+        self.site = site = self.channel.site
+        fields = self.responseHeaders._rawHeaders
+        fields[b"Server"] = [server.version]
+        fields[b"Date"] = [http_date()]
+        self.prepath = []
+        self.postpath = path_segments(self.path)
+        if self.path == b"*":
+            self._handleStar()
+            return
+        try:
+            self.sitepath = []
+            self.render(resource.getChildForRequest(site.resource, self))
+        except BaseException:
+            self.processingFailed(failure.Failure())
+
+    def setHeader(self, name, value):
+        """
+        The headers minkms sets on every answer (L{_RESPONSE_FIELDS}) filed
+        directly when their value needs no cleaning, as
+        C{Headers.setRawHeaders} would file them; any other through it.
+        """
+        canonical = _RESPONSE_FIELDS.get(name)
+        if canonical is None or value.__class__ is not bytes or b"\r" in value or b"\n" in value:
+            return super().setHeader(name, value)
+        self.responseHeaders._rawHeaders[canonical] = [value]
+
+    def write(self, data):
+        """
+        The first write of an ordinary answer (HTTP/1.1, not to C{HEAD},
+        with a body, a C{Content-Type} and a C{Content-Length}, no cookie,
+        C{ETag} or C{Last-Modified}) sends the status line, the headers and
+        C{data} in one transport write, the bytes Twisted's
+        C{Request.write} would send; anything else goes through it.
+        """
+        if (
+            self.startedWriting
+            or self.finished
+            or self._disconnected
+            or self.clientproto != b"HTTP/1.1"
+            or self.method == b"HEAD"
+            or self.code in _NO_BODY_CODES
+            or self._inFakeHead
+            or self._encoder is not None
+            or self.lastModified is not None
+            or self.etag is not None
+            or self.cookies
+            or not self.channel.fast_path
+        ):
+            return super().write(data)
+        fields = self.responseHeaders._rawHeaders
+        if b"Content-Length" not in fields or b"Content-Type" not in fields:
+            return super().write(data)
+        self.startedWriting = 1
+        parts = [b"HTTP/1.1 %d %s\r\n" % (self.code, self.code_message)]
+        for name, values in fields.items():
+            for value in values:
+                parts.append(b"%s: %s\r\n" % (name, value))
+        parts.append(b"\r\n")
+        parts.append(data)
+        self.sentLength += len(data)
+        self.channel.transport.write(b"".join(parts))
 
     def _stop_grace(self):
         if self._grace is not None and self._grace.active():
@@ -202,10 +492,95 @@ class APIChannel(http.HTTPChannel):
         super().connectionMade()
         self._await_headers()
 
+    fast_path = True
+    """
+    Whether an ordinary request head is parsed in one pass and an ordinary
+    answer written in one (L{parse_head}, L{LimitedRequest.write}); the
+    tests turn it off to compare the answers with Twisted's own.
+    """
+
     def dataReceived(self, data):
+        """
+        As C{HTTPChannel.dataReceived} (whose line reader,
+        C{LineReceiver.dataReceived}, this mirrors), except that a request
+        head found whole at the start of the buffer is parsed by
+        L{parse_head} in one pass rather than line by line.  The first head
+        it does not take, and all that follows it in the buffer, go to
+        Twisted's line reader.
+        """
         if self._awaiting_request and data:
             self._await_headers()
-        super().dataReceived(data)
+        if self._busyReceiving or not self.fast_path:
+            return super().dataReceived(data)
+        self.resetTimeout()
+        self._buffer += data
+        self._busyReceiving = True
+        try:
+            while self._buffer and not self.paused:
+                if not self.line_mode:
+                    data, self._buffer = self._buffer, b""
+                    self.rawDataReceived(data)
+                elif not self._fast_head():
+                    break
+                elif self.transport and self.transport.disconnecting:
+                    return
+        finally:
+            self._busyReceiving = False
+        if self._buffer and not self.paused:
+            basic.LineReceiver.dataReceived(self, b"")
+
+    def _fast_head(self) -> bool:
+        """
+        Take the request head at the start of the buffer if L{parse_head}
+        can, leaving the channel and the new request as
+        C{HTTPChannel.lineReceived} and C{allHeadersReceived} leave them
+        after the blank line; False, changing nothing, if not.  A body
+        already whole in the buffer is handed to the request at once, as
+        Twisted's identity decoder would hand it; one still arriving (or
+        refused) is read as Twisted reads it.
+        """
+        if not self.persistent or not self._HTTPChannel__first_line or self._HTTPChannel__header:
+            return False
+        head = parse_head(self._buffer)
+        if head is None:
+            return False
+        method, target, fields, length, end = head
+        request = self.requestFactory(self, len(self.requests))
+        self.requests.append(request)
+        self._HTTPChannel__first_line = 0
+        self._command, self._path, self._version = method, target, b"HTTP/1.1"
+        request.requestHeaders._rawHeaders = fields
+        self._awaiting_headers = False
+        buffer = self._buffer
+        # What allHeadersReceived does, for a request without Cookie, Connection
+        # or Expect (parse_head leaves those to Twisted): it stays persistent,
+        # cookies and 100-continue do not apply.
+        size = 0 if length is None else int(length)
+        if size == 0:
+            self._buffer = buffer[end:]
+            request.gotLength(0)
+            self.allContentReceived()
+            return True
+        rest = end + size
+        if len(buffer) < rest:
+            self._buffer = buffer[end:]
+            self._maybeChooseTransferDecoder(b"Content-Length", length)
+            request.gotLength(size)
+            self.setRawMode()
+            return True
+        # The whole body is here: what the identity decoder would do with it.
+        self._buffer = b""
+        self.length = size
+        request.gotLength(size, whole=True)
+        if self.transport and self.transport.disconnecting:
+            self._buffer = buffer[end:]
+            self._maybeChooseTransferDecoder(b"Content-Length", length)
+            self.setRawMode()
+            return True
+        request.handleContentChunk(buffer[end:rest])
+        self._dataBuffer.append(buffer[rest:])
+        self.allContentReceived()
+        return True
 
     def allHeadersReceived(self):
         self._awaiting_headers = False

@@ -89,6 +89,7 @@ class RequestObserver:
 
     def __init__(self, metrics, audit=None, clock=time.perf_counter, wall=time.time) -> None:
         self.metrics = metrics
+        self._tally = metrics.requests.observe
         self.audit = audit
         self._clock = clock
         self._wall = wall
@@ -116,7 +117,7 @@ class RequestObserver:
         status = CLIENT_GONE if result is not None else request.code
         call = getattr(request, "minkms_call", None)
         command = call[1] if call else endpoint_of(request)
-        self.metrics.observe_request(command, status, seconds)
+        self._tally(command, status, seconds)
         if self.audit is not None and command not in UNAUDITED:
             self.audit.record(self._record(request, call, command, status, seconds))
 

@@ -55,6 +55,12 @@ def decode_request(body: bytes, max_frames: int = MAX_FRAMES) -> list[tuple[Comm
     """
     if not body:
         raise KMSError(400, "empty request body: expected at least one command frame")
+    if len(body) >= HEADER.size:
+        code, length = HEADER.unpack_from(body)
+        if length == len(body) - HEADER.size and max_frames >= 1:
+            # One frame, the body exactly: almost every request.
+            only = _known(code)
+            return [(only, _parse(only.request, body[HEADER.size :], only.name, 1))]
     view = memoryview(body)
     command: Command | None = None
     result: list[tuple[Command, Message]] = []
@@ -187,7 +193,7 @@ def _split_frame(view: memoryview, offset: int, index: int, what: str) -> tuple[
     return code, view[start : start + length], start + length
 
 
-def _parse(cls: type[_M], payload: memoryview, name: str, index: int) -> _M:
+def _parse(cls: type[_M], payload: memoryview | bytes, name: str, index: int) -> _M:
     try:
         return cls.FromString(bytes(payload))
     except DecodeError:
