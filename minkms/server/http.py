@@ -206,6 +206,18 @@ uses, with the name L{Headers} files them under.
 _NO_BODY_CODES = frozenset(http.NO_BODY_CODES)
 
 
+def _twisted_internals_known() -> bool:
+    """
+    Whether Twisted's HTTP channel and headers still have the private
+    state the one-pass path reads and sets (checked by name at import; the
+    fast-path tests check the behaviour byte for byte).
+    """
+    channel = http.HTTPChannel()
+    names = ("_HTTPChannel__first_line", "_HTTPChannel__header", "_busyReceiving", "_buffer", "_dataBuffer")
+    methods = ("_maybeChooseTransferDecoder", "allContentReceived", "setRawMode", "rawDataReceived")
+    return all(hasattr(channel, name) for name in names + methods) and hasattr(Headers(), "_rawHeaders")
+
+
 class BodyRules:
     """
     How many body bytes a caller may send with a request, decided before
@@ -492,11 +504,12 @@ class APIChannel(http.HTTPChannel):
         super().connectionMade()
         self._await_headers()
 
-    fast_path = True
+    fast_path = _twisted_internals_known()
     """
     Whether an ordinary request head is parsed in one pass and an ordinary
     answer written in one (L{parse_head}, L{LimitedRequest.write}); the
-    tests turn it off to compare the answers with Twisted's own.
+    tests turn it off to compare the answers with Twisted's own.  Off by
+    itself on a Twisted whose channel lacks the internals it sets.
     """
 
     def dataReceived(self, data):
