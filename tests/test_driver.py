@@ -71,12 +71,12 @@ class FakeMachine:
         return self.dumps[-1]
 
 
-def driver_for(voters=(1,), policy=SERVE, now=lambda: 0.0, durable=None):
+def driver_for(voters=(1,), policy=SERVE, now=lambda: 0.0, durable=None, soon=None):
     if durable is None:
         durable = bootstrap_state(cluster_config(voters))
     core = RaftCore(1, durable, random.Random(1), RaftOptions(read_lease=1.0), clock=now)
     storage, transport, machine = FakeStorage(), FakeTransport(), FakeMachine()
-    driver = RaftDriver(core, storage, transport, machine, now, 0, reads_without_leader=policy)
+    driver = RaftDriver(core, storage, transport, machine, now, 0, reads_without_leader=policy, soon=soon)
     return driver, storage, transport, machine
 
 
@@ -87,6 +87,21 @@ def elect_single(driver, storage):
 
 
 class LoopTests(SynchronousTestCase):
+    def test_inputs_of_one_turn_share_a_ready(self):
+        """
+        With a next-turn port, proposals (and messages) that arrive
+        together go into one Ready: one write for all, nothing before the
+        turn ends.
+        """
+        turns: list = []
+        driver, storage, _, _ = driver_for(soon=turns.append)
+        elect_single(driver, storage)
+        for n in range(3):
+            driver.propose(b"w%d" % n)
+        self.assertEqual((storage.pending, len(turns)), ([], 1))
+        turns.pop()()
+        self.assertEqual([len(ready.entries) for ready, _ in storage.pending], [3])
+
     def test_sends_only_after_persisting(self):
         """Messages of a Ready leave only once its records are durable."""
         driver, storage, transport, _ = driver_for(voters=(1, 2, 3))

@@ -123,6 +123,7 @@ class Node:
             on_ready=self._after_ready,
             on_failure=self._crash,
             warn=lambda text: log.warn("{text}", text=text),
+            soon=lambda f: self.reactor.callLater(0, f),
         )
 
     async def reset_to_join(self, cluster_id: str, node_id: int) -> None:

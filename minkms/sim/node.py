@@ -165,6 +165,7 @@ class SimNode:
             reads_without_leader=self.reads_without_leader,
             compact_every=self.sim.compact_every,
             on_failure=self._driver_failed,
+            soon=self._soon,
         )
         self.alive = True
         self.tick_ms = self.sim.rng.randint(9, 11)
@@ -309,6 +310,16 @@ class SimNode:
             self.sim.observe_leader(self, core.term)
 
     # -- the driver loop ------------------------------------------------
+
+    def _soon(self, call) -> None:
+        """The driver's next-turn port: C{call} after what is due now, unless the node crashed."""
+        self.sim.scheduler.after(0, self._run_soon, self.incarnation, call)
+
+    def _run_soon(self, incarnation: int, call) -> None:
+        if incarnation != self.incarnation or self.frozen(self._run_soon, incarnation, call):
+            return
+        call()
+        self._after_input()
 
     def schedule_process(self) -> None:
         """Let the driver process what the core has ready (after a direct core call)."""
