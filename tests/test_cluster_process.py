@@ -36,7 +36,12 @@ async def caught_up(client: KMSClient, host: str, names: set[str], timeout: floa
     seen: list[set[str]] = [set()]
 
     async def has_all():
-        seen[0] = await list_keys(client, host)
+        try:
+            seen[0] = await list_keys(client, host)
+        except KMSError as e:
+            if e.status != 404:
+                raise
+            return False  # still catching up: the enclave may not have reached it yet
         return names <= seen[0]
 
     try:
