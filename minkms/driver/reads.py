@@ -10,7 +10,8 @@ The read rule: when a node may answer a read from its own applied state.
  - Without a leader: by the setting C{cluster.reads_without_leader}:
    L{SERVE} answers from the local state once it applied what it knows to
    be committed (MinIO's availability; it may miss writes acknowledged
-   since its lease lapsed), L{REFUSE} answers 503.
+   since it last heard from a leader, and those being acknowledged then),
+   L{REFUSE} answers 503.
 """
 
 import attrs
