@@ -5,6 +5,7 @@ certificate asking for ALPN C{minkms-raft/1} is dropped, and a node with
 another HSM key can neither join nor be joined.
 """
 
+import random
 import socket
 import ssl
 
@@ -237,6 +238,10 @@ class _RaftRecorder:
     def __init__(self, fail: bool = False) -> None:
         self.received: list[tuple[bytes, object]] = []
         self.fail = fail
+        self.standing = self
+
+    def told_removed(self, protocol, reason):
+        self.received.append((reason, None))
 
     def receive_raft(self, data, via=None):
         if self.fail:
@@ -314,3 +319,43 @@ class RaftMessageTests(unittest.TestCase):
         pump.flush()
         self.assertEqual(node.received, [])
         self.assertEqual(self.flushLoggedErrors(), [])
+
+    def stream(self):
+        """The bytes of Raft messages of every size between other boxes, and what a node gets from them."""
+        out = StringTransport()
+        sender = peer.PeerProtocol(None, "", server_side=True)
+        sender.makeConnection(out)
+        sender.send_raft(b"a")
+        sender.callRemote(peer.NotMember, reason="removed")
+        sender.send_raft(b"")
+        sender.callRemote(peer.RaftMessage, data=b"b" * 70_000)
+        sender.callRemoteString(peer.RaftMessage.commandName, data=b"asked")
+        sender.send_raft(b"\x00\x00" * 200)
+        expected = [b"a", "removed", b"", b"b" * 70_000, b"asked", b"\x00\x00" * 200]
+        return out.value(), expected
+
+    def test_any_split_of_the_stream(self):
+        """However the bytes are cut into reads, every box arrives once, whole and in order."""
+        data, expected = self.stream()
+        rng = random.Random(1)
+        splits = [[], list(range(1, 200))]
+        splits += [sorted(rng.sample(range(1, len(data)), rng.randint(1, 8))) for _ in range(300)]
+        for cuts in splits:
+            node = _RaftRecorder()
+            receiver = peer.PeerProtocol(node, "", server_side=True)
+            out = StringTransport()
+            receiver.makeConnection(out)
+            for start, end in zip([0, *cuts], [*cuts, len(data)]):
+                receiver.dataReceived(data[start:end])
+            self.assertEqual([message for message, _ in node.received], expected, cuts)
+            self.assertIn(b"_answer", out.value(), "the box that asked is answered")
+
+    def test_key_longer_than_amp_allows(self):
+        """A box with a key AMP refuses drops the connection, as plain AMP does; what came before arrives."""
+        node = _RaftRecorder()
+        receiver = peer.PeerProtocol(node, "", server_side=True)
+        transport = StringTransport()
+        receiver.makeConnection(transport)
+        receiver.dataReceived(peer.raft_box(b"first") + b"\x01\x00" + b"k" * 256)
+        self.assertEqual(node.received, [(b"first", receiver)])
+        self.assertTrue(transport.disconnecting)

@@ -205,8 +205,8 @@ class RaftMessage(PeerCommand):
 
     The hot path of the channel: L{PeerProtocol.send_raft} writes the box
     of a message up to 60,000 bytes without building an L{amp.AmpBox}, and
-    L{PeerProtocol.ampBoxReceived} hands such a box to the node without
-    AMP's dispatch.  The bytes are the ones AMP itself would send, and any
+    L{PeerProtocol.dataReceived} hands such a box to the node without AMP's
+    parser and dispatch.  The bytes are the ones AMP itself would send, and any
     other C{RaftMessage} box (a longer message, or one that asks for an
     answer) takes AMP's ordinary way to the same responder.
     """
@@ -220,6 +220,29 @@ _RAFT_DATA = b"data"
 _VALUE_LENGTH = struct.Struct("!H").pack
 _RAFT_BOX_HEAD = amp.AmpBox({amp.COMMAND: _RAFT_COMMAND}).serialize()[:-2] + _VALUE_LENGTH(len(_RAFT_DATA)) + _RAFT_DATA
 _END_OF_BOX = b"\x00\x00"
+
+
+_RAFT_VALUE_AT = len(_RAFT_BOX_HEAD) + 2
+
+
+def _box_end(data: bytes, pos: int, size: int) -> int | None:
+    """
+    Where the AMP box that starts at C{pos} ends: None if it is not all in
+    C{data}, -1 at a key longer than AMP allows (AMP's parser drops the
+    connection for it).
+    """
+    while pos + 2 <= size:
+        length = data[pos] << 8 | data[pos + 1]
+        pos += 2
+        if length == 0:
+            return pos
+        if length > amp.MAX_KEY_LENGTH:
+            return -1
+        pos += length + 2
+        if pos > size:
+            return None
+        pos += data[pos - 2] << 8 | data[pos - 1]
+    return None
 
 
 def raft_box(data: bytes) -> bytes:
@@ -340,6 +363,10 @@ class PeerProtocol(amp.AMP):
 
     authenticated = False
     rejected = False
+    _inbox = b""
+    """The start of a box that is not yet whole (see L{dataReceived})."""
+    _amp_only = False
+    """Whether AMP's parser takes everything (after a key longer than AMP allows, on the way out)."""
     remote = None
     """The other node's L{Hello} (cluster ID, node ID), once exchanged."""
     stranger = False
@@ -402,13 +429,45 @@ class PeerProtocol(amp.AMP):
         elif self.transport is not None:
             self.transport.write(raft_box(data))
 
-    def ampBoxReceived(self, box):
-        if len(box) == 2 and box.get(amp.COMMAND) == _RAFT_COMMAND:
-            data = box.get(_RAFT_DATA)
-            if data is not None:
-                self._raft_received(data)
+    def dataReceived(self, data):
+        """
+        Hand each whole box to AMP's parser, in order, but for a
+        L{RaftMessage} box as L{send_raft} writes it: its data goes to the
+        node straight away.  A box not yet whole waits for the rest.
+        """
+        if self._amp_only:
+            super().dataReceived(data)
+            return
+        if self._inbox:
+            data = self._inbox + data
+        size = len(data)
+        pos = others = 0
+        while pos < size:
+            if data.startswith(_RAFT_BOX_HEAD, pos):
+                start = pos + _RAFT_VALUE_AT
+                if start > size:
+                    break
+                end = start + (data[start - 2] << 8 | data[start - 1])
+                if end + 2 > size:
+                    break
+                if data[end] == 0 and data[end + 1] == 0:
+                    if others < pos:
+                        super().dataReceived(data[others:pos])
+                    self._raft_received(data[start:end])
+                    pos = others = end + 2
+                    continue
+            end = _box_end(data, pos, size)
+            if end is None:
+                break
+            if end < 0:
+                self._amp_only = True
+                self._inbox = b""
+                super().dataReceived(data[others:])
                 return
-        super().ampBoxReceived(box)
+            pos = end
+        if others < pos:
+            super().dataReceived(data[others:pos])
+        self._inbox = data[pos:]
 
     def _raft_received(self, data: bytes) -> None:
         """What the L{responder} of L{raft_message} does, without a Deferred."""
