@@ -205,10 +205,10 @@ class RaftMessage(PeerCommand):
 
     The hot path of the channel: L{PeerProtocol.send_raft} writes the box
     of a message up to 60,000 bytes without building an L{amp.AmpBox}, and
-    L{PeerProtocol.dataReceived} hands such a box to the node without AMP's
-    parser and dispatch.  The bytes are the ones AMP itself would send, and any
-    other C{RaftMessage} box (a longer message, or one that asks for an
-    answer) takes AMP's ordinary way to the same responder.
+    L{PeerProtocol.dataReceived} hands such a box to the node without
+    AMP's parser and dispatch.  The bytes are the ones AMP itself would
+    send, and any other C{RaftMessage} box (a longer message, or one that
+    asks for an answer) takes AMP's ordinary way to the same responder.
     """
 
     arguments = [(b"data", LongBytes())]
@@ -220,8 +220,6 @@ _RAFT_DATA = b"data"
 _VALUE_LENGTH = struct.Struct("!H").pack
 _RAFT_BOX_HEAD = amp.AmpBox({amp.COMMAND: _RAFT_COMMAND}).serialize()[:-2] + _VALUE_LENGTH(len(_RAFT_DATA)) + _RAFT_DATA
 _END_OF_BOX = b"\x00\x00"
-
-
 _RAFT_VALUE_AT = len(_RAFT_BOX_HEAD) + 2
 
 
