@@ -19,6 +19,7 @@ BENCHMARKS = [
     ("policy_match.py", [], ["--repeat", "20"]),
     ("read_path.py", [], ["--seconds", "1", "--warmup", "0.5", "--clients", "2", "--rounds", "1"]),
     ("write_path.py", [], ["--seconds", "0.5"]),
+    ("peer_messages.py", [], ["--seconds", "0.2"]),
     ("scale.py", [], ["--keys", "30", "--enclaves", "3", "--baseline-keys", "10", "--decrypts", "10"]),
     ("sim_sweep.py", ["--seeds", "2000", "--jobs", "2", "--machine", "both"], ["--seeds", "4"]),
 ]

@@ -52,5 +52,8 @@ class BenchSmokeTests(TestCase):
     async def test_write_path(self):
         await self.smoke("write_path.py")
 
+    async def test_peer_messages(self):
+        await self.smoke("peer_messages.py")
+
     async def test_sim_sweep(self):
         await self.smoke("sim_sweep.py")

@@ -5,11 +5,13 @@ certificate asking for ALPN C{minkms-raft/1} is dropped, and a node with
 another HSM key can neither join nor be joined.
 """
 
+import random
 import socket
 import ssl
 
 from cryptography.hazmat.primitives import serialization
 from twisted.internet import defer, threads
+from twisted.internet.testing import StringTransport
 from twisted.protocols import amp
 from twisted.test import iosim
 from twisted.trial import unittest
@@ -228,3 +230,132 @@ class ResponderTests(unittest.TestCase):
         outcome.trap(peer.PeerUnauthenticated)
         self.call(None, peer.RaftMessage, authenticated=False, data=b"ignored")
         self.assertEqual(self.flushLoggedErrors(), [], "a Raft message from it is ignored, not delivered")
+
+
+class _RaftRecorder:
+    """A node that keeps the Raft messages it receives, or fails on them if told to."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.received: list[tuple[bytes, object]] = []
+        self.fail = fail
+        self.standing = self
+
+    def told_removed(self, protocol, reason):
+        self.received.append((reason, None))
+
+    def receive_raft(self, data, via=None):
+        if self.fail:
+            raise ZeroDivisionError("a bug in the node")
+        self.received.append((data, via))
+
+
+class RaftMessageTests(unittest.TestCase):
+    """
+    Raft messages between two L{peer.PeerProtocol}s, connected in memory:
+    whatever their size, each arrives whole, once and in order, by the fast
+    path or AMP's ordinary one, and the bytes are plain AMP.
+    """
+
+    def connect(self, node, authenticated=True, client=None):
+        """A sending protocol connected to a receiving L{peer.PeerProtocol} for C{node}."""
+        sender, receiver, pump = iosim.connectedServerAndClient(
+            lambda: peer.PeerProtocol(node, "", server_side=authenticated),
+            client or (lambda: peer.PeerProtocol(None, "", server_side=False)),
+        )
+        return sender, receiver, pump
+
+    def test_every_size_arrives_whole_and_in_order(self):
+        node = _RaftRecorder()
+        sender, receiver, pump = self.connect(node)
+        sizes = [0, 1, 383, 60_000, 60_001, 130_000, 50]
+        messages = [bytes([i]) * size for i, size in enumerate(sizes)]
+        for data in messages:
+            sender.send_raft(data)
+        pump.flush()
+        self.assertEqual([data for data, _ in node.received], messages)
+        self.assertEqual({id(via) for _, via in node.received}, {id(receiver)}, "the connection it came on")
+
+    def test_box_is_the_one_amp_writes(self):
+        for data in [b"", b"\x00\x00", b"x" * 383, b"y" * 60_000]:
+            fast, plain = StringTransport(), StringTransport()
+            protocol = peer.PeerProtocol(None, "", server_side=True)
+            protocol.makeConnection(fast)
+            protocol.send_raft(data)
+            protocol = peer.PeerProtocol(None, "", server_side=True)
+            protocol.makeConnection(plain)
+            protocol.callRemote(peer.RaftMessage, data=data)
+            self.assertEqual(fast.value(), plain.value(), len(data))
+
+    def test_plain_amp_sender(self):
+        """Boxes from plain AMP (C{callRemote}) arrive too, also when they ask for an answer."""
+        node = _RaftRecorder()
+        sender, _, pump = self.connect(node, client=amp.AMP)
+        sender.callRemote(peer.RaftMessage, data=b"one")
+        sender.callRemote(peer.RaftMessage, data=b"two" * 30_000)
+        answers = []
+        sender.callRemoteString(peer.RaftMessage.commandName, data=b"three").addCallback(answers.append)
+        pump.flush()
+        self.assertEqual([data for data, _ in node.received], [b"one", b"two" * 30_000, b"three"])
+        self.assertEqual([set(a) for a in answers], [{b"_answer"}], "answered, with no fields")
+
+    def test_bug_in_node_is_logged_and_connection_stays_up(self):
+        node = _RaftRecorder(fail=True)
+        sender, receiver, pump = self.connect(node)
+        sender.send_raft(b"first")
+        sender.send_raft(b"long" * 20_000)
+        pump.flush()
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2, "logged with its traceback")
+        self.assertFalse(receiver.transport.disconnecting, "the connection stays up")
+        node.fail = False
+        sender.send_raft(b"after")
+        pump.flush()
+        self.assertEqual([data for data, _ in node.received], [b"after"])
+
+    def test_unauthenticated_peer_is_ignored(self):
+        node = _RaftRecorder()
+        sender, _, pump = self.connect(node, authenticated=False)
+        sender.send_raft(b"short")
+        sender.send_raft(b"long" * 20_000)
+        pump.flush()
+        self.assertEqual(node.received, [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def stream(self):
+        """The bytes of Raft messages of every size between other boxes, and what a node gets from them."""
+        out = StringTransport()
+        sender = peer.PeerProtocol(None, "", server_side=True)
+        sender.makeConnection(out)
+        sender.send_raft(b"a")
+        sender.callRemote(peer.NotMember, reason="removed")
+        sender.send_raft(b"")
+        sender.callRemote(peer.RaftMessage, data=b"b" * 70_000)
+        sender.callRemoteString(peer.RaftMessage.commandName, data=b"asked")
+        sender.send_raft(b"\x00\x00" * 200)
+        expected = [b"a", "removed", b"", b"b" * 70_000, b"asked", b"\x00\x00" * 200]
+        return out.value(), expected
+
+    def test_any_split_of_the_stream(self):
+        """However the bytes are cut into reads, every box arrives once, whole and in order."""
+        data, expected = self.stream()
+        rng = random.Random(1)
+        splits = [[], list(range(1, 200))]
+        splits += [sorted(rng.sample(range(1, len(data)), rng.randint(1, 8))) for _ in range(300)]
+        for cuts in splits:
+            node = _RaftRecorder()
+            receiver = peer.PeerProtocol(node, "", server_side=True)
+            out = StringTransport()
+            receiver.makeConnection(out)
+            for start, end in zip([0, *cuts], [*cuts, len(data)]):
+                receiver.dataReceived(data[start:end])
+            self.assertEqual([message for message, _ in node.received], expected, cuts)
+            self.assertIn(b"_answer", out.value(), "the box that asked is answered")
+
+    def test_key_longer_than_amp_allows(self):
+        """A box with a key AMP refuses drops the connection, as plain AMP does; what came before arrives."""
+        node = _RaftRecorder()
+        receiver = peer.PeerProtocol(node, "", server_side=True)
+        transport = StringTransport()
+        receiver.makeConnection(transport)
+        receiver.dataReceived(peer.raft_box(b"first") + b"\x01\x00" + b"k" * 256)
+        self.assertEqual(node.received, [(b"first", receiver)])
+        self.assertTrue(transport.disconnecting)

@@ -55,6 +55,7 @@ C{"status message"} string: stop every node, upgrade, start them again.
 """
 
 import functools
+import struct
 
 from OpenSSL import SSL
 from twisted.internet import defer, error
@@ -63,6 +64,7 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from minkms.client import network_reason
@@ -75,18 +77,25 @@ _CHUNK = 60000
 
 
 class LongBytes(amp.Argument):
-    """Bytes of any length, stored as a count and numbered AMP values."""
+    """
+    Bytes of any length: the first 60,000 under the argument's own key (all
+    of them, for nearly every value), the rest in further values numbered
+    from 1 (C{name.1}, C{name.2}, ...).
+    """
 
     def toBox(self, name, strings, objects, proto):
         data = objects.pop(amp._wireNameToPythonIdentifier(name))
-        parts = [data[i : i + _CHUNK] for i in range(0, len(data), _CHUNK)] or [b""]
-        strings[name] = b"%d" % len(parts)
-        for i, part in enumerate(parts):
-            strings[name + b".%d" % i] = part
+        strings[name] = data[:_CHUNK]
+        for number, start in enumerate(range(_CHUNK, len(data), _CHUNK), 1):
+            strings[b"%s.%d" % (name, number)] = data[start : start + _CHUNK]
 
     def fromBox(self, name, strings, objects, proto):
-        count = int(strings[name])
-        objects[amp._wireNameToPythonIdentifier(name)] = b"".join(strings[name + b".%d" % i] for i in range(count))
+        parts = [strings[name]]
+        key = name + b".1"
+        while key in strings:
+            parts.append(strings[key])
+            key = b"%s.%d" % (name, len(parts))
+        objects[amp._wireNameToPythonIdentifier(name)] = b"".join(parts)
 
 
 class PeerUnauthenticated(Exception):
@@ -177,20 +186,66 @@ def _error_answer(failure, command, protocol):
         return failure.value
     if failure.check(PeerUnauthenticated):
         return failure
+    _log_bug(failure, command, protocol)
+    return internal(f"internal error on the other node while answering {command.__name__}: see its log")
+
+
+def _log_bug(failure, command, protocol) -> None:
     log.failure(
         "answering {command} from {peer} failed",
         failure,
         command=command.__name__,
         peer=protocol.transport.getPeer() if protocol.transport else None,
     )
-    return internal(f"internal error on the other node while answering {command.__name__}: see its log")
 
 
 class RaftMessage(PeerCommand):
-    """One encoded Raft message; no answer (Raft tolerates loss)."""
+    """
+    One encoded Raft message; no answer (Raft tolerates loss).
+
+    The hot path of the channel: L{PeerProtocol.send_raft} writes the box
+    of a message up to 60,000 bytes without building an L{amp.AmpBox}, and
+    L{PeerProtocol.dataReceived} hands such a box to the node without
+    AMP's parser and dispatch.  The bytes are the ones AMP itself would
+    send, and any other C{RaftMessage} box (a longer message, or one that
+    asks for an answer) takes AMP's ordinary way to the same responder.
+    """
 
     arguments = [(b"data", LongBytes())]
     requiresAnswer = False
+
+
+_RAFT_COMMAND = RaftMessage.commandName
+_RAFT_DATA = b"data"
+_VALUE_LENGTH = struct.Struct("!H").pack
+_RAFT_BOX_HEAD = amp.AmpBox({amp.COMMAND: _RAFT_COMMAND}).serialize()[:-2] + _VALUE_LENGTH(len(_RAFT_DATA)) + _RAFT_DATA
+_END_OF_BOX = b"\x00\x00"
+_RAFT_VALUE_AT = len(_RAFT_BOX_HEAD) + 2
+
+
+def _box_end(data: bytes, pos: int, size: int) -> int | None:
+    """
+    Where the AMP box that starts at C{pos} ends: None if it is not all in
+    C{data}, -1 at a key longer than AMP allows (AMP's parser drops the
+    connection for it).
+    """
+    while pos + 2 <= size:
+        length = data[pos] << 8 | data[pos + 1]
+        pos += 2
+        if length == 0:
+            return pos
+        if length > amp.MAX_KEY_LENGTH:
+            return -1
+        pos += length + 2
+        if pos > size:
+            return None
+        pos += data[pos - 2] << 8 | data[pos - 1]
+    return None
+
+
+def raft_box(data: bytes) -> bytes:
+    """The AMP box of a L{RaftMessage} carrying C{data} (at most 60,000 bytes), as AMP would write it."""
+    return b"".join((_RAFT_BOX_HEAD, _VALUE_LENGTH(len(data)), data, _END_OF_BOX))
 
 
 PREPARED = 0
@@ -306,6 +361,10 @@ class PeerProtocol(amp.AMP):
 
     authenticated = False
     rejected = False
+    _inbox = b""
+    """The start of a box that is not yet whole (see L{dataReceived})."""
+    _amp_only = False
+    """Whether AMP's parser takes everything (after a key longer than AMP allows, on the way out)."""
     remote = None
     """The other node's L{Hello} (cluster ID, node ID), once exchanged."""
     stranger = False
@@ -360,6 +419,62 @@ class PeerProtocol(amp.AMP):
         if not self.ready.called:
             self.ready.errback(reason)
         self.lost.callback(None)
+
+    def send_raft(self, data: bytes) -> None:
+        """Send one encoded Raft message (see L{RaftMessage})."""
+        if len(data) > _CHUNK:
+            self.callRemote(RaftMessage, data=data)
+        elif self.transport is not None:
+            self.transport.write(raft_box(data))
+
+    def dataReceived(self, data):
+        """
+        Hand each whole box to AMP's parser, in order, but for a
+        L{RaftMessage} box as L{send_raft} writes it: its data goes to the
+        node straight away.  A box not yet whole waits for the rest.
+        """
+        if self._amp_only:
+            super().dataReceived(data)
+            return
+        if self._inbox:
+            data = self._inbox + data
+        size = len(data)
+        pos = others = 0
+        while pos < size:
+            if data.startswith(_RAFT_BOX_HEAD, pos):
+                start = pos + _RAFT_VALUE_AT
+                if start > size:
+                    break
+                end = start + (data[start - 2] << 8 | data[start - 1])
+                if end + 2 > size:
+                    break
+                if data[end] == 0 and data[end + 1] == 0:
+                    if others < pos:
+                        super().dataReceived(data[others:pos])
+                    self._raft_received(data[start:end])
+                    pos = others = end + 2
+                    continue
+            end = _box_end(data, pos, size)
+            if end is None:
+                break
+            if end < 0:
+                self._amp_only = True
+                self._inbox = b""
+                super().dataReceived(data[others:])
+                return
+            pos = end
+        if others < pos:
+            super().dataReceived(data[others:pos])
+        self._inbox = data[pos:]
+
+    def _raft_received(self, data: bytes) -> None:
+        """What the L{responder} of L{raft_message} does, without a Deferred."""
+        if not self.authenticated:
+            return
+        try:
+            self.node.receive_raft(data, via=self)
+        except Exception:
+            _log_bug(Failure(), RaftMessage, self)
 
     @responder(RaftMessage)
     def raft_message(self, data):
@@ -539,7 +654,7 @@ class PeerLink:
         p = self.usable()
         if p is None or p.stranger:
             return False
-        p.callRemote(RaftMessage, data=data)
+        p.send_raft(data)
         return True
 
     def when_connected(self, timeout: float, reactor) -> defer.Deferred:

@@ -93,7 +93,7 @@ class PeerLinks:
             return
         inbound = self.inbound.get(message.dst)
         if inbound is not None and inbound.transport is not None and inbound.transport.connected:
-            inbound.callRemote(peer.RaftMessage, data=data)
+            inbound.send_raft(data)
 
     def heard_from(self, node_id: int, via) -> None:
         """A message from C{node_id} came over connection C{via}."""
