@@ -162,7 +162,7 @@ def _message_strategy(cls):
     return st.builds(cls, NODE, NODE, SMALL, **fields)
 
 
-MESSAGES = st.one_of(*(_message_strategy(cls) for cls in codec._SCHEMAS))
+MESSAGES = st.one_of(*(_message_strategy(cls) for cls in codec.SCHEMAS))
 
 
 @st.composite
@@ -197,11 +197,11 @@ class CodecLayoutTests(SynchronousTestCase):
     def test_bytes_follow_the_documented_layout(self):
         """The encoding of every kind is pinned: nodes of one build agree on it."""
         self.assertEqual([codec.encode(m).hex() for m in EXAMPLES], ENCODED_EXAMPLES)
-        self.assertEqual([codec._encode_by_schema(m).hex() for m in EXAMPLES], ENCODED_EXAMPLES)
+        self.assertEqual([codec.encode_by_schema(m).hex() for m in EXAMPLES], ENCODED_EXAMPLES)
 
     def test_schemas_name_every_field_in_order(self):
         """A field added to a message without the codec knowing it would be lost on the way."""
-        for cls, (_, fields) in codec._SCHEMAS.items():
+        for cls, (_, fields) in codec.SCHEMAS.items():
             self.assertEqual(
                 [name for name, _ in fields], [f.name for f in attrs.fields(cls)[3:]], f"{cls.__name__} schema"
             )
@@ -210,7 +210,7 @@ class CodecLayoutTests(SynchronousTestCase):
     @given(MESSAGES)
     def test_any_message_round_trips(self, message):
         data = codec.encode(message)
-        self.assertEqual(data, codec._encode_by_schema(message))
+        self.assertEqual(data, codec.encode_by_schema(message))
         self.assertEqual(codec.decode(data), message)
         self.assertEqual(codec.decode(bytearray(data)), message)
 
@@ -218,7 +218,7 @@ class CodecLayoutTests(SynchronousTestCase):
     @given(damaged())
     def test_damaged_bytes_decode_as_the_layout_says(self, data):
         """Damaged bytes give the same message or the same CodecError as the field-by-field reader."""
-        self.assertEqual(_outcome(codec.decode, data), _outcome(codec._decode_by_schema, data))
+        self.assertEqual(_outcome(codec.decode, data), _outcome(codec.decode_by_schema, data))
 
     def test_malformed_hot_kinds(self):
         """The errors for damaged Appends, AppendResponses and Heartbeats."""

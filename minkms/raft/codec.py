@@ -64,7 +64,7 @@ _BYTES = "bytes"
 _ENTRIES = "entries"
 _META = "meta"
 
-_SCHEMAS: dict[type[Message], tuple[int, tuple[tuple[str, str], ...]]] = {
+SCHEMAS: dict[type[Message], tuple[int, tuple[tuple[str, str], ...]]] = {
     VoteRequest: (
         1,
         (("last_index", _UINT), ("last_term", _UINT), ("pre", _BOOL), ("transfer", _BOOL)),
@@ -111,7 +111,8 @@ _SCHEMAS: dict[type[Message], tuple[int, tuple[tuple[str, str], ...]]] = {
     ReadIndexRequest: (10, (("request_id", _BYTES),)),
     ReadIndexResponse: (11, (("request_id", _BYTES), ("index", _UINT))),
 }
-_BY_KIND = {kind: (cls, fields) for cls, (kind, fields) in _SCHEMAS.items()}
+"""Each message kind's number and fields in wire order: the layout the codec defines."""
+_BY_KIND = {kind: (cls, fields) for cls, (kind, fields) in SCHEMAS.items()}
 
 _HEADER = struct.Struct(">BqqQ")
 _Q = struct.Struct(">Q")
@@ -147,9 +148,9 @@ def _encode_field(kind: str, value: Any) -> bytes:
     raise AssertionError(kind)
 
 
-def _encode_by_schema(message: Message) -> bytes:
+def encode_by_schema(message: Message) -> bytes:
     """C{message}'s bytes, field by field: the definition of the layout, used for the rare kinds."""
-    kind, fields = _SCHEMAS[type(message)]
+    kind, fields = SCHEMAS[type(message)]
     parts = [_HEADER.pack(kind, message.src, message.dst, message.term)]
     for name, field_kind in fields:
         parts.append(_encode_field(field_kind, getattr(message, name)))
@@ -210,7 +211,7 @@ class _Reader:
             raise CodecError("trailing bytes after Raft message")
 
 
-def _decode_by_schema(data: bytes) -> Message:
+def decode_by_schema(data: bytes) -> Message:
     """
     The message in C{data}, read field by field: the definition of what is
     well-formed, and of the error that says why something is not.
@@ -264,7 +265,7 @@ def _fixed_size_codec(kind: int, cls: type[Message], fields: tuple[tuple[str, st
     return encode_fixed, decode_fixed
 
 
-_APPEND_KIND = _SCHEMAS[Append][0]
+_APPEND_KIND = SCHEMAS[Append][0]
 _APPEND_HEAD = struct.Struct(">BqqQQQQI")
 _APPEND_TAIL = struct.Struct(">Q?")
 _APPEND_TAIL_READ = struct.Struct(">QB")
@@ -272,7 +273,7 @@ _ENTRY_HEAD_SIZE = _ENTRY_HEAD.size
 
 
 def _encode_append(message: Append) -> bytes:
-    """L{_encode_by_schema} for an L{Append}, without a call per field."""
+    """L{encode_by_schema} for an L{Append}, without a call per field."""
     entries = message.entries
     parts = [
         _APPEND_HEAD.pack(
@@ -296,7 +297,7 @@ def _encode_append(message: Append) -> bytes:
 
 
 def _decode_append(data: bytes) -> Message:
-    """L{_decode_by_schema} for a well-formed L{Append}; L{_Malformed} or C{struct.error} for anything else."""
+    """L{decode_by_schema} for a well-formed L{Append}; L{_Malformed} or C{struct.error} for anything else."""
     _, src, dst, term, prev_index, prev_term, commit, count = _APPEND_HEAD.unpack_from(data)
     pos = _APPEND_HEAD.size
     end_of_data = len(data)
@@ -320,9 +321,9 @@ def _variable_fields(fields: tuple[tuple[str, str], ...]) -> bool:
     return any(field_kind not in (_UINT, _BOOL) for _, field_kind in fields)
 
 
-_ENCODERS: dict[type[Message], _Encoder] = {cls: _encode_by_schema for cls in _SCHEMAS}
+_ENCODERS: dict[type[Message], _Encoder] = {cls: encode_by_schema for cls in SCHEMAS}
 _DECODERS: dict[int, _Decoder] = {}
-for _cls, (_kind, _fields) in _SCHEMAS.items():
+for _cls, (_kind, _fields) in SCHEMAS.items():
     if not _variable_fields(_fields):
         _ENCODERS[_cls], _DECODERS[_kind] = _fixed_size_codec(_kind, _cls, _fields)
 _ENCODERS[Append] = _encode_append
@@ -344,4 +345,4 @@ def decode(data: bytes) -> Message:
                 return decoder(data)
             except (struct.error, _Malformed):
                 pass
-    return _decode_by_schema(data)
+    return decode_by_schema(data)
