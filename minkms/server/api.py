@@ -15,7 +15,7 @@ from minkms import version
 from minkms.errors import ErrPermission, KMSError, bad_request, not_found, not_implemented
 from minkms.kms import dispatch
 from minkms.names import validate_name
-from minkms.server.http import MAX_BODY, MAX_OTHER_BODY, caller_identity, send_error, send_ok
+from minkms.server.http import MAX_BODY, MAX_OTHER_BODY, Memo, caller_identity, send_error, send_ok
 from minkms.server.membership import node_commands
 from minkms.server.observe import note_command
 from minkms.server.replies import OCTET_STREAM, finish_later, raise_apply_error
@@ -35,12 +35,21 @@ class APIResource(Resource):
     exact = False
     """A leaf that answers only its own path, not paths below it."""
 
+    _handlers: dict[bytes, object] | None = None
+
     def render(self, request):
         if self.exact and request.postpath not in ([], [b""]):
             return send_error(request, not_found("no such API endpoint"))
-        method = request.method.decode("ascii", "replace")
-        handler = getattr(self, "render_" + method, None)
+        handlers = self._handlers
+        if handlers is None:
+            handlers = self._handlers = {
+                name[len("render_") :].encode("ascii"): getattr(self, name)
+                for name in dir(self)
+                if name.startswith("render_")
+            }
+        handler = handlers.get(request.method)
         if handler is None:
+            method = request.method.decode("ascii", "replace")
             return send_error(request, KMSError(405, f"method {method} not allowed"))
         return handler(request)
 
@@ -223,12 +232,6 @@ class KMSResource(APIResource):
         if enclave is not None:
             authz.subject(self._node.state.state, caller, False, enclave)
 
-    def render(self, request):
-        """A POST (every KMS call) straight to L{render_POST}; other methods as every API resource answers them."""
-        if request.method == b"POST":
-            return self.render_POST(request)
-        return super().render(request)
-
     def render_POST(self, request):
         caller = caller_identity(request)
         try:
@@ -291,7 +294,7 @@ class KMSResource(APIResource):
         return d
 
 
-_enclave_names: dict[bytes, str] = {}
+_enclave_names = Memo()
 
 
 def _enclave_of(request) -> str:
@@ -315,9 +318,7 @@ def _enclave_of(request) -> str:
     except UnicodeError:
         raise bad_request("invalid enclave name: not UTF-8") from None
     validate_name("enclave", name)
-    if len(_enclave_names) >= 256:
-        _enclave_names.clear()
-    _enclave_names[rest[0]] = name
+    _enclave_names.keep(rest[0], name)
     return name
 
 

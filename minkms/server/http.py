@@ -49,15 +49,39 @@ _HEAD = re.compile(rb"(%s) ([!-~]+) HTTP/1\.1\r\n((?:%s:[\t -~]*\r\n)*)\r\n" % (
 _STOCK_FIELDS = frozenset((b"Transfer-Encoding", b"Expect", b"Connection", b"Cookie"))
 """Headers whose meaning is left to Twisted's own parser (a request with one goes line by line)."""
 
-_field_names: dict[bytes, bytes] = {}
 
-_heads: dict[bytes, tuple] = {}
+class Memo(dict):
+    """
+    What was worked out for the few keys clients send again and again (a
+    header name, a request head, a path, an enclave name), looked up with
+    C{get}: at most C{size} keys, of at most C{longest} bytes each, then the
+    memory starts afresh, so odd keys cost their work each time and no
+    memory.
+    """
+
+    def __init__(self, size: int = 256, longest: int | None = None) -> None:
+        super().__init__()
+        self._size = size
+        self._longest = longest
+
+    def keep(self, key, value) -> None:
+        """Remember C{value} for C{key}, unless the key is longer than is worth remembering."""
+        if self._longest is not None and len(key) > self._longest:
+            return
+        if len(self) >= self._size:
+            self.clear()
+        self[key] = value
+
+
+_field_names = Memo()
 
 MAX_KNOWN_HEADS = 256
 """Most distinct request heads remembered (then the memory starts afresh)."""
 
 MAX_KNOWN_HEAD = 1024
 """Longest request head remembered: a client sends the same few heads again and again."""
+
+_heads = Memo(MAX_KNOWN_HEADS, MAX_KNOWN_HEAD)
 
 
 def _canonical_name(name: bytes) -> bytes:
@@ -71,9 +95,7 @@ def _canonical_name(name: bytes) -> bytes:
         headers = Headers()
         headers.addRawHeader(name, b"")
         canonical = next(headers.getAllRawHeaders())[0]
-        if len(_field_names) >= 256:
-            _field_names.clear()
-        _field_names[name] = canonical
+        _field_names.keep(name, canonical)
     return canonical
 
 
@@ -110,10 +132,7 @@ def parse_head(buffer: bytes):
         known = _parse_head(head)
         if known is None:
             return None
-        if end <= MAX_KNOWN_HEAD:
-            if len(_heads) >= MAX_KNOWN_HEADS:
-                _heads.clear()
-            _heads[head] = known
+        _heads.keep(head, known)
     method, target, pairs, length, repeats = known
     if repeats:
         fields: dict[bytes, list[bytes]] = {}
@@ -155,7 +174,7 @@ def _parse_head(head: bytes):
     return match.group(1), match.group(2), tuple(pairs), length, repeats
 
 
-_segments: dict[bytes, tuple[bytes, ...]] = {}
+_segments = Memo(256, 512)
 
 
 def path_segments(path: bytes) -> list[bytes]:
@@ -168,10 +187,7 @@ def path_segments(path: bytes) -> list[bytes]:
     found = _segments.get(path)
     if found is None:
         found = tuple(map(unquote_to_bytes, path[1:].split(b"/")))
-        if len(path) <= 512:
-            if len(_segments) >= 256:
-                _segments.clear()
-            _segments[path] = found
+        _segments.keep(path, found)
     return list(found)
 
 
@@ -238,7 +254,7 @@ class BodyRules:
 
     def __init__(self, root) -> None:
         self._root = root
-        self._rules: dict[bytes, tuple] = {}
+        self._rules = Memo(self.MAX_PATHS, self.MAX_PATH_LENGTH)
 
     def limit(self, method: bytes, path: bytes, caller: str) -> int:
         """The body limit of C{method path} for C{caller}; L{KMSError} to refuse it."""
@@ -246,10 +262,7 @@ class BodyRules:
         found = self._rules.get(path)
         if found is None:
             found = self._find(path)
-            if len(path) <= self.MAX_PATH_LENGTH:
-                if len(self._rules) >= self.MAX_PATHS:
-                    self._rules.clear()
-                self._rules[path] = found
+            self._rules.keep(path, found)
         rule, rest = found
         if rule is None:
             return MAX_OTHER_BODY
@@ -257,7 +270,7 @@ class BodyRules:
 
     def _find(self, path: bytes) -> tuple:
         """The C{body_limit} rule of the resource C{path} leads to (or None), and the rest of the path."""
-        segments = [unquote_to_bytes(part) for part in path[1:].split(b"/")]
+        segments = path_segments(path)
         resource = self._root
         while segments and not resource.isLeaf:
             resource = resource.children.get(segments[0])

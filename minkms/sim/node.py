@@ -323,10 +323,4 @@ class SimNode:
 
     def schedule_process(self) -> None:
         """Let the driver process what the core has ready (after a direct core call)."""
-        self.sim.scheduler.after(0, self._kick, self.incarnation)
-
-    def _kick(self, incarnation: int) -> None:
-        if incarnation != self.incarnation or self.frozen(self._kick, incarnation):
-            return
-        self.driver.kick()
-        self._after_input()
+        self._soon(self.driver.kick)
