@@ -96,8 +96,8 @@ class VersionCipher:
     """
     The derived AEAD and MAC key of one key version.
 
-    Deriving them costs more than encrypting a data key, so the holder of
-    a key version keeps its cipher (L{minkms.state.model.KeyVersion.cipher})
+    Deriving them costs more than encrypting a data key, so the enclave
+    holding a key version keeps its cipher (L{minkms.state.model.Enclave.cipher})
     and drops it with the version: no cache keyed by key material outlives
     a deleted key.
     """

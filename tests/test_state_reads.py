@@ -239,8 +239,13 @@ class KeyMaterialLifetimeTests(unittest.TestCase):
         return sys.getrefcount(material) - 3
 
     def material(self, d, version):
-        """The bytes object the applied state holds for a key version."""
-        return d.state.enclaves["e1"].keys["k"].versions[version].material
+        """The bytes object the applied state holds for a key version (its packed record)."""
+        return d.state.enclaves["e1"].keys["k"][version]
+
+    def ciphers(self, version) -> int:
+        """Live ciphers derived from a version of any key."""
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, crypto.VersionCipher) and o.version == version)
 
     def test_deleted_key_leaves_no_cache(self):
         d = Driver().setup()
@@ -251,8 +256,10 @@ class KeyMaterialLifetimeTests(unittest.TestCase):
         self.assertEqual(reads.decrypt(d.state, "e1", "k", 0, sealed, b""), b"p")
         reads.mac(d.state, "e1", "k", 0, b"m")
         self.assertEqual(self.holders(secret), 1, "the key's record")
+        ciphers = self.ciphers(1)
         d.ok(sc.DeleteKey, enclave="e1", name="k", all_versions=True)
         self.assertEqual(self.holders(secret), 0)
+        self.assertEqual(self.ciphers(1), ciphers - 1, "the version's derived cipher")
 
     def test_rotated_away_version_leaves_no_cache(self):
         d = Driver().setup()
@@ -262,6 +269,8 @@ class KeyMaterialLifetimeTests(unittest.TestCase):
         first, second = self.material(d, 1), self.material(d, 2)
         for version in (1, 2):
             reads.encrypt(d.state, "e1", "k", version, b"p", b"")
+        ciphers = (self.ciphers(1), self.ciphers(2))
         d.ok(sc.DeleteKey, enclave="e1", name="k", version=1)
         self.assertEqual(self.holders(first), 0)
         self.assertEqual(self.holders(second), 1, "the key's record")
+        self.assertEqual((self.ciphers(1), self.ciphers(2)), (ciphers[0] - 1, ciphers[1]))

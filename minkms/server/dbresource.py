@@ -11,7 +11,7 @@ import time
 
 from minkms.errors import KMSError, bad_request
 from minkms.server.api import APIResource, require_sysadmin
-from minkms.server.http import MAX_DB_BODY, MAX_OTHER_BODY, caller_identity, send_error, send_ok
+from minkms.server.http import MAX_DB_BODY, MAX_OTHER_BODY, caller_identity, send_error
 from minkms.server.replies import finish_later, raise_apply_error
 from minkms.state.changes import RestoreState
 from minkms.storage.backup import open_backup, seal_backup
@@ -47,8 +47,10 @@ class DBResource(APIResource):
             self._authorize(request)
         except KMSError as e:
             return send_error(request, e)
-        blob = seal_backup(self._node.hsm, self._node.cluster_id, self._node.state.snapshot())
-        return send_ok(request, blob, b"application/octet-stream")
+        node = self._node
+        d = node.dump_state()
+        d.addCallback(lambda state: seal_backup(node.hsm, node.cluster_id, state))
+        return finish_later(request, d)
 
     def render_PUT(self, request):
         try:

@@ -21,6 +21,14 @@ class INode(Interface):
     hsm = Attribute("The HSM that seals backups (L{minkms.hsm.SoftHSM}).")
     cluster_id = Attribute("The ID of the cluster this node belongs to.")
 
+    def dump_state():
+        """
+        The snapshot bytes of C{state} as it is at the call, for a backup.
+
+        @return: a Deferred firing with them, serialized in slices so that
+            a large state does not hold up the node's other work.
+        """
+
     def submit_write(ctx, command, request):
         """
         Check, prepare and replicate a client's write command (on the

@@ -22,7 +22,7 @@ import random
 import time
 import uuid
 
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -37,6 +37,8 @@ from minkms.raft.types import DurableState, HardState, Snapshot, SnapshotMeta
 from minkms.server import peer, status
 from minkms.server.interfaces import INode
 from minkms.server.ports import KMSMachine, PeerLinks, VolumeStorage
+from minkms.server.slices import SlicedWork
+from minkms.server.stalls import StallWatch
 from minkms.server.writes import WritePath
 from minkms.state.machine import StateMachine
 from minkms.storage.errors import StorageFailed
@@ -80,6 +82,8 @@ class Node:
         self._joining = False
         self._stopped = False
         self._watches: list[tuple] = []
+        self._sliced = SlicedWork(reactor)
+        self.stalls = StallWatch(self._tick_seconds, clock, lambda text: log.warn("{text}", text=text))
         self._restore(_as_durable(volume.recovered))
         from minkms.apikey import APIKey
 
@@ -90,9 +94,13 @@ class Node:
         self.standing = Standing(self)
         self.writes = WritePath(self)
 
-    def _in_thread(self, f, *args) -> defer.Deferred:
-        """Call C{f(*args)} on the reactor's thread pool (CPU-long work such as a snapshot dump)."""
-        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
+    def dump_state(self) -> defer.Deferred:
+        """
+        Fires with the snapshot bytes of the state as it is now, serialized
+        a slice per reactor turn (L{SlicedWork}), so that a large state
+        holds up no heartbeat.
+        """
+        return self._sliced.join(self.state.frozen().snapshot_pieces())
 
     # -- start-up ---------------------------------------------------------
 
@@ -115,7 +123,7 @@ class Node:
             self.core,
             VolumeStorage(self.volume),
             self._links,
-            KMSMachine(self.state, self._in_thread),
+            KMSMachine(self.state, self.dump_state),
             self.clock,
             applied,
             reads_without_leader=getattr(self.settings, "reads_without_leader", "serve"),
@@ -189,6 +197,7 @@ class Node:
         self._joining = False
         self.driver.paused = False
         if self._ticker is not None and not self._ticker.running:
+            self.stalls.restart()
             self._ticker.start(self._tick_seconds, now=False)
 
     async def _reset(self, cluster_id: str, node_id: int, found: bool) -> None:
@@ -257,6 +266,7 @@ class Node:
         self._links.close_all()
         self.peer_protocol.close_all()
         self.driver.stop("node is shutting down")
+        self._sliced.stop()
         await self.volume.close()
 
     def close(self) -> None:
@@ -272,6 +282,7 @@ class Node:
     # -- the driver's hooks ------------------------------------------------
 
     def _tick(self) -> None:
+        self.stalls.tick()
         self.driver.tick()
         self._check_watches()
 

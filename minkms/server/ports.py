@@ -45,15 +45,14 @@ class VolumeStorage:
 
 class KMSMachine:
     """
-    The KMS state machine as the driver applies it.  Snapshots are dumped
-    by C{in_thread} (a function like C{deferToThread}) from a copy taken at
-    the call, so that serializing a large state does not hold the reactor
-    for a second and more.
+    The KMS state machine as the driver applies it.  Snapshots come from
+    C{dump_state} (L{Node.dump_state}), which serializes a copy taken at
+    the call a slice per reactor turn: a large state takes seconds.
     """
 
-    def __init__(self, state, in_thread) -> None:
+    def __init__(self, state, dump_state) -> None:
         self.state = state
-        self._in_thread = in_thread
+        self._dump_state = dump_state
 
     def apply(self, entry):
         if entry.kind == ENTRY_NORMAL:
@@ -69,7 +68,7 @@ class KMSMachine:
         )
 
     def dump(self) -> defer.Deferred:
-        return self._in_thread(self.state.frozen().snapshot)
+        return self._dump_state()
 
 
 class PeerLinks:

@@ -36,7 +36,6 @@ from minkms.state.model import (
     USER,
     Enclave,
     Identity,
-    Key,
     KeyVersion,
     Policy,
     State,
@@ -108,15 +107,15 @@ def _next_version(enclave: Enclave, name: str) -> int:
 
 
 def _add_version(enclave: Enclave, name: str, version: int, record: KeyVersion) -> Commit:
+    packed = record.pack()
+
     def commit() -> None:
-        key = enclave.keys.get(name)
-        if key is None:
+        ring = enclave.keys.get(name)
+        if ring is None:
             enclave.retired_keys.pop(name, None)
-            versions = {}
-        else:
-            versions = dict(key.versions)
-        versions[version] = record
-        enclave.keys[name] = Key(name, versions, version)
+            ring = {}
+        enclave.keys[name] = {**ring, version: packed}
+        enclave.highest[name] = version
 
     return commit
 
@@ -124,12 +123,12 @@ def _add_version(enclave: Enclave, name: str, version: int, record: KeyVersion) 
 def _create_key(state: State, command: c.CreateKey) -> Commit:
     _authorize(state, command, "KEY:CREATE", command.name)
     enclave = _enclave(state, command)
-    key = enclave.keys.get(command.name)
-    if key is not None and not command.add_version:
+    ring = enclave.keys.get(command.name)
+    if ring is not None and not command.add_version:
         raise ErrKeyExists
     check_name("key", command.name)
-    if command.key_type == "" and key is not None:
-        key_type = key.versions[key.latest()].key_type
+    if command.key_type == "" and ring is not None:
+        key_type = KeyVersion.unpack(ring[max(ring)]).key_type
     else:
         key_type = crypto.key_type(command.key_type)
     crypto.check_key_material(command.material, key_type)
@@ -154,26 +153,29 @@ def _import_key(state: State, command: c.ImportKey) -> Commit:
 def _delete_key(state: State, command: c.DeleteKey) -> Commit:
     _authorize(state, command, "KEY:DELETE", command.name)
     enclave = _enclave(state, command)
-    key = enclave.keys.get(command.name)
-    if key is None:
+    name = command.name
+    ring = enclave.keys.get(name)
+    if ring is None:
         raise ErrKeyNotFound
     if command.all_versions and command.version != 0:
         raise bad_request("invalid arguments: cannot delete all versions and a specific version at once")
     if command.all_versions:
-        doomed = set(key.versions)
+        doomed = set(ring)
     else:
-        version = command.version or key.latest()
-        if version not in key.versions:
+        version = command.version or max(ring)
+        if version not in ring:
             raise ErrKeyNotFound
         doomed = {version}
 
     def commit() -> None:
-        versions = {n: v for n, v in key.versions.items() if n not in doomed}
+        for version in doomed:
+            enclave.ciphers.pop((name, version), None)
+        versions = {n: v for n, v in ring.items() if n not in doomed}
         if versions:
-            enclave.keys[command.name] = Key(key.name, versions, key.highest)
+            enclave.keys[name] = versions
         else:
-            del enclave.keys[command.name]
-            enclave.retired_keys[command.name] = key.highest
+            del enclave.keys[name]
+            enclave.retired_keys[name] = enclave.highest.pop(name)
 
     return commit
 

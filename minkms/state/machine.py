@@ -10,6 +10,7 @@ raises, because a raising apply would stop replication on every node.
 """
 
 import hashlib
+from collections.abc import Iterator
 
 from minkms.errors import KMSError, bad_request, internal
 from minkms.state import snapshot
@@ -87,6 +88,10 @@ class StateMachine:
     def snapshot(self) -> bytes:
         """The canonical bytes of the state (equal states, equal bytes)."""
         return snapshot.dump(self.state)
+
+    def snapshot_pieces(self) -> Iterator[bytes]:
+        """L{snapshot} in pieces of a few keys each (L{snapshot.dump_pieces})."""
+        return snapshot.dump_pieces(self.state)
 
     def frozen(self) -> "StateMachine":
         """A machine over a copy of the state as it is now, whose L{snapshot} may be taken on another thread."""

@@ -3,12 +3,13 @@ The replicated KMS data: enclaves holding key rings, policies and
 identities.  Membership is not here: it lives in the Raft
 configuration entries (L{minkms.raft.config}).
 
-Records that are replaced as a whole (a key version, a policy, an identity)
-are frozen; containers that apply mutates in place (the state, an enclave,
-a key ring) are not.  Times are nanoseconds since the Unix epoch, chosen by
+Records that are replaced as a whole (a key ring, a policy, an identity)
+are frozen or never changed in place; containers that apply mutates in
+place (the state, an enclave) are not.  Times are nanoseconds since the Unix epoch, chosen by
 the proposer of the write, never read from a local clock.
 """
 
+import struct
 from typing import Any
 
 import attrs
@@ -26,11 +27,21 @@ Rules = dict[str, tuple[str, ...]]
 """Policy rules: canonical action name -> patterns, sorted."""
 
 
+_VERSION_HEAD = struct.Struct("<HBH?")
+"""A packed key version's lengths of material, key type and creation time, and whether it was imported."""
+
+
 @attrs.frozen
 class KeyVersion:
     """
-    One version of a key ring: its secret material and provenance, and the
-    cipher derived from it, made on first use and gone with the record.
+    One version of a key ring: its secret material and provenance.
+
+    An enclave stores each version packed in one C{bytes} (L{pack}), and
+    hands out this record when asked (L{Enclave.key_version}): plain bytes
+    in plain dicts are invisible to Python's cycle collector, so a node's
+    collections cost the same at a million keys as at a hundred.  With a
+    record object per version, a full collection walked every key: 0.8 to 2
+    seconds at 300,000 keys, on the leader and its followers alike.
     """
 
     material: bytes = attrs.field(repr=False)
@@ -38,32 +49,37 @@ class KeyVersion:
     created_at: int
     created_by: str
     imported: bool = False
-    _ciphers: dict[int, VersionCipher] = attrs.field(init=False, factory=dict, eq=False, repr=False)
 
-    def cipher(self, version: int) -> VersionCipher:
-        """The derived cipher of this record as key version C{version}."""
-        found = self._ciphers.get(version)
-        if found is None:
-            found = self._ciphers[version] = VersionCipher(self.material, self.key_type, version)
-        return found
+    def pack(self) -> bytes:
+        """The bytes an enclave keeps for this version."""
+        key_type = self.key_type.encode("utf-8")
+        created_at = self.created_at.to_bytes((self.created_at.bit_length() + 8) // 8, "little", signed=True)
+        head = _VERSION_HEAD.pack(len(self.material), len(key_type), len(created_at), self.imported)
+        return b"".join((head, self.material, key_type, created_at, self.created_by.encode("utf-8")))
+
+    @classmethod
+    def unpack(cls, data: bytes) -> "KeyVersion":
+        """The version L{pack} gave C{data} for."""
+        return cls(*unpack_version(data))
 
 
-@attrs.frozen
-class Key:
+def unpack_version(data: bytes) -> tuple[bytes, str, int, str, bool]:
     """
-    A key ring: the live versions and the highest version ever issued, so
-    that a removed version number is never handed out again.  A change
-    makes a new ring (L{detached_copy} relies on it); C{versions} is never
-    changed in place.
+    The fields of a packed L{KeyVersion} in their order, without making the
+    record: what a snapshot dump, which writes every version, needs.
     """
+    material_size, type_size, time_size, imported = _VERSION_HEAD.unpack_from(data)
+    at = _VERSION_HEAD.size
+    material = data[at : at + material_size]
+    at += material_size
+    key_type = data[at : at + type_size].decode("utf-8")
+    at += type_size
+    created_at = int.from_bytes(data[at : at + time_size], "little", signed=True)
+    return material, key_type, created_at, data[at + time_size :].decode("utf-8"), imported
 
-    name: str
-    versions: dict[int, KeyVersion] = attrs.Factory(dict)
-    highest: int = 0
 
-    def latest(self) -> int:
-        """The highest version that still exists."""
-        return max(self.versions)
+KeyRing = dict[int, bytes]
+"""A key's live versions: version number -> the packed L{KeyVersion}.  Replaced on change, never changed in place."""
 
 
 @attrs.frozen
@@ -111,25 +127,46 @@ class Enclave:
     """
     A tenant namespace; nothing is shared across enclaves.
 
-    C{retired_keys} remembers, for each deleted key name, the highest
-    version it had, so re-creating the name continues the numbering and a
-    ciphertext of the old key reports "key does not exist".
+    C{highest} holds, for each live key, the highest version ever issued
+    under its name; C{retired_keys} the same for each deleted key name, so
+    re-creating the name continues the numbering and a ciphertext of the
+    old key reports "key does not exist".
+
+    C{ciphers} is not replicated: the derived cipher of each key version
+    used here, made on first use and dropped with the version, so that no
+    derived key outlives a deleted one.
     """
 
     name: str
     created_at: int
     created_by: str
-    keys: dict[str, Key] = attrs.Factory(dict)
+    keys: dict[str, KeyRing] = attrs.Factory(dict)
+    highest: dict[str, int] = attrs.Factory(dict)
     retired_keys: dict[str, int] = attrs.Factory(dict)
     policies: dict[str, Policy] = attrs.Factory(dict)
     identities: dict[str, Identity] = attrs.Factory(dict)
+    ciphers: dict[tuple[str, int], VersionCipher] = attrs.field(init=False, factory=dict, eq=False, repr=False)
 
     def highest_version(self, name: str) -> int:
         """The highest version ever issued under a key name, live or not."""
-        key = self.keys.get(name)
-        if key is not None:
-            return key.highest
+        found = self.highest.get(name)
+        if found is not None:
+            return found
         return self.retired_keys.get(name, 0)
+
+    def key_version(self, name: str, version: int) -> KeyVersion | None:
+        """A live version of a key, or None."""
+        ring = self.keys.get(name)
+        packed = ring.get(version) if ring is not None else None
+        return KeyVersion.unpack(packed) if packed is not None else None
+
+    def cipher(self, name: str, version: int) -> VersionCipher:
+        """The derived cipher of a live key version (the caller checked that it exists)."""
+        found = self.ciphers.get((name, version))
+        if found is None:
+            record = KeyVersion.unpack(self.keys[name][version])
+            found = self.ciphers[(name, version)] = VersionCipher(record.material, record.key_type, version)
+        return found
 
 
 @attrs.define
@@ -160,6 +197,7 @@ def detached_copy(state: State) -> State:
             name: attrs.evolve(
                 enclave,
                 keys=dict(enclave.keys),
+                highest=dict(enclave.highest),
                 retired_keys=dict(enclave.retired_keys),
                 policies=dict(enclave.policies),
                 identities=dict(enclave.identities),

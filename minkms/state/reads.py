@@ -103,14 +103,27 @@ def list_enclaves(state: State, prefix: str, continue_at: str, limit: int) -> Pa
 
 def key_status(state: State, enclave_name: str, name: str, version: int = 0) -> KeyStatus:
     """KEY:STATUS: one version of a key, 0 meaning the latest."""
-    key = enclave(state, enclave_name).keys.get(name)
-    if key is None:
+    container = enclave(state, enclave_name)
+    version = _live_version(container, name, version)
+    return KeyStatus(name, version, KeyVersion.unpack(container.keys[name][version]))
+
+
+def _live_version(container: Enclave, name: str, version: int) -> int:
+    """C{version} of the key, 0 meaning the latest, if it exists; else L{ErrKeyNotFound}."""
+    ring = container.keys.get(name)
+    if ring is None:
         raise ErrKeyNotFound
-    version = version or key.latest()
-    record = key.versions.get(version)
-    if record is None:
+    version = version or max(ring)
+    if version not in ring:
         raise ErrKeyNotFound
-    return KeyStatus(name, version, record)
+    return version
+
+
+def _cipher(state: State, enclave_name: str, name: str, version: int) -> tuple[int, crypto.VersionCipher]:
+    """A live version of a key (0: the latest) and its cipher."""
+    container = enclave(state, enclave_name)
+    version = _live_version(container, name, version)
+    return version, container.cipher(name, version)
 
 
 def list_keys(
@@ -132,8 +145,8 @@ def list_key_versions(state: State, enclave_name: str, name: str, continue_at: s
     KEY:LISTVERSIONS (209, provisional): every live version of one key,
     ascending; the continuation is the next version as a decimal string.
     """
-    key = enclave(state, enclave_name).keys.get(name)
-    if key is None:
+    ring = enclave(state, enclave_name).keys.get(name)
+    if ring is None:
         raise ErrKeyNotFound
     start = 0
     if continue_at:
@@ -142,8 +155,8 @@ def list_key_versions(state: State, enclave_name: str, name: str, continue_at: s
         start = int(continue_at)
     if limit == 0 or limit > DEFAULT_LIST_LIMIT:
         limit = DEFAULT_LIST_LIMIT
-    versions = sorted(v for v in key.versions if v >= start)
-    page = [KeyStatus(name, v, key.versions[v]) for v in versions[:limit]]
+    versions = sorted(v for v in ring if v >= start)
+    page = [KeyStatus(name, v, KeyVersion.unpack(ring[v])) for v in versions[:limit]]
     after = str(versions[limit]) if len(versions) > limit else ""
     return Page(page, after)
 
@@ -152,20 +165,17 @@ def encrypt(
     state: State, enclave_name: str, name: str, version: int, plaintext: bytes, aad: bytes
 ) -> tuple[int, bytes]:
     """KEY:ENCRYPT: the version used and the ciphertext."""
-    status = key_status(state, enclave_name, name, version)
-    record = status.record
-    ciphertext = record.cipher(status.version).encrypt(plaintext, aad)
-    return status.version, ciphertext
+    version, cipher = _cipher(state, enclave_name, name, version)
+    return version, cipher.encrypt(plaintext, aad)
 
 
 def generate_key(
     state: State, enclave_name: str, name: str, version: int, aad: bytes, length: int
 ) -> tuple[int, bytes, bytes]:
     """KEY:GENERATE: the version used, a fresh data key and its ciphertext."""
-    status = key_status(state, enclave_name, name, version)
+    version, cipher = _cipher(state, enclave_name, name, version)
     plaintext = crypto.generate_data_key(length)
-    ciphertext = status.record.cipher(status.version).encrypt(plaintext, aad)
-    return status.version, plaintext, ciphertext
+    return version, plaintext, cipher.encrypt(plaintext, aad)
 
 
 def decrypt(state: State, enclave_name: str, name: str, version: int, ciphertext: bytes, aad: bytes) -> bytes:
@@ -176,22 +186,21 @@ def decrypt(state: State, enclave_name: str, name: str, version: int, ciphertext
     means the ciphertext is not genuine: L{ErrDecrypt}.
     """
     container = enclave(state, enclave_name)
-    key = container.keys.get(name)
-    if key is None:
+    ring = container.keys.get(name)
+    if ring is None:
         raise ErrKeyNotFound
     embedded = crypto.parse_ciphertext_version(ciphertext)
-    if version not in (0, embedded) or embedded > key.highest:
+    if version not in (0, embedded) or embedded > container.highest[name]:
         raise ErrDecrypt
-    record = key.versions.get(embedded)
-    if record is None:
+    if embedded not in ring:
         raise ErrKeyNotFound
-    return record.cipher(embedded).decrypt(ciphertext, aad)
+    return container.cipher(name, embedded).decrypt(ciphertext, aad)
 
 
 def mac(state: State, enclave_name: str, name: str, version: int, message: bytes) -> tuple[int, bytes]:
     """KEY:MAC: the version used and HMAC-SHA-256 of the message."""
-    status = key_status(state, enclave_name, name, version)
-    return status.version, status.record.cipher(status.version).mac(message)
+    version, cipher = _cipher(state, enclave_name, name, version)
+    return version, cipher.mac(message)
 
 
 def policy(state: State, enclave_name: str, name: str) -> Policy:
