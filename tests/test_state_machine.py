@@ -577,13 +577,14 @@ class ReplicationTests(unittest.TestCase):
     def test_snapshot_pieces_make_the_snapshot(self):
         """In pieces of any size, the snapshot is the same canonical bytes; no piece holds more keys than asked."""
         d = self.busy()
-        for n in range(7):
+        for n in (7, 3, 11, 0, 5, 2, 13, 1, 8):
             d.ok(sc.CreateKey, enclave="e2", name=f"more-{n}")
         whole = d.machine.snapshot()
         for per_piece in (1, 2, 3, 128):
-            pieces = list(snapshot.dump_pieces(d.state, per_piece))
-            self.assertEqual(b"".join(pieces), whole)
-            self.assertLessEqual(max(piece.count(b'"highest"') for piece in pieces), per_piece)
+            for sort_run in (1, 2, 5, 4096):
+                pieces = list(snapshot.dump_pieces(d.state, per_piece, sort_run))
+                self.assertEqual(b"".join(pieces), whole)
+                self.assertLessEqual(max(piece.count(b'"highest"') for piece in pieces), per_piece)
         self.assertEqual(b"".join(StateMachine().snapshot_pieces()), b'{"enclaves":{},"format":1}')
 
     def test_keys_are_invisible_to_the_cycle_collector(self):

@@ -11,6 +11,8 @@ import base64
 import binascii
 import contextlib
 import gc
+import heapq
+import itertools
 import json
 import struct
 from collections.abc import Iterator
@@ -95,6 +97,9 @@ _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=T
 KEYS_PER_PIECE = 128
 """Keys per piece of L{dump_pieces}: about a millisecond of work each."""
 
+SORT_RUN = 4096
+"""Key names sorted in one step of L{dump_pieces}; an enclave with more is sorted in runs, then merged."""
+
 
 def _enclave_ends(e: Enclave) -> tuple[str, str]:
     """
@@ -108,25 +113,31 @@ def _enclave_ends(e: Enclave) -> tuple[str, str]:
     return f'{before[:-1]},"keys":{{', f"}},{after[1:]}"
 
 
-def dump_pieces(state: State, keys_per_piece: int = KEYS_PER_PIECE) -> Iterator[bytes]:
+def dump_pieces(state: State, keys_per_piece: int = KEYS_PER_PIECE, sort_run: int = SORT_RUN) -> Iterator[bytes]:
     """
-    L{dump}'s bytes in pieces of at most C{keys_per_piece} keys, whose
-    concatenation is L{dump}: a node serializes a large state a few pieces
-    per reactor turn, so that neither the dump nor a thread contending with
-    the reactor for the interpreter holds up heartbeats.
+    L{dump}'s bytes in pieces, whose concatenation is L{dump}: a node
+    serializes a large state a few pieces per reactor turn, so that the
+    dump does not hold up heartbeats.  No piece costs much: one holds at
+    most C{keys_per_piece} keys, and an enclave's key names are sorted
+    C{sort_run} at a time (an empty piece after each run), then merged as
+    they are written.  Sorting 240,000 names in one go held a node for
+    up to 450 ms.
     """
     yield b'{"enclaves":{'
     for n, (name, e) in enumerate(sorted(state.enclaves.items())):
         before, after = _enclave_ends(e)
         yield f'{"," if n else ""}{_encode(name)}:{before}'.encode("ascii")
-        keys = sorted(e.keys.items())
-        highest = e.highest
-        for start in range(0, len(keys), keys_per_piece):
-            piece = ",".join(
-                f"{_quote(key_name)}:{_key_json(ring, highest[key_name])}"
-                for key_name, ring in keys[start : start + keys_per_piece]
-            )
-            yield f'{"," if start else ""}{piece}'.encode("ascii")
+        names = list(e.keys)
+        runs = []
+        for start in range(0, len(names), sort_run):
+            runs.append(sorted(names[start : start + sort_run]))
+            yield b""
+        ordered = heapq.merge(*runs) if len(runs) > 1 else iter(runs[0] if runs else ())
+        keys, highest, first = e.keys, e.highest, True
+        while batch := list(itertools.islice(ordered, keys_per_piece)):
+            piece = ",".join(f"{_quote(key)}:{_key_json(keys[key], highest[key])}" for key in batch)
+            yield f'{"" if first else ","}{piece}'.encode("ascii")
+            first = False
         yield after.encode("ascii")
     yield f'}},"format":{FORMAT_VERSION}}}'.encode("ascii")
 
