@@ -5,8 +5,9 @@ configuration entries (L{minkms.raft.config}).
 
 Records that are replaced as a whole (a key ring, a policy, an identity)
 are frozen or never changed in place; containers that apply mutates in
-place (the state, an enclave) are not.  Times are nanoseconds since the Unix epoch, chosen by
-the proposer of the write, never read from a local clock.
+place (the state, an enclave) are not.  Times are nanoseconds since the
+Unix epoch, chosen by the proposer of the write, never read from a local
+clock.
 """
 
 import struct
@@ -37,7 +38,7 @@ class KeyVersion:
     One version of a key ring: its secret material and provenance.
 
     An enclave stores each version packed in one C{bytes} (L{pack}), and
-    hands out this record when asked (L{Enclave.key_version}): plain bytes
+    readers get this record back (L{unpack}) when they need one: plain bytes
     in plain dicts are invisible to Python's cycle collector, so a node's
     collections cost the same at a million keys as at a hundred.  With a
     record object per version, a full collection walked every key: 0.8 to 2
@@ -153,12 +154,6 @@ class Enclave:
         if found is not None:
             return found
         return self.retired_keys.get(name, 0)
-
-    def key_version(self, name: str, version: int) -> KeyVersion | None:
-        """A live version of a key, or None."""
-        ring = self.keys.get(name)
-        packed = ring.get(version) if ring is not None else None
-        return KeyVersion.unpack(packed) if packed is not None else None
 
     def cipher(self, name: str, version: int) -> VersionCipher:
         """The derived cipher of a live key version (the caller checked that it exists)."""
