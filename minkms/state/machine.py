@@ -94,7 +94,7 @@ class StateMachine:
         return snapshot.dump_pieces(self.state)
 
     def frozen(self) -> "StateMachine":
-        """A machine over a copy of the state as it is now, whose L{snapshot} may be taken on another thread."""
+        """A machine over a copy of the state as it is now, whose L{snapshot} may be taken later, piece by piece."""
         return StateMachine(detached_copy(self.state))
 
     def restore(self, data: bytes) -> None:

@@ -46,9 +46,9 @@ def _rules_doc(rules: Rules) -> dict[str, Any]:
 def _key_json(ring: KeyRing, highest: int) -> str:
     """
     The canonical JSON of a key ring, written out rather than built as a
-    document and encoded: a dump writes every key, and this is about four
-    times faster.  C{test_snapshot_is_canonical_json} holds it to the form
-    C{json} gives.
+    document and encoded: a dump writes every key, and this costs about 40%
+    less per key, unpacking included (3.6 against 6 µs).
+    C{test_snapshot_is_canonical_json} holds it to the form C{json} gives.
     """
     versions = []
     for number in sorted(ring, key=str):
