@@ -232,8 +232,9 @@ class RequestTally:
 class Metrics:
     """
     Every metric of one node, in its own registry (so several in-process
-    nodes do not mix).  Counting methods are cheap; L{observe_request} is
-    for the reactor thread, the others are safe from any thread.
+    nodes do not mix).  Counting methods are cheap; C{requests.observe}
+    (L{RequestTally}) is for the reactor thread, the others are safe from
+    any thread.
     """
 
     def __init__(self) -> None:
@@ -263,10 +264,6 @@ class Metrics:
         self.watcher = RaftWatcher(lambda: read_node(node))
         self.registry.register(NodeCollector(self.watcher, lambda: lease_holders(node), certificates))
         return self.watcher
-
-    def observe_request(self, command: str, status: int, seconds: float) -> None:
-        """Count one answered API request (on the reactor thread)."""
-        self.requests.observe(command, status, seconds)
 
     def exposition(self) -> tuple[bytes, bytes]:
         """The content type and body of a scrape."""

@@ -5,9 +5,10 @@ On the leader a client's write is checked and prepared against the
 leader's state (once it has applied every write a client may have seen
 acknowledged: a lagging state could answer a wrong 404 or 409; entries
 still on their way need no wait, as applying a write checks it again),
-proposed through the driver and answered once applied.  A follower forwards the write, as the client sent it, to the
-leader over the peer channel and answers once the entry the leader placed
-is applied here.  Every 503 says whether the write may have been applied.
+proposed through the driver and answered once applied.  A follower
+forwards the write, as the client sent it, to the leader over the peer
+channel and answers once the entry the leader placed is applied here.
+Every 503 says whether the write may have been applied.
 """
 
 import time

@@ -132,7 +132,7 @@ def dump_pieces(state: State, keys_per_piece: int = KEYS_PER_PIECE, sort_run: in
         for start in range(0, len(names), sort_run):
             runs.append(sorted(names[start : start + sort_run]))
             yield b""
-        ordered = heapq.merge(*runs) if len(runs) > 1 else iter(runs[0] if runs else ())
+        ordered = heapq.merge(*runs)
         keys, highest, first = e.keys, e.highest, True
         while batch := list(itertools.islice(ordered, keys_per_piece)):
             piece = ",".join(f"{_quote(key)}:{_key_json(keys[key], highest[key])}" for key in batch)
