@@ -46,9 +46,13 @@ class FakeStorage:
 class FakeTransport:
     def __init__(self):
         self.sent = []
+        self.flushed = 0
 
     def send(self, message):
         self.sent.append(message)
+
+    def flush(self):
+        self.flushed = len(self.sent)
 
 
 class FakeMachine:
@@ -78,6 +82,17 @@ def driver_for(voters=(1,), policy=SERVE, now=lambda: 0.0, durable=None, soon=No
     storage, transport, machine = FakeStorage(), FakeTransport(), FakeMachine()
     driver = RaftDriver(core, storage, transport, machine, now, 0, reads_without_leader=policy, soon=soon)
     return driver, storage, transport, machine
+
+
+def elect_of_three(driver, storage, transport):
+    """Make node 1 of three the leader (its first Append sent, its own write pending); clear what was sent."""
+    driver.core.campaign()
+    driver.kick()
+    storage.flush()
+    driver.step(VoteResponse(2, 1, driver.core.term, pre=True, granted=True))
+    storage.flush()
+    transport.sent.clear()
+    driver.step(VoteResponse(2, 1, driver.core.term, granted=True))
 
 
 def elect_single(driver, storage):
@@ -118,14 +133,7 @@ class LoopTests(SynchronousTestCase):
         the leader's own write is durable.
         """
         driver, storage, transport, _ = driver_for(voters=(1, 2, 3))
-        driver.core.campaign()
-        driver.kick()
-        storage.flush()
-        term = driver.core.term
-        driver.step(VoteResponse(2, 1, term, pre=True, granted=True))
-        storage.flush()
-        transport.sent.clear()
-        driver.step(VoteResponse(2, 1, driver.core.term, granted=True))
+        elect_of_three(driver, storage, transport)
         self.assertEqual(driver.core.role, LEADER)
         self.assertTrue(storage.pending)
         appends = [m for m in transport.sent if isinstance(m, Append) and m.entries]
@@ -138,6 +146,39 @@ class LoopTests(SynchronousTestCase):
         self.assertLess(driver.core.log.committed, noop)
         storage.flush()
         self.assertEqual(driver.core.log.committed, noop)
+
+    def test_commit_answers_writers_before_its_notices_leave(self):
+        """
+        A Ready that only commits carries the new stored commit, answers
+        the writers before any of its messages go (the followers' commit
+        notices), and every message the driver sends is flushed.
+        """
+        clock = [0.0]
+        driver, storage, transport, _ = driver_for(voters=(1, 2, 3), now=lambda: clock[0])
+        elect_of_three(driver, storage, transport)
+        clock[0] += 5.0
+        term = driver.core.term
+        noop = driver.core.log.last_index()
+        for follower in (2, 3):
+            driver.step(AppendResponse(follower, 1, term, index=noop))
+        storage.flush()
+        index, term = driver.propose(b"x")
+        storage.flush()
+        order: list = []
+        driver.wait_applied(index, term).addCallback(order.append)
+        transport.send = lambda message: order.append(message)
+        driver.step(AppendResponse(2, 1, term, index=index))
+        [(ready, _)] = storage.pending
+        self.assertEqual((ready.must_sync, ready.hard_state.commit), (False, index))
+        storage.flush()
+        self.assertEqual(order[0], f"applied {index}")
+        notices = [m for m in order[1:] if isinstance(m, Append) and not m.entries and m.commit == index]
+        self.assertEqual(sorted(m.dst for m in notices), [2, 3])
+        transport.send = FakeTransport.send.__get__(transport)
+        transport.sent.clear()
+        driver.propose(b"y")
+        self.assertEqual(transport.flushed, len(transport.sent))
+        self.assertEqual(sorted(m.dst for m in transport.sent), [2, 3])
 
     def test_snapshots_wait_for_as_many_log_bytes_as_the_last_one(self):
         """

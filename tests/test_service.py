@@ -17,6 +17,7 @@ from twisted.trial import unittest
 
 from minkms.hsm import SoftHSM
 from minkms.server import collector, service
+from minkms.server.prompttls import PromptTLSFactory
 from minkms.storage.volume import InlineRunner
 from tests.harness import NullOut
 
@@ -26,7 +27,7 @@ HOST = "127.0.0.1:7373"
 class BusyPortReactor(MemoryReactorClock):
     """A memory reactor whose every port is taken."""
 
-    def listenSSL(self, port, factory, contextFactory, backlog=50, interface=""):
+    def listenTCP(self, port, factory, backlog=50, interface=""):
         raise error.CannotListenError(interface, port, OSError(errno.EADDRINUSE, "Address already in use"))
 
 
@@ -57,10 +58,11 @@ class NodeServiceTests(unittest.TestCase):
         node_service = self.build(reactor)
         self.assertEqual([child.name for child in node_service], ["node", "operations", "listener"])
         self.assertIsInstance(node_service.getServiceNamed("listener"), StreamServerEndpointService)
-        self.assertEqual(reactor.sslServers, [], "nothing is bound by makeService")
+        self.assertEqual(reactor.tcpServers, [], "nothing is bound by makeService")
         node_service.privilegedStartService()
-        [(port, _, _, _, interface)] = reactor.sslServers
+        [(port, factory, _, interface)] = reactor.tcpServers
         self.assertEqual((interface, port), ("127.0.0.1", 7373))
+        self.assertIsInstance(factory, PromptTLSFactory, "the port speaks TLS only")
         self.assertFalse(node_service.node.ready(True), "the node does not run before startService")
         self.addCleanup(node_service.node.close)
 

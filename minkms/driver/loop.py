@@ -8,7 +8,8 @@ simulator's in L{minkms.sim.node}):
    (snapshot, entries, hard state), fsynced if C{ready.must_sync}; fires
    once durable.  C{storage.save_snapshot(snapshot) -> Deferred}: a
    compaction snapshot.
- - C{transport.send(message)}.
+ - C{transport.send(message)}; C{transport.flush()}: send now what the
+   calls since the last flush wrote (the driver flushes after each batch).
  - C{machine.apply(entry) -> result}, C{machine.restore(snapshot)},
    C{machine.dump() -> Deferred}: fires with the bytes of the state as
    applied at the call, possibly later (the node serializes off the
@@ -17,7 +18,10 @@ simulator's in L{minkms.sim.node}):
 
 Per Ready: send what needs nothing persisted (the leader's appends and
 heartbeats, L{Ready.send_first}), persist, then send the rest, install a
-snapshot, apply committed entries, settle writes and reads, advance; then
+snapshot, apply committed entries, settle writes and reads, advance.  A
+Ready that needs no fsync (a new commit index) is applied before any of
+its messages go, so that the clients' answers leave before the
+followers' commit notices.  Then
 the hooks run (C{on_ready(ready)}: links and the like) and compaction is
 considered.  While a Ready is being persisted the leader's heartbeats and
 the like still go out at once (L{RaftCore.early_messages}): peer traffic
@@ -208,7 +212,8 @@ class RaftDriver:
         while not self._busy and self._accepts_input() and self.core.has_ready():
             self._busy = True
             ready = self.core.ready()
-            self._send(ready.send_first)
+            if ready.must_sync:
+                self._send(ready.send_first)
             d = self.storage.persist(ready)
             if not d.called:
                 d.addCallbacks(self._resume, self._fail, callbackArgs=(ready,))
@@ -245,11 +250,14 @@ class RaftDriver:
         self.kick()
 
     def _send(self, messages) -> None:
-        for message in messages:
-            self.transport.send(message)
+        if messages:
+            for message in messages:
+                self.transport.send(message)
+            self.transport.flush()
 
     def _complete(self, ready: Ready) -> None:
-        self._send(ready.messages)
+        if ready.must_sync:
+            self._send(ready.messages)
         if ready.snapshot is not None:
             meta = ready.snapshot.meta
             self.machine.restore(ready.snapshot)
@@ -263,6 +271,8 @@ class RaftDriver:
             self.writes.on_apply(entry.index, entry.term, result)
         for state in ready.read_states:
             self.reads.confirmed(state.request_id, state.index)
+        if not ready.must_sync:
+            self._send(ready.send_first + ready.messages)
         self.core.advance(ready)
         self._busy = False
         self._on_ready(ready)

@@ -488,6 +488,9 @@ class RaftCore:
         """The next batch of work; see the module docstring for what to do with it."""
         if self._outstanding is not None:
             raise RuntimeError("advance() the previous Ready before asking for another")
+        # What may be applied first: it can move the stored commit (the
+        # lease holders' acknowledgement), which then goes in this Ready.
+        exposable = self.exposable()
         self._flush_appends()
         snapshot = self.log.unpersisted_snapshot
         self.log.unpersisted_snapshot = None
@@ -499,7 +502,7 @@ class RaftCore:
             hard_state=hard if hard != previous else None,
             entries=entries,
             snapshot=snapshot,
-            committed_entries=tuple(self.log.to_apply(self.exposable())),
+            committed_entries=tuple(self.log.to_apply(exposable)),
             messages=tuple(self._messages),
             read_states=tuple(self._read_states),
             must_sync=bool(entries or snapshot or hard.term != previous.term or hard.vote != previous.vote),
@@ -984,7 +987,8 @@ class RaftCore:
             return
         if m.src == self._transfer_target and pr.match == self.log.last_index():
             self._send(TimeoutNow(self.id, m.src, self.term))
-        self._send_pending = True
+        if pr.next <= self.log.last_index():
+            self._send_pending = True
 
     def _handle_heartbeat_response(self, m: HeartbeatResponse, pr: Progress) -> None:
         silent = self._ticks - pr.last_ack >= self.options.retransmit_ticks

@@ -18,6 +18,7 @@ from twisted.web.http_headers import Headers
 
 from minkms.errors import KMSError
 from minkms.server.limits import ConnectionLimits
+from minkms.server.prompttls import push
 from minkms.tls import peer_identity
 from minkms.wire import errors as wire_errors
 
@@ -353,8 +354,10 @@ class LimitedRequest(server.Request):
         The end of an answer written whole by L{write}: as Twisted's
         C{finish} (nothing more to write, no encoder, and the site logs
         nothing: L{APISite.log}), straight to the clean-up that hands the
-        channel its next request.
+        channel its next request.  Either way the answer leaves now, not
+        at the reactor's next turn (L{minkms.server.prompttls}).
         """
+        channel = self.channel
         if (
             not self.startedWriting
             or self.chunked
@@ -362,11 +365,16 @@ class LimitedRequest(server.Request):
             or self._disconnected
             or self.queued
             or self._encoder is not None
-            or not self.channel.fast_path
+            or not channel.fast_path
         ):
-            return super().finish()
-        self.finished = 1
-        self._cleanup()
+            result = super().finish()
+        else:
+            self.finished = 1
+            self._cleanup()
+            result = None
+        if channel is not None:
+            push(channel.transport)
+        return result
 
     def connectionLost(self, reason):
         self._stop_grace()

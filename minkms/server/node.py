@@ -119,9 +119,10 @@ class Node:
             read_lease=getattr(self.settings, "read_lease", 1.0),
         )
         self.core = RaftCore(self.volume.node_id, durable, self._rng, options, clock=self.clock)
+        self._storage = VolumeStorage(self.volume)
         self.driver = RaftDriver(
             self.core,
-            VolumeStorage(self.volume),
+            self._storage,
             self._links,
             KMSMachine(self.state, self.dump_state),
             self.clock,
@@ -266,6 +267,7 @@ class Node:
         self._links.close_all()
         self.peer_protocol.close_all()
         self.driver.stop("node is shutting down")
+        self._storage.write_held()
         self._sliced.stop()
         await self.volume.close()
 
@@ -284,6 +286,7 @@ class Node:
     def _tick(self) -> None:
         self.stalls.tick()
         self.driver.tick()
+        self._storage.write_held()
         self._check_watches()
 
     def when(self, condition) -> defer.Deferred:

@@ -59,7 +59,7 @@ import struct
 
 from OpenSSL import SSL
 from twisted.internet import defer, error
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -69,6 +69,7 @@ from zope.interface import implementer
 
 from minkms.client import network_reason
 from minkms.errors import KMSError, internal
+from minkms.server.prompttls import PromptClientTLS, push
 from minkms.tls import ALPN_PEER, PEER_SERVER_NAME, ClientTLS, peer_identity
 
 log = Logger()
@@ -421,11 +422,23 @@ class PeerProtocol(amp.AMP):
         self.lost.callback(None)
 
     def send_raft(self, data: bytes) -> None:
-        """Send one encoded Raft message (see L{RaftMessage})."""
+        """
+        Write one encoded Raft message (see L{RaftMessage}); it leaves at
+        L{push} or at the reactor's next turn, whichever comes first.
+        """
         if len(data) > _CHUNK:
             self.callRemote(RaftMessage, data=data)
         elif self.transport is not None:
             self.transport.write(raft_box(data))
+
+    def push(self) -> None:
+        """Send now what was written (L{minkms.server.prompttls})."""
+        push(self.transport)
+
+    def sendBox(self, box):
+        """Every other box (a call, an answer) leaves at once."""
+        super().sendBox(box)
+        push(self.transport)
 
     def dataReceived(self, data):
         """
@@ -576,7 +589,7 @@ class PeerLink:
         from minkms.server.config import split_host_port
 
         host, port = split_host_port(address, "peer address")
-        self._endpoint = wrapClientTLS(
+        self._endpoint = PromptClientTLS(
             tls.creatorForNetloc(host.encode("idna"), port),
             HostnameEndpoint(reactor, host, port, timeout=5),
         )
@@ -649,13 +662,13 @@ class PeerLink:
         p = self.usable()
         return None if p is None else p.remote
 
-    def send(self, data: bytes) -> bool:
-        """Send a Raft message if connected to the member; say whether it went out."""
+    def send(self, data: bytes):
+        """Write a Raft message if connected to the member; returns the protocol it went to, or None."""
         p = self.usable()
         if p is None or p.stranger:
-            return False
+            return None
         p.send_raft(data)
-        return True
+        return p
 
     def when_connected(self, timeout: float, reactor) -> defer.Deferred:
         """The authenticated protocol, once connected (within C{timeout})."""

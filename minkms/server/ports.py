@@ -9,7 +9,7 @@ from twisted.logger import Logger
 
 from minkms.raft import codec
 from minkms.raft.ready import Ready
-from minkms.raft.types import ENTRY_NORMAL, Snapshot
+from minkms.raft.types import ENTRY_NORMAL, HardState, Snapshot
 from minkms.server import peer
 
 log = Logger()
@@ -17,27 +17,40 @@ log = Logger()
 
 class VolumeStorage:
     """
-    Persists Readys into C{kms.db}.  A Ready that needs no fsync carries
-    only a new commit index: it is written without an fsync (the next
-    synced write covers it; a crash may lose it, which Raft allows), and
-    the driver goes on at once.
+    Persists Readys into C{kms.db}.
+
+    A Ready that needs no fsync carries only a new commit index, and the
+    driver goes on at once.  The commit index is held here and written
+    with the next Ready that is fsynced, or by L{write_held} (each tick,
+    and when the node stops): writing it at once cost every node a trip
+    to the storage thread per write.  A crash may lose it, which Raft
+    allows: a restarted node applies less until it hears from a leader.
     """
 
     def __init__(self, volume) -> None:
         self.volume = volume
+        self._held: HardState | None = None
 
     def persist(self, ready: Ready) -> defer.Deferred:
         if not ready.must_sync:
             if ready.hard_state is not None:
-                self.volume.append([ready.hard_state], sync=False).addErrback(lambda f: None)
+                self._held = ready.hard_state
             return defer.succeed(None)
         records: list = []
         if ready.snapshot is not None:
             records.append(ready.snapshot)
         records.extend(ready.entries)
-        if ready.hard_state is not None:
-            records.append(ready.hard_state)
+        hard_state = ready.hard_state or self._held
+        self._held = None
+        if hard_state is not None:
+            records.append(hard_state)
         return self.volume.append(records)
+
+    def write_held(self) -> None:
+        """Write the commit index held since the last fsynced Ready, if any (not fsynced)."""
+        held, self._held = self._held, None
+        if held is not None:
+            self.volume.append([held], sync=False).addErrback(lambda f: None)
 
     def save_snapshot(self, snapshot: Snapshot) -> defer.Deferred:
         return self.volume.append([snapshot])
@@ -82,17 +95,26 @@ class PeerLinks:
         self._make_link = make_link
         self.links: dict[int, peer.PeerLink] = {}
         self.inbound: dict = {}
+        self._written: set = set()
         self.config = None
         self.stopped = False
 
     def send(self, message) -> None:
         data = codec.encode(message)
         link = self.links.get(message.dst)
-        if link is not None and link.send(data):
-            return
-        inbound = self.inbound.get(message.dst)
-        if inbound is not None and inbound.transport is not None and inbound.transport.connected:
-            inbound.send_raft(data)
+        protocol = link.send(data) if link is not None else None
+        if protocol is None:
+            protocol = self.inbound.get(message.dst)
+            if protocol is None or protocol.transport is None or not protocol.transport.connected:
+                return
+            protocol.send_raft(data)
+        self._written.add(protocol)
+
+    def flush(self) -> None:
+        """Send now what the messages since the last flush wrote, one send per connection."""
+        written, self._written = self._written, set()
+        for protocol in written:
+            protocol.push()
 
     def heard_from(self, node_id: int, via) -> None:
         """A message from C{node_id} came over connection C{via}."""

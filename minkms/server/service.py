@@ -17,7 +17,7 @@ import attrs
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer, error as ierror, threads
-from twisted.internet.endpoints import SSL4ServerEndpoint
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -31,6 +31,7 @@ from minkms.server.collector import tune_collector
 from minkms.server.http import APISite
 from minkms.server.limits import DESCRIPTOR_MARGIN, ConnectionLimits, fit_to_descriptors
 from minkms.server.ops import Operations
+from minkms.server.prompttls import PromptTLSFactory
 from minkms.tls import ServerContextFactory
 
 log = Logger()
@@ -323,10 +324,10 @@ def build_service(settings: Settings, reactor, out=None, storage_runner=None) ->
         factory.noisy = False
         context_factory = ServerContextFactory(settings.credentials, peer.peer_credentials(settings.hsm))
         ops.watch_certificates(context_factory)
-        endpoint = SSL4ServerEndpoint(
-            reactor, settings.listen_port, context_factory, backlog=limits.listen_backlog, interface=settings.listen_ip
+        endpoint = TCP4ServerEndpoint(
+            reactor, settings.listen_port, backlog=limits.listen_backlog, interface=settings.listen_ip
         )
-        listener = StreamServerEndpointService(endpoint, factory)
+        listener = StreamServerEndpointService(endpoint, PromptTLSFactory(context_factory, False, factory))
         # As Twisted's strports.service() does: a port that cannot be had
         # fails privilegedStartService at once, not in a log line later.
         listener._raiseSynchronously = True

@@ -97,6 +97,9 @@ class _Network:
     def send(self, message: Message) -> None:
         self._sim.network.send(message)
 
+    def flush(self) -> None:
+        """Nothing to do: a simulated message is on the network once sent."""
+
 
 class SimNode:
     """
