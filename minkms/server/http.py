@@ -18,7 +18,6 @@ from twisted.web.http_headers import Headers
 
 from minkms.errors import KMSError
 from minkms.server.limits import ConnectionLimits
-from minkms.server.prompttls import push
 from minkms.tls import peer_identity
 from minkms.wire import errors as wire_errors
 
@@ -354,10 +353,8 @@ class LimitedRequest(server.Request):
         The end of an answer written whole by L{write}: as Twisted's
         C{finish} (nothing more to write, no encoder, and the site logs
         nothing: L{APISite.log}), straight to the clean-up that hands the
-        channel its next request.  Either way the answer leaves now, not
-        at the reactor's next turn (L{minkms.server.prompttls}).
+        channel its next request.
         """
-        channel = self.channel
         if (
             not self.startedWriting
             or self.chunked
@@ -365,16 +362,11 @@ class LimitedRequest(server.Request):
             or self._disconnected
             or self.queued
             or self._encoder is not None
-            or not channel.fast_path
+            or not self.channel.fast_path
         ):
-            result = super().finish()
-        else:
-            self.finished = 1
-            self._cleanup()
-            result = None
-        if channel is not None:
-            push(channel.transport)
-        return result
+            return super().finish()
+        self.finished = 1
+        self._cleanup()
 
     def connectionLost(self, reason):
         self._stop_grace()

@@ -37,6 +37,7 @@ from minkms.raft.types import DurableState, HardState, Snapshot, SnapshotMeta
 from minkms.server import peer, status
 from minkms.server.interfaces import INode
 from minkms.server.ports import KMSMachine, PeerLinks, VolumeStorage
+from minkms.server.prompttls import TurnSends
 from minkms.server.slices import SlicedWork
 from minkms.server.stalls import StallWatch
 from minkms.server.writes import WritePath
@@ -75,7 +76,8 @@ class Node:
         self._started = clock()
         self._tick_seconds = settings.heartbeat / TICKS_PER_HEARTBEAT
         self._election_ticks = max(2, round(settings.election_timeout / self._tick_seconds))
-        self._links = PeerLinks(self.peer_link)
+        self.sends = TurnSends(reactor)
+        self._links = PeerLinks(self.peer_link, self.sends)
         self._peer_tls = peer.peer_tls(hsm)
         self._ticker = None
         self._failed = None
@@ -269,6 +271,7 @@ class Node:
         self.driver.stop("node is shutting down")
         self._storage.write_held()
         self._sliced.stop()
+        self.sends.stop()
         await self.volume.close()
 
     def close(self) -> None:
@@ -374,7 +377,7 @@ class Node:
         A link to the node at C{address}, authenticated both ways by the
         peer certificate (C{member=False}: only to look at a node).
         """
-        return peer.PeerLink(self.reactor, address, self, self._peer_tls, self._peer_identity, member)
+        return peer.PeerLink(self.reactor, address, self, self._peer_tls, self._peer_identity, member, self.sends)
 
     # -- writes (L{minkms.server.writes}) ---------------------------------
 

@@ -69,7 +69,7 @@ from zope.interface import implementer
 
 from minkms.client import network_reason
 from minkms.errors import KMSError, internal
-from minkms.server.prompttls import PromptClientTLS, push
+from minkms.server.prompttls import PromptClientTLS, TurnSends
 from minkms.tls import ALPN_PEER, PEER_SERVER_NAME, ClientTLS, peer_identity
 
 log = Logger()
@@ -423,22 +423,13 @@ class PeerProtocol(amp.AMP):
 
     def send_raft(self, data: bytes) -> None:
         """
-        Write one encoded Raft message (see L{RaftMessage}); it leaves at
-        L{push} or at the reactor's next turn, whichever comes first.
+        Write one encoded Raft message (see L{RaftMessage}); it leaves by
+        the end of the turn (L{minkms.server.prompttls}).
         """
         if len(data) > _CHUNK:
             self.callRemote(RaftMessage, data=data)
         elif self.transport is not None:
             self.transport.write(raft_box(data))
-
-    def push(self) -> None:
-        """Send now what was written (L{minkms.server.prompttls})."""
-        push(self.transport)
-
-    def sendBox(self, box):
-        """Every other box (a call, an answer) leaves at once."""
-        super().sendBox(box)
-        push(self.transport)
 
     def dataReceived(self, data):
         """
@@ -584,7 +575,14 @@ class PeerLink:
     MAX_DELAY = 1.0
 
     def __init__(
-        self, reactor, address: str, node, tls: ClientTLS, peer_identity_expected: str, member: bool = True
+        self,
+        reactor,
+        address: str,
+        node,
+        tls: ClientTLS,
+        peer_identity_expected: str,
+        member: bool = True,
+        sends: TurnSends | None = None,
     ) -> None:
         from minkms.server.config import split_host_port
 
@@ -592,6 +590,7 @@ class PeerLink:
         self._endpoint = PromptClientTLS(
             tls.creatorForNetloc(host.encode("idna"), port),
             HostnameEndpoint(reactor, host, port, timeout=5),
+            sends or TurnSends(reactor),
         )
         self._factory = _PeerFactory(node, peer_identity_expected, member)
         self._member = member
@@ -662,13 +661,13 @@ class PeerLink:
         p = self.usable()
         return None if p is None else p.remote
 
-    def send(self, data: bytes):
-        """Write a Raft message if connected to the member; returns the protocol it went to, or None."""
+    def send(self, data: bytes) -> bool:
+        """Send a Raft message if connected to the member; say whether it went out."""
         p = self.usable()
         if p is None or p.stranger:
-            return None
+            return False
         p.send_raft(data)
-        return p
+        return True
 
     def when_connected(self, timeout: float, reactor) -> defer.Deferred:
         """The authenticated protocol, once connected (within C{timeout})."""

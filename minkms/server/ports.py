@@ -91,30 +91,26 @@ class PeerLinks:
     message came on.
     """
 
-    def __init__(self, make_link) -> None:
+    def __init__(self, make_link, sends) -> None:
         self._make_link = make_link
+        self._sends = sends
         self.links: dict[int, peer.PeerLink] = {}
         self.inbound: dict = {}
-        self._written: set = set()
         self.config = None
         self.stopped = False
 
     def send(self, message) -> None:
         data = codec.encode(message)
         link = self.links.get(message.dst)
-        protocol = link.send(data) if link is not None else None
-        if protocol is None:
-            protocol = self.inbound.get(message.dst)
-            if protocol is None or protocol.transport is None or not protocol.transport.connected:
-                return
-            protocol.send_raft(data)
-        self._written.add(protocol)
+        if link is not None and link.send(data):
+            return
+        inbound = self.inbound.get(message.dst)
+        if inbound is not None and inbound.transport is not None and inbound.transport.connected:
+            inbound.send_raft(data)
 
     def flush(self) -> None:
-        """Send now what the messages since the last flush wrote, one send per connection."""
-        written, self._written = self._written, set()
-        for protocol in written:
-            protocol.push()
+        """Send now what the messages written so far this turn wrote (L{minkms.server.prompttls})."""
+        self._sends.flush()
 
     def heard_from(self, node_id: int, via) -> None:
         """A message from C{node_id} came over connection C{via}."""

@@ -327,7 +327,7 @@ def build_service(settings: Settings, reactor, out=None, storage_runner=None) ->
         endpoint = TCP4ServerEndpoint(
             reactor, settings.listen_port, backlog=limits.listen_backlog, interface=settings.listen_ip
         )
-        listener = StreamServerEndpointService(endpoint, PromptTLSFactory(context_factory, False, factory))
+        listener = StreamServerEndpointService(endpoint, PromptTLSFactory(context_factory, False, factory, node.sends))
         # As Twisted's strports.service() does: a port that cannot be had
         # fails privilegedStartService at once, not in a log line later.
         listener._raiseSynchronously = True
