@@ -185,6 +185,19 @@ class ForwardErrorTests(unittest.TestCase):
         self.assertEqual(e.exception.status, 503)
         self.assertTrue(e.exception.message.endswith("the write was not applied"), e.exception.message)
 
+    async def test_stopped_leader_takes_no_write(self):
+        """
+        A leader that is stopping answers a forwarded write 503 before
+        proposing it: it could never commit it.
+        """
+        leader, follower = await self.follower_of_two()
+        last = leader.node.core.log.last_index()
+        await leader.stop()
+        with self.assertRaises(KMSError) as e:
+            await leader.node.submit_forwarded(101, "", follower.node.settings.sysadmin, b"")
+        self.assertEqual(e.exception, KMSError(503, "node is shutting down; the write was not applied"))
+        self.assertEqual(leader.node.core.log.last_index(), last, "nothing was proposed")
+
 
 class ResponderTests(unittest.TestCase):
     """

@@ -357,6 +357,11 @@ class RaftDriver:
         self.reads.fail_all(reason)
 
     @property
+    def stopped(self) -> bool:
+        """Stopped for good (L{stop}): nothing more is persisted, sent or applied."""
+        return self._stopped
+
+    @property
     def busy(self) -> bool:
         """A Ready is being persisted."""
         return self._busy

@@ -114,6 +114,8 @@ class WritePath:
         """Propose C{prepare()} on this leader; say where the entry went (index, term)."""
         node = self._node
         node.check_usable()
+        if node.driver.stopped:
+            raise unavailable("node is shutting down; the write was not applied")
         if node.core.role != LEADER:
             raise unavailable("not the leader any more; the write was not applied: try again")
         if node.core.log.last_index() - node.driver.applied >= MAX_WRITES_IN_FLIGHT:
