@@ -150,8 +150,9 @@ class LoopTests(SynchronousTestCase):
     def test_commit_answers_writers_before_its_notices_leave(self):
         """
         A Ready that only commits carries the new stored commit, answers
-        the writers before any of its messages go (the followers' commit
-        notices), and every message the driver sends is flushed.
+        the writers and flushes their answers before any of its messages
+        go (the followers' commit notices), and every message the driver
+        sends is flushed.
         """
         clock = [0.0]
         driver, storage, transport, _ = driver_for(voters=(1, 2, 3), now=lambda: clock[0])
@@ -167,14 +168,17 @@ class LoopTests(SynchronousTestCase):
         order: list = []
         driver.wait_applied(index, term).addCallback(order.append)
         transport.send = lambda message: order.append(message)
+        transport.flush = lambda: order.append("flush")
         driver.step(AppendResponse(2, 1, term, index=index))
         [(ready, _)] = storage.pending
         self.assertEqual((ready.must_sync, ready.hard_state.commit), (False, index))
         storage.flush()
-        self.assertEqual(order[0], f"applied {index}")
-        notices = [m for m in order[1:] if isinstance(m, Append) and not m.entries and m.commit == index]
+        self.assertEqual(order[:2], [f"applied {index}", "flush"], "the answer leaves first")
+        self.assertEqual(order[-1], "flush")
+        notices = [m for m in order[2:-1] if isinstance(m, Append) and not m.entries and m.commit == index]
         self.assertEqual(sorted(m.dst for m in notices), [2, 3])
         transport.send = FakeTransport.send.__get__(transport)
+        transport.flush = FakeTransport.flush.__get__(transport)
         transport.sent.clear()
         driver.propose(b"y")
         self.assertEqual(transport.flushed, len(transport.sent))

@@ -19,11 +19,10 @@ simulator's in L{minkms.sim.node}):
 Per Ready: send what needs nothing persisted (the leader's appends and
 heartbeats, L{Ready.send_first}), persist, then send the rest, install a
 snapshot, apply committed entries, settle writes and reads, advance.  A
-Ready that needs no fsync (a new commit index) is applied before any of
-its messages go, so that the clients' answers leave before the
-followers' commit notices.  Then
-the hooks run (C{on_ready(ready)}: links and the like) and compaction is
-considered.  While a Ready is being persisted the leader's heartbeats and
+Ready that needs no fsync (a new commit index) is applied, and the
+answers its writes got are flushed, before its messages (the followers'
+commit notices) are sent.  Then the hooks run (C{on_ready(ready)}: links
+and the like) and compaction is considered.  While a Ready is being persisted the leader's heartbeats and
 the like still go out at once (L{RaftCore.early_messages}): peer traffic
 never waits for the disk.
 """
@@ -272,6 +271,7 @@ class RaftDriver:
         for state in ready.read_states:
             self.reads.confirmed(state.request_id, state.index)
         if not ready.must_sync:
+            self.transport.flush()
             self._send(ready.send_first + ready.messages)
         self.core.advance(ready)
         self._busy = False
