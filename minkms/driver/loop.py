@@ -22,9 +22,9 @@ snapshot, apply committed entries, settle writes and reads, advance.  A
 Ready that needs no fsync (a new commit index) is applied, and the
 answers its writes got are flushed, before its messages (the followers'
 commit notices) are sent.  Then the hooks run (C{on_ready(ready)}: links
-and the like) and compaction is considered.  While a Ready is being persisted the leader's heartbeats and
-the like still go out at once (L{RaftCore.early_messages}): peer traffic
-never waits for the disk.
+and the like) and compaction is considered.  While a Ready is being
+persisted the leader's heartbeats and the like still go out at once
+(L{RaftCore.early_messages}): peer traffic never waits for the disk.
 """
 
 from collections.abc import Callable

@@ -9,6 +9,10 @@ The driver loop (see L{minkms.raft.core} for the full contract)::
     send(rd.messages)
     install(rd.snapshot); apply(rd.committed_entries); serve(rd.read_states)
     core.advance(rd)
+
+A message may always leave later than this order says: the driver sends
+those of a Ready that needs no fsync only after applying it, so that
+the clients' answers go first.
 """
 
 from collections.abc import Mapping

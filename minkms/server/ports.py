@@ -109,7 +109,7 @@ class PeerLinks:
             inbound.send_raft(data)
 
     def flush(self) -> None:
-        """Send now what the messages written so far this turn wrote (L{minkms.server.prompttls})."""
+        """Send now what the node's connections were written so far this turn (L{minkms.server.prompttls})."""
         self._sends.flush()
 
     def heard_from(self, node_id: int, via) -> None:

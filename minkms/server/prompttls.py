@@ -65,9 +65,6 @@ class PromptTLS(TLSMemoryBIOProtocol):
         super().write(data)
         self.factory.sends.written(self)
 
-    def writeSequence(self, iovec) -> None:
-        self.write(b"".join(iovec))
-
     def push(self) -> None:
         """
         Send what was written so far, as the reactor would once the socket
