@@ -44,15 +44,18 @@ class FakeStorage:
 
 
 class FakeTransport:
+    """Keeps what was sent, and in C{events} the sends and flushes in order."""
+
     def __init__(self):
         self.sent = []
-        self.flushed = 0
+        self.events: list = []
 
     def send(self, message):
         self.sent.append(message)
+        self.events.append(message)
 
     def flush(self):
-        self.flushed = len(self.sent)
+        self.events.append("flush")
 
 
 class FakeMachine:
@@ -165,10 +168,9 @@ class LoopTests(SynchronousTestCase):
         storage.flush()
         index, term = driver.propose(b"x")
         storage.flush()
-        order: list = []
+        order = transport.events
+        order.clear()
         driver.wait_applied(index, term).addCallback(order.append)
-        transport.send = lambda message: order.append(message)
-        transport.flush = lambda: order.append("flush")
         driver.step(AppendResponse(2, 1, term, index=index))
         [(ready, _)] = storage.pending
         self.assertEqual((ready.must_sync, ready.hard_state.commit), (False, index))
@@ -177,12 +179,10 @@ class LoopTests(SynchronousTestCase):
         self.assertEqual(order[-1], "flush")
         notices = [m for m in order[2:-1] if isinstance(m, Append) and not m.entries and m.commit == index]
         self.assertEqual(sorted(m.dst for m in notices), [2, 3])
-        transport.send = FakeTransport.send.__get__(transport)
-        transport.flush = FakeTransport.flush.__get__(transport)
-        transport.sent.clear()
+        order.clear()
         driver.propose(b"y")
-        self.assertEqual(transport.flushed, len(transport.sent))
-        self.assertEqual(sorted(m.dst for m in transport.sent), [2, 3])
+        self.assertEqual(order[-1], "flush", "the Appends are flushed")
+        self.assertEqual(sorted(m.dst for m in order[:-1]), [2, 3])
 
     def test_snapshots_wait_for_as_many_log_bytes_as_the_last_one(self):
         """

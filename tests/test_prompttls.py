@@ -1,7 +1,7 @@
 """
 L{minkms.server.prompttls}: what connections write leaves by the end of
-the reactor turn, once per connection, or at once when flushed; and the
-node's connections use it.
+the reactor turn, once per connection, or at once when flushed.
+(C{test_service} checks that the node's listener speaks it.)
 """
 
 from twisted.internet import task
