@@ -40,7 +40,7 @@ class VolumeStorage:
         if ready.snapshot is not None:
             records.append(ready.snapshot)
         records.extend(ready.entries)
-        hard_state = ready.hard_state or self._held
+        hard_state = ready.hard_state if ready.hard_state is not None else self._held
         self._held = None
         if hard_state is not None:
             records.append(hard_state)

@@ -1,9 +1,10 @@
 """
 How much client work one turn of the reactor may do.
 
-The reactor reads every ready connection in one turn, and nothing a node
-writes leaves before the turn ends.  Under many clients a turn of API
-requests alone can outlast an election timeout, and then the leader's
+The reactor reads every ready connection in one turn, and what a node
+writes leaves when the turn ends, or sooner when the Raft driver flushes
+its messages (L{minkms.server.prompttls}).  Under many clients a turn of
+API requests alone can outlast an election timeout, and then the leader's
 heartbeats and appends, and the answers it reads from its peers, wait
 behind them.  So API connections share a budget per turn: once it is
 spent, a connection that has data is paused and served, in arrival order,
