@@ -3,6 +3,7 @@ Crash and corruption tests: after a crash at any step, recovery yields the
 acknowledged records (perhaps plus some in flight), and damage is refused.
 """
 
+import itertools
 import os
 import re
 import shutil
@@ -12,7 +13,7 @@ from twisted.trial.unittest import TestCase
 from minkms.errors import StartupError
 from minkms.hsm import SoftHSM
 from minkms.raft.types import Entry, HardState, SnapshotMeta
-from minkms.storage import layout, window
+from minkms.storage import layout, volume, window
 from minkms.storage.errors import StorageFailed
 from minkms.storage.faults import FaultyFiles, SimulatedCrash
 from minkms.storage.layout import RecordSealer, decode_header
@@ -230,6 +231,73 @@ class CompactionCrashTests(CrashTestCase):
                 self.assertRaises(SimulatedCrash, load_volume, path, HSM, files)
                 loaded = recover(path)
                 self.assertEqual(loaded.state, replay([]))
+
+
+class CompactionUnderWritesCrashTests(CrashTestCase):
+    """
+    A crash at every step of a compaction while appends go on to the old
+    file between its slices: recovery finds every acknowledged record,
+    whichever file it finds.
+    """
+
+    BATCHES = CompactionCrashTests.BATCHES
+    LATER = [[entry(31)], [entry(32), HardState(3, 1, 30)], [entry(33)]]
+
+    def setUp(self):
+        self.patch(layout, "PIECE_SIZE", 100)
+        self.patch(volume, "REWRITE_SLICE_BYTES", 300)
+        return super().setUp()
+
+    def run_compaction(self, path, crash_at=None, cut=0, lands=False):
+        """
+        Compact C{path}, making one of L{LATER}'s appends after each of the
+        first storage steps; crash at op C{crash_at}.
+
+        @return: how many of L{LATER} were acknowledged, whether the
+            compaction succeeded, and the ops done.
+        """
+        runner = StepRunner()
+        vol, files = open_with(path, runner)
+        files.crash_at, files.cut, files.rename_lands = crash_at, cut, lands
+        compacted = vol.compact()
+        appends = []
+        while runner.pending:
+            runner.step()
+            if len(appends) < len(self.LATER):
+                appends.append(vol.append(self.LATER[len(appends)]))
+        outcomes: list = []
+        for d in [*appends, compacted]:
+            d.addBoth(outcomes.append)
+        self.successResultOf(vol.close())
+        acked = len(list(itertools.takewhile(lambda outcome: outcome is None, outcomes[:-1])))
+        return acked, outcomes[-1] is None, list(files.ops)
+
+    def expected(self, before, count):
+        """The state holding C{before} and the first C{count} later batches."""
+        return replay(before.records() + [r for batch in self.LATER[:count] for r in batch])
+
+    def test_appends_during_compaction(self):
+        """Every crash point leaves the acknowledged appends, and perhaps the one in flight."""
+        base = self.make_base(self.BATCHES)
+        before = recover(base).state
+        whole = self.copy(base)
+        acked, compacted, ops = self.run_compaction(whole)
+        self.assertEqual((acked, compacted), (len(self.LATER), True))
+        self.assertEqual(recover(whole).state, self.expected(before, len(self.LATER)))
+        names = [name for name, _ in ops]
+        rename = names.index("rename")
+        self.assertEqual(names[rename - 2 : rename + 2], ["pwrite", "sync", "rename", "sync_dir"])
+        self.assertGreater(names[:rename].count("sync"), len(self.LATER), "the appends were fsynced on their own")
+        for index, (name, detail) in enumerate(ops):
+            cuts = sorted({0, detail // 2, detail}) if name == "pwrite" else [0]
+            for cut in cuts:
+                for lands in (False, True) if name == "rename" else (False,):
+                    path = self.copy(base)
+                    acked, _, _ = self.run_compaction(path, index, cut, lands)
+                    state = recover(path).state
+                    allowed = [self.expected(before, n) for n in range(acked, len(self.LATER) + 1)]
+                    self.assertIn(state, allowed, f"crash at op {index} ({name}, cut {cut}, lands {lands})")
+                    self.assertFalse(os.path.exists(os.path.join(path, "kms.db.tmp")))
 
 
 class CorruptionTests(CrashTestCase):

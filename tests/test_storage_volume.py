@@ -14,6 +14,7 @@ from twisted.trial.unittest import TestCase
 from minkms.errors import StartupError
 from minkms.hsm import SoftHSM
 from minkms.raft.types import Entry, HardState, SnapshotMeta
+from minkms.storage import layout, volume as volume_module
 from minkms.storage.errors import CompactionAborted, StorageFailed
 from minkms.storage.faults import FaultyFiles, eio, enospc
 from minkms.storage.layout import sealed_size
@@ -425,6 +426,55 @@ class CompactionTests(VolumeTestCase):
         batch = sealed_size([entry(index, size=100)])
         bound = max(threshold, 2 * live) + batch
         self.assertLess(max(sizes), bound, f"kms.db sizes after each restart: {sizes}")
+
+    def test_appends_go_on_during_compaction(self):
+        """
+        Appends made while a compaction writes the new file are fsynced to
+        the old one and acknowledged before it ends, and the new file holds
+        them too.
+        """
+        self.patch(layout, "PIECE_SIZE", 1000)
+        self.patch(volume_module, "REWRITE_SLICE_BYTES", 1000)
+        runner = StepRunner()
+        volume = self.open(runner=runner)
+        volume.append([entry(i, size=200) for i in range(1, 51)])
+        runner.step()
+        compacted = volume.compact()
+        runner.step()
+        runner.step()
+        during = volume.append([entry(51)])
+        runner.step()
+        runner.step()
+        self.successResultOf(during)
+        self.assertNoResult(compacted)
+        while runner.pending:
+            runner.step()
+        self.successResultOf(compacted)
+        self.assertEqual(os.path.getsize(os.path.join(self.path, "kms.db")), volume.size)
+        volume.append([entry(52)])
+        runner.step()
+        self.successResultOf(volume.close())
+        self.assertEqual([e.index for e in self.reopen_state().entries], list(range(1, 53)))
+
+    def test_reset_holds_appends_until_done(self):
+        """Appends made during a reset belong to the new, empty log and wait for it."""
+        self.patch(layout, "PIECE_SIZE", 100)
+        self.patch(volume_module, "REWRITE_SLICE_BYTES", 100)
+        runner = StepRunner()
+        volume = self.open(runner=runner)
+        volume.append([entry(i) for i in range(1, 21)])
+        runner.step()
+        reset = volume.reset("joined", 3)
+        runner.step()
+        after = volume.append([entry(7)])
+        runner.step()
+        self.assertNoResult(after)
+        while runner.pending:
+            runner.step()
+        self.successResultOf(reset)
+        self.successResultOf(after)
+        self.successResultOf(volume.close())
+        self.assertEqual(self.reopen_state(), replay([entry(7)]))
 
     def test_enospc_during_compaction_is_not_fatal(self):
         """A full disk while writing the new file leaves the old one in use."""

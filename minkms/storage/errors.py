@@ -40,3 +40,10 @@ class CompactionAborted(Exception):
 
 class BackupError(ValueError):
     """A backup blob cannot be opened: not a backup, damaged, or another HSM key."""
+
+
+def reason_of(error: Exception) -> str:
+    """A file-system error as the short text an operator reads after "cannot write ...: "."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"[Errno {error.errno}] {error.strerror}"
+    return str(error) or type(error).__name__

@@ -6,6 +6,12 @@ never touches the disk once the volume is open: encoding, writes, fsyncs
 and compaction run on one dedicated storage thread, one job at a time, and
 the reactor only keeps the queue.
 
+A rewrite (compaction, a new header, a reset) writes the new file in
+slices (L{minkms.storage.rewrite}).  Between two slices of one that keeps
+the records (a compaction, a new header), queued appends still go to the
+old file, and they are copied into the new one before the rename: writes
+do not wait for the whole state to be written.
+
 Group commit: while a write and its fsync are in flight, new appends wait
 in the queue; when the fsync returns, every waiting append goes out
 together as one write and one fsync.  Deferreds fire in the order the
@@ -28,15 +34,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from minkms.raft.types import HardState, Snapshot, SnapshotMeta
-from minkms.storage.errors import CompactionAborted, StorageFailed
-from minkms.storage.files import OSFiles, commit_temp, write_temp
-from minkms.storage.layout import RecordSealer, encode_header, new_header, sealed_size
+from minkms.storage import rewrite
+from minkms.storage.errors import CompactionAborted, StorageFailed, reason_of
+from minkms.storage.files import OSFiles
+from minkms.storage.layout import PIECE_SIZE, RecordSealer, encode_header, sealed_size
 from minkms.storage.records import check_record
 from minkms.storage.replay import DurableState
 from minkms.storage.startup import LoadedVolume, load_volume
 
 DEFAULT_COMPACT_THRESHOLD = 64 * 2**20
 """Compact once C{kms.db} passes this size and twice the size of its live records."""
+
+REWRITE_SLICE_BYTES = PIECE_SIZE
+"""How much of a new C{kms.db} one storage-thread job writes before queued appends may go."""
 
 
 class ThreadRunner:
@@ -139,10 +149,26 @@ class _Append:
 
 @attrs.define
 class _Rewrite:
+    """
+    A new file for C{state}.  With C{keeps_state} it holds the records
+    the old file holds, so appends may go on to the old file meanwhile.
+    """
+
     state: DurableState
     cluster_id: str
     node_id: int
     done: Deferred
+    keeps_state: bool = False
+
+
+@attrs.define
+class _Underway:
+    """A rewrite between its slices, and the records appended to the old file meanwhile."""
+
+    job: _Rewrite
+    new: rewrite.NewFile
+    tail: list = attrs.Factory(list)
+    written: bool = False
 
 
 @attrs.define
@@ -237,6 +263,7 @@ class Volume:
         self._queue = collections.deque()
         self._busy = False
         self._pumping = False
+        self._underway: _Underway | None = None
         self._closed = False
         self._auto_compaction = False
         for line in self.warnings:
@@ -395,7 +422,7 @@ class Volume:
         if self._closed:
             return fail(StorageFailed("storage failed: volume is closed"))
         done = Deferred()
-        self._queue.append(_Rewrite(self._mirror.copy(), cluster_id, node_id, done))
+        self._queue.append(_Rewrite(self._mirror.copy(), cluster_id, node_id, done, keeps_state=True))
         self._pump()
         return done
 
@@ -404,8 +431,16 @@ class Volume:
             return
         self._pumping = True
         try:
-            while not self._busy and self._queue:
-                self._start_next()
+            while not self._busy:
+                underway = self._underway
+                if underway is not None and not (
+                    underway.job.keeps_state and self._queue and isinstance(self._queue[0], _Append)
+                ):
+                    self._continue_rewrite(underway)
+                elif self._queue:
+                    self._start_next()
+                else:
+                    break
         finally:
             self._pumping = False
 
@@ -423,13 +458,44 @@ class Volume:
             sync = any(item.sync for item in batch)
             if self._on_batch is not None:
                 self._on_batch(len(records))
+            if self._underway is not None:
+                self._underway.tail.extend(records)
             self._busy = True
             d = self._runner.run(self._write_batch, records, self._end, sync)
             d.addCallbacks(self._written, self._write_failed, callbackArgs=(batch,), errbackArgs=(batch,))
         else:
             self._busy = True
-            d = self._runner.run(self._write_new_file, job)
-            d.addCallbacks(self._rewritten, self._rewrite_failed, callbackArgs=(job,), errbackArgs=(job,))
+            records = job.state.records()
+            d = self._runner.run(
+                rewrite.begin, self._files, self._hsm, self._rek, self.db_path, records, job.cluster_id, job.node_id
+            )
+            d.addCallbacks(self._began, self._rewrite_failed, callbackArgs=(job,), errbackArgs=(job,))
+
+    def _began(self, new: rewrite.NewFile, job: _Rewrite) -> None:
+        self._underway = _Underway(job, new)
+        self._busy = False
+        self._pump()
+
+    def _continue_rewrite(self, underway: _Underway) -> None:
+        """The next step of the rewrite under way: a slice, or the tail and the rename."""
+        self._busy = True
+        job = underway.job
+        if self.failed is not None:
+            d = self._runner.run(rewrite.abandon, self._files, self.db_path, underway.new)
+            d.addBoth(lambda _: self._rewrite_failed(Failure(StorageFailed(self.failed)), job))
+        elif not underway.written:
+            d = self._runner.run(rewrite.write_slice, self._files, self.db_path, underway.new, REWRITE_SLICE_BYTES)
+            d.addCallbacks(self._slice_written, self._rewrite_failed, callbackArgs=(underway,), errbackArgs=(job,))
+        else:
+            d = self._runner.run(
+                rewrite.finish, self._files, self.path, self.db_path, underway.new, list(underway.tail), self._fd
+            )
+            d.addCallbacks(self._rewritten, self._rewrite_failed, callbackArgs=(underway,), errbackArgs=(job,))
+
+    def _slice_written(self, written: bool, underway: _Underway) -> None:
+        underway.written = written
+        self._busy = False
+        self._pump()
 
     def _write_batch(self, records: list, start: int, sync: bool = True) -> int:
         data = self._sealer.encode_batch(start, records)
@@ -438,13 +504,13 @@ class Volume:
         try:
             self._files.pwrite(self._fd, data, start)
         except Exception as e:
-            raise StorageFailed(f"storage failed: cannot write {self.db_path}: {_why(e)}") from e
+            raise StorageFailed(f"storage failed: cannot write {self.db_path}: {reason_of(e)}") from e
         if not sync:
             return start + len(data)
         try:
             self._files.sync(self._fd)
         except Exception as e:
-            raise StorageFailed(f"storage failed: fsync of {self.db_path} failed: {_why(e)}") from e
+            raise StorageFailed(f"storage failed: fsync of {self.db_path} failed: {reason_of(e)}") from e
         return start + len(data)
 
     def _written(self, end: int, batch: list) -> None:
@@ -462,38 +528,23 @@ class Volume:
         self._busy = False
         self._pump()
 
-    def _write_new_file(self, job: _Rewrite):
-        try:
-            header = new_header(self._hsm, self._rek, job.cluster_id, job.node_id)
-            head = encode_header(header)
-            sealer = RecordSealer(self._rek, header.file_id)
-            records = job.state.records()
-            fd = write_temp(self._files, self.db_path, sealer.file_pieces(head, records))
-        except Exception as e:
-            raise CompactionAborted(f"cannot write new {self.db_path}: {_why(e)}") from e
-        try:
-            commit_temp(self._files, self.path, self.db_path)
-        except Exception as e:
-            try:
-                self._files.close(fd)
-            except Exception:
-                pass
-            raise StorageFailed(f"storage failed: cannot replace {self.db_path}: {_why(e)}") from e
-        try:
-            self._files.close(self._fd)
-        except Exception:
-            pass
-        return header, sealer, fd, len(head) + sealed_size(records)
-
-    def _rewritten(self, result, job: _Rewrite) -> None:
-        self._header, self._sealer, self._fd, self._end = result
+    def _rewritten(self, end: int, underway: _Underway) -> None:
+        new = underway.new
+        self._underway = None
+        self._header, self._sealer, self._fd, self._end = new.header, new.sealer, new.fd, end
         self._live_size = self._end
-        self.log.info("{path} rewritten: {size} bytes", path=self.db_path, size=self._end)
-        job.done.callback(None)
+        self.log.info(
+            "{path} rewritten: {size} bytes, {tail} records appended meanwhile",
+            path=self.db_path,
+            size=self._end,
+            tail=len(underway.tail),
+        )
+        underway.job.done.callback(None)
         self._busy = False
         self._pump()
 
     def _rewrite_failed(self, failure, job: _Rewrite) -> None:
+        self._underway = None
         if failure.check(CompactionAborted):
             self.log.error(
                 "compaction abandoned, {path} unchanged: {why}",
@@ -555,9 +606,3 @@ def _check_ids(cluster_id: str, node_id: int) -> None:
         raise ValueError("cluster ID must be a non-empty string")
     if not isinstance(node_id, int) or not 0 <= node_id < 2**64:
         raise ValueError("node ID must be an unsigned 64-bit integer")
-
-
-def _why(error: Exception) -> str:
-    if isinstance(error, OSError) and error.strerror:
-        return f"[Errno {error.errno}] {error.strerror}"
-    return str(error) or type(error).__name__
