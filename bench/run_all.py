@@ -15,7 +15,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 BENCHMARKS = [
-    ("storage_append.py", [], ["--seconds", "0.5"]),
+    ("storage_append.py", [], ["--seconds", "0.5", "--state-mib", "2"]),
     ("policy_match.py", [], ["--repeat", "20"]),
     ("read_path.py", [], ["--seconds", "1", "--warmup", "0.5", "--clients", "2", "--rounds", "1"]),
     ("write_path.py", [], ["--seconds", "0.5"]),

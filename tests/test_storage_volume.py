@@ -430,8 +430,8 @@ class CompactionTests(VolumeTestCase):
     def test_appends_go_on_during_compaction(self):
         """
         Appends made while a compaction writes the new file are fsynced to
-        the old one and acknowledged before it ends, and the new file holds
-        them too.
+        the old one and acknowledged before it ends, appends that never
+        stop coming do not hold it, and the new file holds them too.
         """
         self.patch(layout, "PIECE_SIZE", 1000)
         self.patch(volume_module, "REWRITE_SLICE_BYTES", 1000)
@@ -447,14 +447,44 @@ class CompactionTests(VolumeTestCase):
         runner.step()
         self.successResultOf(during)
         self.assertNoResult(compacted)
-        while runner.pending:
+        index = 52
+        while not compacted.called:
+            self.assertLess(index, 200, "appends arriving all the time held the compaction")
+            volume.append([entry(index)])
+            index += 1
             runner.step()
         self.successResultOf(compacted)
         self.assertEqual(os.path.getsize(os.path.join(self.path, "kms.db")), volume.size)
-        volume.append([entry(52)])
-        runner.step()
+        while runner.pending:
+            runner.step()
         self.successResultOf(volume.close())
-        self.assertEqual([e.index for e in self.reopen_state().entries], list(range(1, 53)))
+        self.assertEqual([e.index for e in self.reopen_state().entries], list(range(1, index)))
+
+    def test_snapshot_during_compaction_restarts_it(self):
+        """
+        A snapshot saved while a compaction runs supersedes the state it
+        was writing: it starts again from the new state, so the new file
+        holds one snapshot, not both.
+        """
+        self.patch(layout, "PIECE_SIZE", 1000)
+        self.patch(volume_module, "REWRITE_SLICE_BYTES", 1000)
+        runner = StepRunner()
+        volume = self.open(runner=runner)
+        volume.append([entry(i, size=200) for i in range(1, 51)])
+        volume.save_snapshot(SnapshotMeta(40, 1, b"c"), b"old" * 5000)
+        runner.step()
+        compacted = volume.compact()
+        runner.step()
+        runner.step()
+        volume.save_snapshot(SnapshotMeta(48, 1, b"c"), b"new" * 5000)
+        while runner.pending:
+            runner.step()
+        self.successResultOf(compacted)
+        self.successResultOf(volume.close())
+        state = self.reopen_state()
+        self.assertEqual((state.snapshot.meta.index, [e.index for e in state.entries]), (48, [49, 50]))
+        header = os.path.getsize(os.path.join(self.path, "kms.db")) - sealed_size(state.records())
+        self.assertLess(header, 1000)
 
     def test_reset_holds_appends_until_done(self):
         """Appends made during a reset belong to the new, empty log and wait for it."""

@@ -69,7 +69,10 @@ def begin(
 def write_slice(files: Files, db_path: str, new: NewFile, budget: int | None = None) -> bool:
     """
     Write the next pieces of C{new}'s state, at least C{budget} bytes of
-    them unless fewer are left (all of them without a budget).
+    them unless fewer are left (all of them without a budget).  A slice
+    that leaves more to write is fsynced, so that the last fsync, which
+    queued appends wait for, has one slice to flush rather than the
+    whole file.
 
     @return: whether the whole state is written.
     @raise CompactionAborted: a write failed; the temporary file is gone.
@@ -80,6 +83,7 @@ def write_slice(files: Files, db_path: str, new: NewFile, budget: int | None = N
             files.pwrite(new.fd, piece, offset)
             written += len(piece)
             if budget is not None and written >= budget:
+                files.sync(new.fd)
                 return False
     except BaseException as e:
         _discard(files, db_path, new.fd)

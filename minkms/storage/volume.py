@@ -48,6 +48,9 @@ DEFAULT_COMPACT_THRESHOLD = 64 * 2**20
 REWRITE_SLICE_BYTES = PIECE_SIZE
 """How much of a new C{kms.db} one storage-thread job writes before queued appends may go."""
 
+MAX_REWRITE_RESTARTS = 3
+"""How many times a compaction starts again when a newer snapshot arrives while it runs."""
+
 
 class ThreadRunner:
     """
@@ -159,16 +162,24 @@ class _Rewrite:
     node_id: int
     done: Deferred
     keeps_state: bool = False
+    restarts: int = 0
 
 
 @attrs.define
 class _Underway:
-    """A rewrite between its slices, and the records appended to the old file meanwhile."""
+    """
+    A rewrite between its slices, and the records appended to the old file
+    meanwhile.  It is C{stale} once a new snapshot is among them: the state
+    it writes is then superseded, and copying the snapshot after it would
+    leave the new file twice the size it needs.
+    """
 
     job: _Rewrite
     new: rewrite.NewFile
     tail: list = attrs.Factory(list)
     written: bool = False
+    stale: bool = False
+    appended: bool = False
 
 
 @attrs.define
@@ -433,9 +444,7 @@ class Volume:
         try:
             while not self._busy:
                 underway = self._underway
-                if underway is not None and not (
-                    underway.job.keeps_state and self._queue and isinstance(self._queue[0], _Append)
-                ):
+                if underway is not None and not self._append_goes_first(underway):
                     self._continue_rewrite(underway)
                 elif self._queue:
                     self._start_next()
@@ -443,6 +452,15 @@ class Volume:
                     break
         finally:
             self._pumping = False
+
+    def _append_goes_first(self, underway: _Underway) -> bool:
+        """
+        Whether the next storage job is the queued append batch rather than
+        the rewrite's next step: for a rewrite that keeps the records, turn
+        about, so that neither waits for the other to run out.
+        """
+        waiting = underway.job.keeps_state and self._queue and isinstance(self._queue[0], _Append)
+        return bool(waiting) and not underway.appended
 
     def _start_next(self) -> None:
         job = self._queue.popleft()
@@ -459,7 +477,10 @@ class Volume:
             if self._on_batch is not None:
                 self._on_batch(len(records))
             if self._underway is not None:
+                self._underway.appended = True
                 self._underway.tail.extend(records)
+                if any(isinstance(record, Snapshot) for record in records):
+                    self._underway.stale = True
             self._busy = True
             d = self._runner.run(self._write_batch, records, self._end, sync)
             d.addCallbacks(self._written, self._write_failed, callbackArgs=(batch,), errbackArgs=(batch,))
@@ -479,10 +500,16 @@ class Volume:
     def _continue_rewrite(self, underway: _Underway) -> None:
         """The next step of the rewrite under way: a slice, or the tail and the rename."""
         self._busy = True
+        underway.appended = False
         job = underway.job
         if self.failed is not None:
             d = self._runner.run(rewrite.abandon, self._files, self.db_path, underway.new)
             d.addBoth(lambda _: self._rewrite_failed(Failure(StorageFailed(self.failed)), job))
+        elif self._restartable(underway):
+            job.state = self._mirror.copy()
+            job.restarts += 1
+            d = self._runner.run(rewrite.abandon, self._files, self.db_path, underway.new)
+            d.addBoth(lambda _: self._restart(job))
         elif not underway.written:
             d = self._runner.run(rewrite.write_slice, self._files, self.db_path, underway.new, REWRITE_SLICE_BYTES)
             d.addCallbacks(self._slice_written, self._rewrite_failed, callbackArgs=(underway,), errbackArgs=(job,))
@@ -491,6 +518,24 @@ class Volume:
                 rewrite.finish, self._files, self.path, self.db_path, underway.new, list(underway.tail), self._fd
             )
             d.addCallbacks(self._rewritten, self._rewrite_failed, callbackArgs=(underway,), errbackArgs=(job,))
+
+    def _restartable(self, underway: _Underway) -> bool:
+        """
+        Whether to start a stale rewrite again from the state as it is now:
+        only while every append made is written (the state then holds
+        nothing a later tail would copy again), and a few times at most.
+        """
+        return (
+            underway.stale
+            and underway.job.restarts < MAX_REWRITE_RESTARTS
+            and not any(isinstance(job, _Append) for job in self._queue)
+        )
+
+    def _restart(self, job: _Rewrite) -> None:
+        self._underway = None
+        self._queue.appendleft(job)
+        self._busy = False
+        self._pump()
 
     def _slice_written(self, written: bool, underway: _Underway) -> None:
         underway.written = written
