@@ -27,6 +27,7 @@ fsync can succeed without the data.
 import collections
 import queue
 import threading
+import time
 
 import attrs
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -180,6 +181,7 @@ class _Underway:
     written: bool = False
     stale: bool = False
     appended: bool = False
+    started: float = attrs.Factory(time.monotonic)
 
 
 @attrs.define
@@ -579,9 +581,10 @@ class Volume:
         self._header, self._sealer, self._fd, self._end = new.header, new.sealer, new.fd, end
         self._live_size = self._end
         self.log.info(
-            "{path} rewritten: {size} bytes, {tail} records appended meanwhile",
+            "{path} rewritten: {size} bytes in {seconds:.2f} s, {tail} records appended meanwhile",
             path=self.db_path,
             size=self._end,
+            seconds=time.monotonic() - underway.started,
             tail=len(underway.tail),
         )
         underway.job.done.callback(None)
