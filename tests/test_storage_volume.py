@@ -369,6 +369,11 @@ class FailureTests(VolumeTestCase):
 class CompactionTests(VolumeTestCase):
     """Compaction rewrites the file with the same durable state."""
 
+    def small_slices(self, size):
+        """Write new files in pieces and slices of C{size} bytes, so that a small state takes several."""
+        self.patch(layout, "PIECE_SIZE", size)
+        self.patch(volume_module, "REWRITE_SLICE_BYTES", size)
+
     def test_explicit(self):
         """compact() shrinks the file and the state survives a restart."""
         volume = self.open()
@@ -433,8 +438,7 @@ class CompactionTests(VolumeTestCase):
         the old one and acknowledged before it ends, appends that never
         stop coming do not hold it, and the new file holds them too.
         """
-        self.patch(layout, "PIECE_SIZE", 1000)
-        self.patch(volume_module, "REWRITE_SLICE_BYTES", 1000)
+        self.small_slices(1000)
         runner = StepRunner()
         volume = self.open(runner=runner)
         volume.append([entry(i, size=200) for i in range(1, 51)])
@@ -466,8 +470,7 @@ class CompactionTests(VolumeTestCase):
         was writing: it starts again from the new state, so the new file
         holds one snapshot, not both.
         """
-        self.patch(layout, "PIECE_SIZE", 1000)
-        self.patch(volume_module, "REWRITE_SLICE_BYTES", 1000)
+        self.small_slices(1000)
         runner = StepRunner()
         volume = self.open(runner=runner)
         volume.append([entry(i, size=200) for i in range(1, 51)])
@@ -488,8 +491,7 @@ class CompactionTests(VolumeTestCase):
 
     def test_reset_holds_appends_until_done(self):
         """Appends made during a reset belong to the new, empty log and wait for it."""
-        self.patch(layout, "PIECE_SIZE", 100)
-        self.patch(volume_module, "REWRITE_SLICE_BYTES", 100)
+        self.small_slices(100)
         runner = StepRunner()
         volume = self.open(runner=runner)
         volume.append([entry(i) for i in range(1, 21)])

@@ -109,7 +109,7 @@ class PeerLinks:
             inbound.send_raft(data)
 
     def flush(self) -> None:
-        """Send now what the node's connections were written so far this turn (L{minkms.server.prompttls})."""
+        """Send now what was written to the node's connections so far this turn (L{minkms.server.prompttls})."""
         self._sends.flush()
 
     def heard_from(self, node_id: int, via) -> None:

@@ -13,6 +13,7 @@ a crash at any point leaves the old file or the new one, each whole and
 each holding every record that was acknowledged.
 """
 
+import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -52,24 +53,22 @@ def begin(
 
     @raise CompactionAborted: the file could not be created.
     """
-    fd = None
     try:
         header = new_header(hsm, rek, cluster_id, node_id)
         head = encode_header(header)
         sealer = RecordSealer(rek, header.file_id)
         fd = files.create(temp_path(db_path))
+    except Exception as e:
+        raise _aborted(db_path, e) from e
+    with _aborting(files, db_path, fd):
         end = len(head) + sealed_size(records)
         return NewFile(header, sealer, fd, sealer.file_pieces(head, records), end)
-    except Exception as e:
-        if fd is not None:
-            _discard(files, db_path, fd)
-        raise CompactionAborted(f"cannot write new {db_path}: {reason_of(e)}") from e
 
 
-def write_slice(files: Files, db_path: str, new: NewFile, budget: int | None = None) -> bool:
+def write_slice(files: Files, db_path: str, new: NewFile, budget: int) -> bool:
     """
     Write the next pieces of C{new}'s state, at least C{budget} bytes of
-    them unless fewer are left (all of them without a budget).  A slice
+    them unless fewer are left.  A slice
     that leaves more to write is fsynced, so that the last fsync, which
     queued appends wait for, has one slice to flush rather than the
     whole file.
@@ -78,18 +77,13 @@ def write_slice(files: Files, db_path: str, new: NewFile, budget: int | None = N
     @raise CompactionAborted: a write failed; the temporary file is gone.
     """
     written = 0
-    try:
+    with _aborting(files, db_path, new.fd):
         for offset, piece in new.pieces:
             files.pwrite(new.fd, piece, offset)
             written += len(piece)
-            if budget is not None and written >= budget:
+            if written >= budget:
                 files.sync(new.fd)
                 return False
-    except BaseException as e:
-        _discard(files, db_path, new.fd)
-        if not isinstance(e, Exception):
-            raise
-        raise CompactionAborted(f"cannot write new {db_path}: {reason_of(e)}") from e
     return True
 
 
@@ -109,16 +103,11 @@ def finish(files: Files, directory: str, db_path: str, new: NewFile, tail: list[
     @raise StorageFailed: the rename or the directory fsync failed: which
         file a restart finds is unknown, so the volume must stop.
     """
-    try:
+    with _aborting(files, db_path, new.fd):
         data = new.sealer.encode_batch(new.end, tail)
         if data:
             files.pwrite(new.fd, data, new.end)
         files.sync(new.fd)
-    except BaseException as e:
-        _discard(files, db_path, new.fd)
-        if not isinstance(e, Exception):
-            raise
-        raise CompactionAborted(f"cannot write new {db_path}: {reason_of(e)}") from e
     try:
         commit_temp(files, directory, db_path)
     except Exception as e:
@@ -126,6 +115,25 @@ def finish(files: Files, directory: str, db_path: str, new: NewFile, tail: list[
         raise StorageFailed(f"storage failed: cannot replace {db_path}: {reason_of(e)}") from e
     _close_quietly(files, old_fd)
     return new.end + len(data)
+
+
+@contextlib.contextmanager
+def _aborting(files: Files, db_path: str, fd: int) -> Iterator[None]:
+    """
+    On any failure inside, close and remove the temporary file; an error
+    goes on as L{CompactionAborted}, and the old file stays in use.
+    """
+    try:
+        yield
+    except BaseException as e:
+        _discard(files, db_path, fd)
+        if not isinstance(e, Exception):
+            raise
+        raise _aborted(db_path, e) from e
+
+
+def _aborted(db_path: str, error: Exception) -> CompactionAborted:
+    return CompactionAborted(f"cannot write new {db_path}: {reason_of(error)}")
 
 
 def _discard(files: Files, db_path: str, fd: int) -> None:

@@ -358,7 +358,7 @@ class Volume:
             the old file stays in use; a failure from the rename on fails
             the volume (L{StorageFailed}).
         """
-        return self._rewrite(self._header.cluster_id, self._header.node_id)
+        return self._queue_rewrite(self._header.cluster_id, self._header.node_id)
 
     def rewrite_header(self, cluster_id: str, node_id: int) -> Deferred:
         """
@@ -370,7 +370,7 @@ class Volume:
             _check_ids(cluster_id, node_id)
         except ValueError as e:
             return fail(e)
-        return self._rewrite(cluster_id, node_id)
+        return self._queue_rewrite(cluster_id, node_id)
 
     def reset(self, cluster_id: str, node_id: int) -> Deferred:
         """
@@ -380,11 +380,11 @@ class Volume:
 
         @return: as L{compact}.
         """
-        if not isinstance(cluster_id, str) or not cluster_id:
-            return fail(ValueError("cluster ID must be a non-empty string"))
-        if not isinstance(node_id, int) or not 0 <= node_id < 2**64:
-            return fail(ValueError("node ID must be an unsigned 64-bit integer"))
-        return self._replace(DurableState(), cluster_id, node_id)
+        try:
+            _check_ids(cluster_id, node_id)
+        except ValueError as e:
+            return fail(e)
+        return self._queue_rewrite(cluster_id, node_id, DurableState())
 
     def replace(self, records) -> Deferred:
         """
@@ -402,16 +402,24 @@ class Volume:
                 state.apply(record)
         except (TypeError, ValueError) as e:
             return fail(e)
-        return self._replace(state, self._header.cluster_id, self._header.node_id)
+        return self._queue_rewrite(self._header.cluster_id, self._header.node_id, state)
 
-    def _replace(self, state: DurableState, cluster_id: str, node_id: int) -> Deferred:
+    def _queue_rewrite(self, cluster_id: str, node_id: int, replacement: DurableState | None = None) -> Deferred:
+        """
+        Queue a new file under C{cluster_id} and C{node_id}: holding the
+        records as they are (a compaction), or C{replacement} instead.
+        """
         if self.failed is not None:
             return fail(StorageFailed(self.failed))
         if self._closed:
             return fail(StorageFailed("storage failed: volume is closed"))
-        self._mirror = state.copy()
         done = Deferred()
-        self._queue.append(_Rewrite(state, cluster_id, node_id, done))
+        if replacement is None:
+            job = _Rewrite(self._mirror.copy(), cluster_id, node_id, done, keeps_state=True)
+        else:
+            self._mirror = replacement.copy()
+            job = _Rewrite(replacement, cluster_id, node_id, done)
+        self._queue.append(job)
         self._pump()
         return done
 
@@ -426,16 +434,6 @@ class Volume:
         self._closed = True
         done = Deferred()
         self._queue.append(_Close(done))
-        self._pump()
-        return done
-
-    def _rewrite(self, cluster_id: str, node_id: int) -> Deferred:
-        if self.failed is not None:
-            return fail(StorageFailed(self.failed))
-        if self._closed:
-            return fail(StorageFailed("storage failed: volume is closed"))
-        done = Deferred()
-        self._queue.append(_Rewrite(self._mirror.copy(), cluster_id, node_id, done, keeps_state=True))
         self._pump()
         return done
 
