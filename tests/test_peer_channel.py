@@ -185,6 +185,16 @@ class ForwardErrorTests(unittest.TestCase):
         self.assertEqual(e.exception.status, 503)
         self.assertTrue(e.exception.message.endswith("the write was not applied"), e.exception.message)
 
+    async def test_stopped_node_accepts_no_peer(self):
+        """
+        A peer connection that finishes its handshake after the node began
+        to stop (its port may still be closing) is refused, not left open
+        to a node that no longer answers.
+        """
+        leader, _ = await self.follower_of_two()
+        await leader.stop()
+        self.assertIsNone(leader.node.peer_protocol(object(), "127.0.0.1:1"))
+
     async def test_stopped_leader_takes_no_write(self):
         """
         A leader that is stopping answers a forwarded write 503 before

@@ -531,8 +531,11 @@ class PeerListener:
         self._node = node
         self._expected = peer_identity_expected
         self._open: set[PeerProtocol] = set()
+        self._closed = False
 
     def __call__(self, transport, addr):
+        if self._closed:
+            return None
         if peer_identity(transport) != self._expected:
             log.warn("refused a peer connection from {addr}: not a cluster node", addr=addr)
             return None
@@ -543,10 +546,14 @@ class PeerListener:
 
     def close_all(self) -> None:
         """
-        Drop every accepted peer connection (the node is stopping).  Raft
-        messages need no graceful close, and two nodes closing the same
-        connection at once could each wait for the other's TLS close.
+        Drop every accepted peer connection and refuse the ones that finish
+        their TLS handshake later (the node is stopping: the port may still
+        be closing, and a peer's link that reconnected then would stay up
+        to a node that no longer answers).  Raft messages need no graceful
+        close, and two nodes closing the same connection at once could each
+        wait for the other's TLS close.
         """
+        self._closed = True
         for protocol in list(self._open):
             if protocol.transport is not None:
                 protocol.transport.abortConnection()
