@@ -480,8 +480,7 @@ class RaftCore:
             or self._commit_to_broadcast
             or self.log.has_unhanded()
             or self.exposable() > self.log.applied
-            or self._hard_state() != self._handed_hard_state
-            or self._soft_state() != self._handed_soft_state
+            or self._states_changed()
         )
 
     def ready(self) -> Ready:
@@ -568,13 +567,24 @@ class RaftCore:
             progress=progress,
         )
 
-    def _hard_state(self) -> HardState:
+    def _stored_commit(self) -> int:
         # With leases the stored commit is what may be applied (a restarted
         # node applies that much before it hears from a leader again).
         commit = self.log.committed
         if self.options.read_lease:
             commit = min(commit, self._acked)
-        return HardState(self.term, self.vote, commit)
+        return commit
+
+    def _hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self._stored_commit())
+
+    def _states_changed(self) -> bool:
+        # has_ready asks this several times per write: compared field by
+        # field, without building the states it compares.
+        hard, soft = self._handed_hard_state, self._handed_soft_state
+        if (self.term, self.vote, self._stored_commit()) != (hard.term, hard.vote, hard.commit):
+            return True
+        return soft is None or (self.role, self.leader, self.term) != (soft.role, soft.leader, soft.term)
 
     def _soft_state(self) -> SoftState:
         return SoftState(self.role, self.leader, self.term)
