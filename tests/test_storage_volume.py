@@ -14,7 +14,7 @@ from twisted.trial.unittest import TestCase
 from minkms.errors import StartupError
 from minkms.hsm import SoftHSM
 from minkms.raft.types import Entry, HardState, SnapshotMeta
-from minkms.storage import layout, volume as volume_module
+from minkms.storage import files as files_module, layout, volume as volume_module
 from minkms.storage.errors import CompactionAborted, StorageFailed
 from minkms.storage.faults import FaultyFiles, eio, enospc
 from minkms.storage.layout import sealed_size
@@ -286,6 +286,17 @@ class GroupCommitTests(VolumeTestCase):
         self.assertLess(files.syncs, 20)
 
 
+class SyncedWriteTests(VolumeTestCase):
+    def test_appends_survive_with_either_way_of_syncing(self):
+        """An append is written and synced by one C{RWF_DSYNC} write, or by C{pwrite} and C{fdatasync} without it."""
+        for first, flag in ((1, files_module.DSYNC), (3, None)):
+            self.patch(files_module, "DSYNC", flag)
+            volume = open_volume_now(self.path, self.hsm, runner=InlineRunner())
+            self.successResultOf(volume.append([entry(first), entry(first + 1)]))
+            self.successResultOf(volume.close())
+            self.assertEqual(self.reopen_state().entries, [entry(i) for i in range(1, first + 2)])
+
+
 class QueueDepthTests(VolumeTestCase):
     """A long queue is drained in a loop, not by recursion."""
 
@@ -343,7 +354,7 @@ class FailureTests(VolumeTestCase):
         self.successResultOf(volume.append([entry(1)]))
         files.fail("sync", eio())
         failure = self.failureResultOf(volume.append([entry(2)]), StorageFailed)
-        self.assertIn("fsync of", failure.getErrorMessage())
+        self.assertIn("cannot write and fsync", failure.getErrorMessage())
         self.assertIn("Input/output error", volume.failed)
         syncs = files.syncs
         self.failureResultOf(volume.append([entry(3)]), StorageFailed)

@@ -145,6 +145,11 @@ class FaultyFiles:
         self._check_error("sync")
         self.inner.sync(fd)
 
+    def write_synced(self, fd: int, data: bytes, offset: int) -> None:
+        """As L{OSFiles.write_synced}: a breakable L{pwrite}, then a breakable L{sync}."""
+        self.pwrite(fd, data, offset)
+        self.sync(fd)
+
     def truncate(self, fd: int, size: int) -> None:
         """As L{OSFiles.truncate}, but breakable."""
         if self._enter("truncate", size):

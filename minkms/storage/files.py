@@ -15,6 +15,8 @@ from typing import Protocol
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+DSYNC = getattr(os, "RWF_DSYNC", None) if hasattr(os, "pwritev") else None
+"""The C{pwritev} flag that makes a write durable as it returns; None where the platform lacks it."""
 
 
 class Files(Protocol):
@@ -29,6 +31,7 @@ class Files(Protocol):
     def open_rw(self, path: str) -> int: ...
     def pwrite(self, fd: int, data: bytes, offset: int) -> None: ...
     def sync(self, fd: int) -> None: ...
+    def write_synced(self, fd: int, data: bytes, offset: int) -> None: ...
     def truncate(self, fd: int, size: int) -> None: ...
     def close(self, fd: int) -> None: ...
     def rename(self, source: str, target: str) -> None: ...
@@ -106,6 +109,22 @@ class OSFiles:
     def sync(self, fd: int) -> None:
         """Make the data and the size of C{fd} durable."""
         os.fdatasync(fd)
+
+    def write_synced(self, fd: int, data: bytes, offset: int) -> None:
+        """
+        L{pwrite} then L{sync}: on Linux one system call (C{RWF_DSYNC}),
+        so the storage thread gives up and takes back the interpreter lock
+        once per append instead of twice.
+        """
+        if DSYNC is None:
+            self.pwrite(fd, data, offset)
+            self.sync(fd)
+            return
+        view = memoryview(data)
+        while view:
+            written = os.pwritev(fd, [view], offset, DSYNC)
+            view = view[written:]
+            offset += written
 
     def truncate(self, fd: int, size: int) -> None:
         """Cut C{fd} to C{size} bytes."""

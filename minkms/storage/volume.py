@@ -547,15 +547,13 @@ class Volume:
         if not data:
             return start
         try:
-            self._files.pwrite(self._fd, data, start)
+            if sync:
+                self._files.write_synced(self._fd, data, start)
+            else:
+                self._files.pwrite(self._fd, data, start)
         except Exception as e:
-            raise StorageFailed(f"storage failed: cannot write {self.db_path}: {reason_of(e)}") from e
-        if not sync:
-            return start + len(data)
-        try:
-            self._files.sync(self._fd)
-        except Exception as e:
-            raise StorageFailed(f"storage failed: fsync of {self.db_path} failed: {reason_of(e)}") from e
+            what = "write and fsync" if sync else "write"
+            raise StorageFailed(f"storage failed: cannot {what} {self.db_path}: {reason_of(e)}") from e
         return start + len(data)
 
     def _written(self, end: int, batch: list) -> None:
