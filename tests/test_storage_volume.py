@@ -17,6 +17,7 @@ from minkms.raft.types import Entry, HardState, SnapshotMeta
 from minkms.storage import files as files_module, layout, volume as volume_module
 from minkms.storage.errors import CompactionAborted, StorageFailed
 from minkms.storage.faults import FaultyFiles, eio, enospc
+from minkms.storage.inline import InlineAppends
 from minkms.storage.layout import sealed_size
 from minkms.storage.records import Snapshot
 from minkms.storage.replay import replay
@@ -295,6 +296,65 @@ class SyncedWriteTests(VolumeTestCase):
             self.successResultOf(volume.append([entry(first), entry(first + 1)]))
             self.successResultOf(volume.close())
             self.assertEqual(self.reopen_state().entries, [entry(i) for i in range(1, first + 2)])
+
+
+class InlineAppendTests(VolumeTestCase):
+    """On a fast disk the caller's thread writes small batches itself; the rest goes to the runner."""
+
+    def open_learned(self, max_seconds: float):
+        """A volume on a L{StepRunner} whose rule has timed a window of three appends (entries 1-3)."""
+        runner = StepRunner()
+        files = FaultyFiles()
+        volume = self.open(runner=runner, files=files, inline=InlineAppends(max_seconds=max_seconds, window=3))
+        for i in range(1, 4):
+            d = volume.append([entry(i)])
+            self.assertNoResult(d)
+            runner.step()
+            self.successResultOf(d)
+        return volume, runner, files
+
+    def test_fast_disk_writes_at_once(self):
+        """Once the disk is known to be fast, an append is written and fsynced before append() returns."""
+        volume, runner, files = self.open_learned(max_seconds=60.0)
+        syncs = files.syncs
+        self.successResultOf(volume.append([entry(4), entry(5)]))
+        self.assertEqual(runner.pending, [])
+        self.assertEqual(files.syncs, syncs + 1)
+        self.successResultOf(volume.close())
+        self.assertEqual(self.reopen_state().entries, [entry(i) for i in range(1, 6)])
+
+    def test_slow_disk_stays_on_the_runner(self):
+        """Appends slower than the limit keep going to the runner."""
+        volume, runner, files = self.open_learned(max_seconds=0.0)
+        d = volume.append([entry(4)])
+        self.assertNoResult(d)
+        runner.step()
+        self.successResultOf(d)
+
+    def test_snapshots_and_large_batches_go_to_the_runner(self):
+        """A snapshot, or more entry bytes than the limit, is written by the runner even on a fast disk."""
+        volume, runner, files = self.open_learned(max_seconds=60.0)
+        snapshot = Snapshot(SnapshotMeta(3, 1, b"cfg"), b"state")
+        for records in ([snapshot], [entry(4, size=InlineAppends().max_bytes + 1)]):
+            d = volume.append(records)
+            self.assertNoResult(d)
+            runner.step()
+            self.successResultOf(d)
+
+    def test_waits_for_the_running_job(self):
+        """An append made while the runner writes waits for it, then goes at once, in order."""
+        volume, runner, files = self.open_learned(max_seconds=60.0)
+        snapshot = Snapshot(SnapshotMeta(3, 1, b"cfg"), b"state")
+        first = volume.append([snapshot])
+        second = volume.append([entry(4)])
+        self.assertNoResult(second)
+        runner.step()
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertEqual(runner.pending, [])
+        self.successResultOf(volume.close())
+        state = self.reopen_state()
+        self.assertEqual((state.snapshot, state.entries), (snapshot, [entry(4)]))
 
 
 class QueueDepthTests(VolumeTestCase):

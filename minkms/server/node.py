@@ -43,6 +43,7 @@ from minkms.server.stalls import StallWatch
 from minkms.server.writes import WritePath
 from minkms.state.machine import StateMachine
 from minkms.storage.errors import StorageFailed
+from minkms.storage.inline import InlineAppends
 from minkms.storage.volume import open_volume_now
 
 log = Logger()
@@ -545,7 +546,12 @@ def open_node(settings, reactor, storage_runner=None) -> Node:
     from minkms.server.membership import founding_records
 
     volume = open_volume_now(
-        settings.volume, settings.hsm, reactor=reactor, runner=storage_runner, founding=founding_records(settings.host)
+        settings.volume,
+        settings.hsm,
+        reactor=reactor,
+        runner=storage_runner,
+        founding=founding_records(settings.host),
+        inline=InlineAppends(),
     )
     try:
         node = Node(reactor, settings, volume, settings.hsm)

@@ -1,10 +1,11 @@
 """
 C{VOLUME/kms.db} with Deferred writes, group commit and compaction.
 
-This is the only storage module that uses Twisted.  The reactor thread
-never touches the disk once the volume is open: encoding, writes, fsyncs
-and compaction run on one dedicated storage thread, one job at a time, and
-the reactor only keeps the queue.
+This is the only storage module that uses Twisted.  Encoding, writes,
+fsyncs and compaction run on one dedicated storage thread, one job at a
+time, and the reactor keeps the queue; but a small append batch on a fast
+disk the reactor thread writes itself, when no job is running
+(L{minkms.storage.inline}).
 
 A rewrite (compaction, a new header, a reset) writes the new file in
 slices (L{minkms.storage.rewrite}).  Between two slices of one that keeps
@@ -38,6 +39,7 @@ from minkms.raft.types import HardState, Snapshot, SnapshotMeta
 from minkms.storage import rewrite
 from minkms.storage.errors import CompactionAborted, StorageFailed, reason_of
 from minkms.storage.files import OSFiles
+from minkms.storage.inline import InlineAppends
 from minkms.storage.layout import PIECE_SIZE, RecordSealer, encode_header, sealed_size
 from minkms.storage.records import check_record
 from minkms.storage.replay import DurableState
@@ -228,16 +230,19 @@ def open_volume_now(
     runner=None,
     compact_threshold: int = DEFAULT_COMPACT_THRESHOLD,
     founding=None,
+    inline: InlineAppends | None = None,
 ) -> "Volume":
     """
     Like L{open_volume} but recovers in the calling thread: for start-up
     code that runs before the reactor does.  C{founding}: see L{load_volume}.
+    C{inline}: which appends the calling thread writes itself (none
+    without it; see L{minkms.storage.inline}).
 
     @raise minkms.errors.StartupError: see L{load_volume}.
     """
     files = files or OSFiles()
     loaded = load_volume(path, hsm, files, founding)
-    return Volume(loaded, hsm, files, runner or ThreadRunner(reactor), compact_threshold)
+    return Volume(loaded, hsm, files, runner or ThreadRunner(reactor), compact_threshold, inline)
 
 
 class Volume:
@@ -253,7 +258,9 @@ class Volume:
 
     log = Logger()
 
-    def __init__(self, loaded: LoadedVolume, hsm, files, runner, compact_threshold: int) -> None:
+    def __init__(
+        self, loaded: LoadedVolume, hsm, files, runner, compact_threshold: int, inline: InlineAppends | None = None
+    ) -> None:
         self.path = loaded.directory
         self.db_path = loaded.db_path
         self.recovered = loaded.state
@@ -264,6 +271,7 @@ class Volume:
         self._hsm = hsm
         self._files = files
         self._runner = runner
+        self._inline = inline
         self._lock_fd = loaded.lock_fd
         self._fd = loaded.fd
         self._header = loaded.header
@@ -482,7 +490,10 @@ class Volume:
                 if any(isinstance(record, Snapshot) for record in records):
                     self._underway.stale = True
             self._busy = True
-            d = self._runner.run(self._write_batch, records, self._end, sync)
+            if self._inline is not None and self._inline.allows(records):
+                d = maybeDeferred(self._write_batch, records, self._end, sync)
+            else:
+                d = self._runner.run(self._write_batch, records, self._end, sync)
             d.addCallbacks(self._written, self._write_failed, callbackArgs=(batch,), errbackArgs=(batch,))
         else:
             self._busy = True
@@ -542,10 +553,12 @@ class Volume:
         self._busy = False
         self._pump()
 
-    def _write_batch(self, records: list, start: int, sync: bool = True) -> int:
+    def _write_batch(self, records: list, start: int, sync: bool = True) -> tuple[int, float | None]:
+        """Write C{records} at C{start}: where they end, and how long the write and fsync took (None unsynced)."""
         data = self._sealer.encode_batch(start, records)
         if not data:
-            return start
+            return start, None
+        began = time.perf_counter()
         try:
             if sync:
                 self._files.write_synced(self._fd, data, start)
@@ -554,10 +567,12 @@ class Volume:
         except Exception as e:
             what = "write and fsync" if sync else "write"
             raise StorageFailed(f"storage failed: cannot {what} {self.db_path}: {reason_of(e)}") from e
-        return start + len(data)
+        return start + len(data), time.perf_counter() - began if sync else None
 
-    def _written(self, end: int, batch: list) -> None:
-        self._end = end
+    def _written(self, written: tuple[int, float | None], batch: list) -> None:
+        self._end, took = written
+        if took is not None and self._inline is not None:
+            self._inline.took(took)
         for item in batch:
             item.done.callback(None)
         self._busy = False
