@@ -243,6 +243,51 @@ class CoreLeaseTests(SynchronousTestCase):
         follower._follower_lease.index = follower.log.last_index() + 1
         self.assertIsNone(follower.lease_read_index())
 
+    def test_follower_with_an_older_terms_entries_reads_by_read_index(self):
+        """
+        A follower whose log holds entries of an older term where the
+        leader's has others has no lease read until the leader's Appends
+        replaced them, even when a grant reached it and its log is longer
+        than the grant's index: its log end may fall below that index once
+        they are replaced (a stale read the simulator found, seed 19508).
+        """
+        cluster, clock = self.cluster, self.clock
+        cluster.isolate(1)
+        for _ in range(5):
+            cluster.cores[1].propose(b"lost")
+        cluster.stabilize()
+        for _ in range(30):
+            clock.now += 0.1
+            cluster.tick(2)
+            cluster.tick(3)
+            cluster.stabilize()
+        (leader,) = [node for node in cluster.leaders() if node != 1]
+        new = cluster.cores[leader]
+        clock.now += 2 * LEASE
+        written = new.propose(b"w")
+        for _ in range(2):
+            clock.now += 0.1
+            cluster.tick(leader)
+            cluster.stabilize()
+        old = cluster.cores[1]
+        self.assertGreater(old.log.last_index(), written)
+        cluster.heal()
+        to_old = lambda m: isinstance(m, Append) and m.dst == 1  # noqa: E731
+        for _ in range(3):
+            clock.now += 0.1
+            cluster.tick(leader)
+            cluster.stabilize(drop=to_old)
+        self.assertEqual(old.leader, leader)
+        self.assertIsNotNone(old._follower_lease.read_index(clock.now))
+        self.assertGreaterEqual(old.log.last_index(), old._follower_lease.index)
+        self.assertIsNone(old.lease_read_index())
+        for _ in range(2):
+            clock.now += 0.1
+            cluster.tick(leader)
+            cluster.stabilize()
+        self.assertEqual(old.lease_read_index(), old.log.last_index())
+        self.assertEqual(old.log.term(written), new.term)
+
     def test_follower_answers_probes_not_notices(self):
         """
         A follower answers an empty Append that is not a notice (a probe),

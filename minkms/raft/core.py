@@ -212,6 +212,7 @@ class RaftCore:
         self._clock = clock
         self._leader_leases: LeaderLeases | None = None
         self._follower_lease = FollowerLease(options.read_lease) if options.read_lease else None
+        self._leader_matched = 0
         self._acked = durable.hard_state.commit
         hard = durable.hard_state
         self.term = hard.term
@@ -382,8 +383,11 @@ class RaftCore:
         replaced by a later leader, so a read waiting for them may settle
         for the end of the log as it is then (see
         L{minkms.driver.reads.PendingReads.release}): the acknowledged
-        writes are committed and stay.  A follower that has not yet received
-        all that its lease covers reads by ReadIndex instead.
+        writes are committed and stay.  A follower whose log is not yet
+        known to match the leader's up to what its lease covers reads by
+        ReadIndex instead: until the leader's Appends reach it, its log may
+        hold entries of an older term there, which the leader replaces,
+        and its end may then fall below writes acknowledged before the read.
         """
         if not self.options.read_lease:
             return None
@@ -398,10 +402,9 @@ class RaftCore:
         if self._follower_lease is None:
             return None
         index = self._follower_lease.read_index(now)
-        last = self.log.last_index()
-        if index is None or index > last:
+        if index is None or index > max(self.log.committed, self._leader_matched):
             return None
-        return last
+        return self.log.last_index()
 
     def exposable(self) -> int:
         """
@@ -636,6 +639,7 @@ class RaftCore:
         self._commit_to_broadcast = False
         self._partial_snapshot = None
         self._leader_leases = None
+        self._leader_matched = 0
 
     def _become_follower(self, term: int, leader: int) -> None:
         self._reset(term)
@@ -841,6 +845,7 @@ class RaftCore:
             return
         last_new = self.log.maybe_append(m.prev_index, m.prev_term, m.commit, m.entries)
         if last_new is not None:
+            self._leader_matched = max(self._leader_matched, last_new)
             self.config = self.log.config()
             if m.notice:
                 return

@@ -24,7 +24,9 @@ Three promises make the rule:
     a holder and acknowledges a write only once every holder has it in its
     log on disk (the holder's match index); a follower serves a read only
     after applying every entry its log held when the read arrived, so it
-    includes every write acknowledged before then.  No node applies (so
+    includes every write acknowledged before then, and only once its log
+    is known to match the leader's up to C{lease_index} (before that it
+    may hold an older term's entries there, which the leader replaces).  No node applies (so
     shows) an entry before it is committed and every holder has it on
     disk: the leader tells that frontier (C{acked}) with its Appends and
     heartbeats, so two reads never see a write appear and vanish.
