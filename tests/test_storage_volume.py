@@ -307,11 +307,15 @@ class InlineAppendTests(VolumeTestCase):
         files = FaultyFiles()
         volume = self.open(runner=runner, files=files, inline=InlineAppends(max_seconds=max_seconds, window=3))
         for i in range(1, 4):
-            d = volume.append([entry(i)])
-            self.assertNoResult(d)
-            runner.step()
-            self.successResultOf(d)
+            self.written_by_runner(volume, runner, [entry(i)])
         return volume, runner, files
+
+    def written_by_runner(self, volume, runner, records):
+        """Append C{records} and check that they wait for the runner, not written by the caller."""
+        d = volume.append(records)
+        self.assertNoResult(d)
+        runner.step()
+        self.successResultOf(d)
 
     def test_fast_disk_writes_at_once(self):
         """Once the disk is known to be fast, an append is written and fsynced before append() returns."""
@@ -326,20 +330,14 @@ class InlineAppendTests(VolumeTestCase):
     def test_slow_disk_stays_on_the_runner(self):
         """Appends slower than the limit keep going to the runner."""
         volume, runner, files = self.open_learned(max_seconds=0.0)
-        d = volume.append([entry(4)])
-        self.assertNoResult(d)
-        runner.step()
-        self.successResultOf(d)
+        self.written_by_runner(volume, runner, [entry(4)])
 
     def test_snapshots_and_large_batches_go_to_the_runner(self):
         """A snapshot, or more entry bytes than the limit, is written by the runner even on a fast disk."""
         volume, runner, files = self.open_learned(max_seconds=60.0)
         snapshot = Snapshot(SnapshotMeta(3, 1, b"cfg"), b"state")
         for records in ([snapshot], [entry(4, size=InlineAppends().max_bytes + 1)]):
-            d = volume.append(records)
-            self.assertNoResult(d)
-            runner.step()
-            self.successResultOf(d)
+            self.written_by_runner(volume, runner, records)
 
     def test_waits_for_the_running_job(self):
         """An append made while the runner writes waits for it, then goes at once, in order."""

@@ -26,10 +26,11 @@ Three promises make the rule:
     after applying every entry its log held when the read arrived, so it
     includes every write acknowledged before then, and only once its log
     is known to match the leader's up to C{lease_index} (before that it
-    may hold an older term's entries there, which the leader replaces).  No node applies (so
-    shows) an entry before it is committed and every holder has it on
-    disk: the leader tells that frontier (C{acked}) with its Appends and
-    heartbeats, so two reads never see a write appear and vanish.
+    may hold an older term's entries there, which the leader replaces).
+    No node applies (so shows) an entry before it is committed and every
+    holder has it on disk: the leader tells that frontier (C{acked}) with
+    its Appends and heartbeats, so two reads never see a write appear and
+    vanish.
 
     A write is so acknowledged after one round trip to the followers, as
     without leases; the price is on the follower's reads, which wait for
