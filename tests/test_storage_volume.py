@@ -311,7 +311,7 @@ class InlineAppendTests(VolumeTestCase):
         return volume, runner, files
 
     def written_by_runner(self, volume, runner, records):
-        """Append C{records} and check that they wait for the runner, not written by the caller."""
+        """Append C{records} and check that the runner writes them, not the caller."""
         d = volume.append(records)
         self.assertNoResult(d)
         runner.step()
