@@ -100,11 +100,7 @@ class OSFiles:
 
     def pwrite(self, fd: int, data: bytes, offset: int) -> None:
         """Write all of C{data} at C{offset}, however many calls it takes."""
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(fd, view, offset)
-            view = view[written:]
-            offset += written
+        _write_all(lambda view, at: os.pwrite(fd, view, at), data, offset)
 
     def sync(self, fd: int) -> None:
         """Make the data and the size of C{fd} durable."""
@@ -120,11 +116,8 @@ class OSFiles:
             self.pwrite(fd, data, offset)
             self.sync(fd)
             return
-        view = memoryview(data)
-        while view:
-            written = os.pwritev(fd, [view], offset, DSYNC)
-            view = view[written:]
-            offset += written
+        flag = DSYNC
+        _write_all(lambda view, at: os.pwritev(fd, [view], at, flag), data, offset)
 
     def truncate(self, fd: int, size: int) -> None:
         """Cut C{fd} to C{size} bytes."""
@@ -152,6 +145,15 @@ class OSFiles:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+def _write_all(write: Callable[[memoryview, int], int], data: bytes, offset: int) -> None:
+    """Call C{write(view, offset)} until all of C{data} is written from C{offset} on (writes may be short)."""
+    view = memoryview(data)
+    while view:
+        written = write(view, offset)
+        view = view[written:]
+        offset += written
 
 
 def temp_path(target: str) -> str:

@@ -41,12 +41,13 @@ class InlineAppends:
         self.max_bytes = max_bytes
         self.max_seconds = max_seconds
         self._recent: collections.deque[float] = collections.deque(maxlen=window)
-        self._slow = 0
 
     def allows(self, records: Iterable[object]) -> bool:
         """Whether the batch C{records} may be written on the event loop now."""
-        counted = len(self._recent)
-        if counted < (self._recent.maxlen or 0) or 2 * self._slow >= counted:
+        recent = self._recent
+        if len(recent) < (recent.maxlen or 0):
+            return False
+        if 2 * sum(1 for took in recent if took >= self.max_seconds) >= len(recent):
             return False
         size = 0
         for record in records:
@@ -58,9 +59,4 @@ class InlineAppends:
 
     def took(self, seconds: float) -> None:
         """An fsynced append took C{seconds} to write."""
-        recent = self._recent
-        if len(recent) == recent.maxlen and recent[0] >= self.max_seconds:
-            self._slow -= 1
-        recent.append(seconds)
-        if seconds >= self.max_seconds:
-            self._slow += 1
+        self._recent.append(seconds)
