@@ -6,11 +6,12 @@ C{bench/scale.py} has a test of its own (L{tests.test_bench_scale}).
 """
 
 import os
+import shutil
 import subprocess
 import sys
 
 from twisted.internet import threads
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support import REPO, cli_env
 
@@ -25,14 +26,16 @@ class BenchSmokeTests(TestCase):
 
     timeout = 300
 
-    async def smoke(self, script: str) -> None:
-        command = [sys.executable, os.path.join(REPO, "bench", script), *QUICK[script]]
+    async def smoke(self, script: str, arguments: list[str] | None = None) -> str:
+        """Run C{script} with C{arguments} (its quick ones by default); its output."""
+        command = [sys.executable, os.path.join(REPO, "bench", script), *(arguments or QUICK[script])]
         result = await threads.deferToThread(
             subprocess.run, command, env=cli_env(), cwd=REPO, capture_output=True, text=True, timeout=280
         )
         self.assertEqual(result.returncode, 0, f"{script} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
         self.assertNotIn("Traceback", result.stderr)
         self.assertTrue(any(ch.isdigit() for ch in result.stdout), f"{script} printed no figure")
+        return result.stdout
 
     def test_run_all_names_every_benchmark(self):
         """Every script in bench/ that measures something is run by make bench (or has its own test)."""
@@ -51,6 +54,15 @@ class BenchSmokeTests(TestCase):
 
     async def test_write_path(self):
         await self.smoke("write_path.py")
+
+    async def test_write_path_against_a_commit(self):
+        """The A/B mode runs this tree and a commit's C{minkms} (here the same) and prints both and their ratios."""
+        if shutil.which("git") is None or not os.path.exists(os.path.join(REPO, ".git")):
+            raise SkipTest("no git checkout: the A/B mode unpacks the base commit with git archive")
+        output = await self.smoke("write_path.py", ["--against", "HEAD", "--pairs", "1", "--seconds", "0.5"])
+        self.assertIn("pair 1 new :", output)
+        self.assertIn("pair 1 base:", output)
+        self.assertRegex(output, r"p50 new / base: median \d+\.\d{3}")
 
     async def test_peer_messages(self):
         await self.smoke("peer_messages.py")
