@@ -197,6 +197,14 @@ async def _measure(reactor, size: int, seconds: float, workdir: str, leases: boo
     return results
 
 
+def _machine() -> str:
+    """The line that opens every run: cores, processor, Python, load."""
+    return (
+        f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
+        f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.2f}"
+    )
+
+
 def _base_tree(rev: str, workdir: str) -> str:
     """The C{minkms} package of commit C{rev}, unpacked under C{workdir}; its directory."""
     target = os.path.join(workdir, "base")
@@ -244,7 +252,7 @@ async def _one_run(
 
 async def _against(reactor, args) -> None:
     """This tree against C{args.against}, alternating, one cluster at a time."""
-    print(f"machine: {os.cpu_count()} CPUs; Python {platform.python_version()}; load average {os.getloadavg()[0]:.2f}")
+    print(_machine())
     print(
         f"new (this tree) against {args.against}: 3 nodes, {args.writers} writer(s) to the leader, "
         f"{args.seconds:g} s per run, {args.pairs} pair(s), one cluster at a time"
@@ -275,10 +283,7 @@ async def _against(reactor, args) -> None:
 
 
 async def _main(reactor, args) -> None:
-    print(
-        f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
-        f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.2f}"
-    )
+    print(_machine())
     print(f"KEY:CREATE, committed and fsynced on a majority before each reply; {args.seconds:.0f} s per figure")
     with tempfile.TemporaryDirectory(prefix="minkms-writebench-") as workdir:
         single = await _measure(reactor, 1, args.seconds, workdir)

@@ -483,7 +483,8 @@ class RaftCore:
             or self._commit_to_broadcast
             or self.log.has_unhanded()
             or self.exposable() > self.log.applied
-            or self._states_changed()
+            or self._hard_state() != self._handed_hard_state
+            or self._soft_state() != self._handed_soft_state
         )
 
     def ready(self) -> Ready:
@@ -570,24 +571,13 @@ class RaftCore:
             progress=progress,
         )
 
-    def _stored_commit(self) -> int:
+    def _hard_state(self) -> HardState:
         # With leases the stored commit is what may be applied (a restarted
         # node applies that much before it hears from a leader again).
         commit = self.log.committed
         if self.options.read_lease:
             commit = min(commit, self._acked)
-        return commit
-
-    def _hard_state(self) -> HardState:
-        return HardState(self.term, self.vote, self._stored_commit())
-
-    def _states_changed(self) -> bool:
-        # has_ready asks this several times per write: compared field by
-        # field, without building the states it compares.
-        hard, soft = self._handed_hard_state, self._handed_soft_state
-        if (self.term, self.vote, self._stored_commit()) != (hard.term, hard.vote, hard.commit):
-            return True
-        return soft is None or (self.role, self.leader, self.term) != (soft.role, soft.leader, soft.term)
+        return HardState(self.term, self.vote, commit)
 
     def _soft_state(self) -> SoftState:
         return SoftState(self.role, self.leader, self.term)
