@@ -123,7 +123,7 @@ async def _form(reactor, client: KMSClient, hosts: list[str]) -> None:
     await client.call(101, pb.CreateEnclaveRequest(Name=ENCLAVE), host=hosts[0])
 
 
-async def _writers(reactor, client, host: str, writers: int, seconds: float, prefix: str):
+async def write_loops(reactor, client, host: str, writers: int, seconds: float, prefix: str):
     """C{writers} loops of KEY:CREATE for C{seconds}: the latencies of the writes answered 200."""
     latencies: list[float] = []
     errors: list[str] = []
@@ -153,7 +153,7 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
 
 
-class _Cluster:
+class Cluster:
     """A cluster of C{size} fresh server processes, formed, with a SysAdmin client."""
 
     def __init__(self, reactor, size: int, workdir: str, leases: bool = True, source: str = REPO) -> None:
@@ -177,7 +177,7 @@ class _Cluster:
 
 
 async def _measure(reactor, size: int, seconds: float, workdir: str, leases: bool = True) -> dict:
-    cluster = _Cluster(reactor, size, workdir, leases)
+    cluster = Cluster(reactor, size, workdir, leases)
     client, hosts = cluster.client, cluster.hosts
     results = {}
     try:
@@ -185,8 +185,8 @@ async def _measure(reactor, size: int, seconds: float, workdir: str, leases: boo
         targets = [("leader", hosts[0])] + ([("follower", hosts[1])] if size > 1 else [])
         for where, host in targets:
             for writers in (1, 16, 64):
-                await _writers(reactor, client, host, writers, 0.5, f"warm-{where}-{writers}")
-                latencies = await _writers(reactor, client, host, writers, seconds, f"{where}-{writers}")
+                await write_loops(reactor, client, host, writers, 0.5, f"warm-{where}-{writers}")
+                latencies = await write_loops(reactor, client, host, writers, seconds, f"{where}-{writers}")
                 results[(where, writers)] = (
                     len(latencies) / seconds,
                     _percentile(latencies, 0.5),
@@ -197,7 +197,7 @@ async def _measure(reactor, size: int, seconds: float, workdir: str, leases: boo
     return results
 
 
-def _machine() -> str:
+def machine_line() -> str:
     """The line that opens every run: cores, processor, Python, load."""
     return (
         f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
@@ -233,14 +233,14 @@ async def _one_run(
     reactor, source: str, writers: int, seconds: float, workdir: str
 ) -> tuple[float, float, float, float]:
     """Writes/s, p50 and p99 (ms) and server CPU per write (µs) of C{writers} writers to a new 3-node cluster."""
-    cluster = _Cluster(reactor, 3, workdir, source=source)
+    cluster = Cluster(reactor, 3, workdir, source=source)
     try:
         await cluster.form()
         leader = cluster.hosts[0]
-        await _writers(reactor, cluster.client, leader, writers, max(1.0, seconds / 5), "warm")
+        await write_loops(reactor, cluster.client, leader, writers, max(1.0, seconds / 5), "warm")
         pids = [process.pid for process in cluster.processes]
         cpu = sum(map(cpu_seconds, pids))
-        latencies = await _writers(reactor, cluster.client, leader, writers, seconds, "run")
+        latencies = await write_loops(reactor, cluster.client, leader, writers, seconds, "run")
         cpu = sum(map(cpu_seconds, pids)) - cpu
     finally:
         await cluster.stop()
@@ -252,7 +252,7 @@ async def _one_run(
 
 async def _against(reactor, args) -> None:
     """This tree against C{args.against}, alternating, one cluster at a time."""
-    print(_machine())
+    print(machine_line())
     print(
         f"new (this tree) against {args.against}: 3 nodes, {args.writers} writer(s) to the leader, "
         f"{args.seconds:g} s per run, {args.pairs} pair(s), one cluster at a time"
@@ -283,7 +283,7 @@ async def _against(reactor, args) -> None:
 
 
 async def _main(reactor, args) -> None:
-    print(_machine())
+    print(machine_line())
     print(f"KEY:CREATE, committed and fsynced on a majority before each reply; {args.seconds:.0f} s per figure")
     with tempfile.TemporaryDirectory(prefix="minkms-writebench-") as workdir:
         single = await _measure(reactor, 1, args.seconds, workdir)

@@ -39,7 +39,11 @@ class BenchSmokeTests(TestCase):
 
     def test_run_all_names_every_benchmark(self):
         """Every script in bench/ that measures something is run by make bench (or has its own test)."""
-        own_runs = {"faults.py": "tests/faults (the short run)", "fuzz.py": "tests/test_fuzz"}
+        own_runs = {
+            "faults.py": "tests/faults (the short run)",
+            "fuzz.py": "tests/test_fuzz",
+            "write_timeline.py": "test_write_timeline below (it needs perf)",
+        }
         scripts = {name for name in os.listdir(os.path.join(REPO, "bench")) if name.endswith(".py")}
         self.assertEqual(scripts - set(QUICK) - set(own_runs) - {"run_all.py"}, set())
 
@@ -63,6 +67,37 @@ class BenchSmokeTests(TestCase):
         self.assertIn("pair 1 new :", output)
         self.assertIn("pair 1 base:", output)
         self.assertRegex(output, r"p50 new / base: median \d+\.\d{3}")
+
+    async def test_write_timeline(self):
+        """The serial path of a write, from a real trace: every step has a row."""
+        perf = shutil.which("perf")
+        if (
+            perf is None
+            or subprocess.run([perf, "trace", "-e", "getpid", "--", "true"], capture_output=True).returncode
+        ):
+            raise SkipTest("perf cannot trace system calls here")
+        output = await self.smoke("write_timeline.py", ["--seconds", "1"])
+        for step in ("the leader has the request", "follower answering 2: log write ends", "the writer has the reply"):
+            self.assertRegex(output, rf"\| {step} \| [\d,]+ \| [\d,]+ \| [\d,]+ \|")
+
+    def test_write_timeline_joins_a_call_split_across_lines(self):
+        """perf prints a call that another interrupted as a start line and a continued line: one event."""
+        from write_timeline import parse_trace
+
+        lines = [
+            "100.000 ( 0.040 ms): python3/11 recvfrom(fd: 7<socket:[5]>, ubuf: 0x1, size: 65536)   = 400\n",
+            "100.100 (         ): python3/11 pwritev2(fd: 9, vec: 0x2, vlen: 1, pos_l: 10, flags: 2) ...\n",
+            "100.050 ( 0.030 ms): python3/12 sendto(fd: 13, buff: 0x3, len: 105)        = 105\n",
+            "100.100 ( 0.500 ms): python3/11  ... [continued]: pwritev2())                 = 410\n",
+            "100.700 ( 0.010 ms): python3/11 recvfrom(fd: 7, ubuf: 0x1, size: 65536) = -1 EAGAIN (Resource)\n",
+        ]
+        events = parse_trace(lines)
+        self.assertEqual(
+            [(e[2], e[3], e[4], e[5]) for e in events][:3],
+            [(11, "recvfrom", 7, 400), (12, "sendto", 13, 105), (11, "pwritev2", 9, 410)],
+        )
+        self.assertAlmostEqual(events[2][1] - events[2][0], 0.5)
+        self.assertEqual(events[3][5], -1)
 
     async def test_peer_messages(self):
         await self.smoke("peer_messages.py")
