@@ -204,6 +204,28 @@ class CoreLeaseTests(SynchronousTestCase):
             self.assertLess(follower.log.committed, index)
             self.assertEqual(follower.lease_read_index(), index)
 
+    def test_followers_learn_the_frontier_while_the_leader_persists(self):
+        """
+        While the leader's own write of an entry is still under way (a slow
+        disk), the holders' answers move what may be applied, and the
+        messages the leader sends meanwhile tell the followers: their
+        reads do not wait for the leader's disk.
+        """
+        leader = self.cluster.cores[1]
+        index = leader.propose(b"w")
+        ready = leader.ready()
+        for append in [m for m in ready.send_first if isinstance(m, Append) and m.entries]:
+            follower = self.cluster.cores[append.dst]
+            follower.step(append)
+            persisted = follower.ready()
+            follower.advance(persisted)
+            for answer in persisted.messages:
+                leader.step(answer)
+        notices = [m for m in leader.early_messages() if isinstance(m, Append)]
+        self.assertEqual(sorted(m.dst for m in notices), [2, 3])
+        self.assertEqual({(m.commit, m.acked) for m in notices}, {(index, index)})
+        leader.advance(ready)
+
     def test_write_waits_for_a_holder_to_persist(self):
         """While one holder has not answered for the entry, the leader applies nothing of it."""
         cluster, leader = self.cluster, self.cluster.cores[1]

@@ -50,3 +50,11 @@ class InlineAppendsTests(TestCase):
         rule.took(0.004)
         rule.took(0.004)
         self.assertFalse(rule.allows(SMALL), "a disk that turned slow")
+
+    def test_leader_writes_on_the_thread(self):
+        """A leader's appends go to the thread however fast the disk: its event loop must not wait for it."""
+        rule = self.learned(0.0001, 0.0001, 0.0001, 0.0001)
+        rule.leading = True
+        self.assertFalse(rule.allows(SMALL))
+        rule.leading = False
+        self.assertTrue(rule.allows(SMALL))

@@ -586,7 +586,12 @@ class RaftCore:
         """
         Take the messages that may leave before anything is persisted (see
         L{Ready.send_first}); a driver busy persisting sends them at once.
+        On a leader they carry what every lease holder now has: while its
+        own disk is slow, the followers still apply what a majority
+        committed, and their reads do not wait for the leader's write.
         """
+        if self.role == LEADER:
+            self.exposable()
         if self._commit_to_broadcast:
             self._flush_appends()
         early, self._early = tuple(self._early), []

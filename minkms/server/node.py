@@ -33,6 +33,7 @@ from minkms.raft import codec
 from minkms.raft.config import ConfigChange, encode_config, single_node_config
 from minkms.raft.core import RaftCore, RaftOptions, bootstrap_state
 from minkms.raft.errors import ConfigChangeRejected
+from minkms.raft.ready import LEADER
 from minkms.raft.types import DurableState, HardState, Snapshot, SnapshotMeta
 from minkms.server import peer, status
 from minkms.server.interfaces import INode
@@ -325,6 +326,8 @@ class Node:
         if self.core.config is not self._links.config:
             self._update_links()
         soft = ready.soft_state
+        if self.volume.inline is not None:
+            self.volume.inline.leading = soft.role == LEADER
         if soft.leader != self._leader_shown[0] or (soft.leader >= 0 and soft.term != self._leader_shown[1]):
             self._show_leader(soft.leader, soft.term)
 

@@ -12,6 +12,12 @@ for a large batch (a snapshot), the loop must stay free for heartbeats
 and reads, so those go to the thread.  The speed is what the last appends
 took, on whichever thread wrote them; the first appends after a start go
 to the thread until that is known.
+
+The leader's appends always go to the thread.  Its own write is seldom on
+a write's path (its Appends left before it began, and under read leases it
+answers once every holder has the write), and a disk that stalls for a
+second must not stop its event loop: a leader that stops sending
+heartbeats loses its leadership, and every write in flight with it.
 """
 
 import collections
@@ -30,7 +36,11 @@ INLINE_WINDOW = 16
 
 
 class InlineAppends:
-    """Decides, batch by batch, whether the event loop writes an append itself."""
+    """
+    Decides, batch by batch, whether the event loop writes an append itself.
+
+    @ivar leading: the node leads (its node sets it): every append goes to the thread.
+    """
 
     def __init__(
         self,
@@ -40,10 +50,13 @@ class InlineAppends:
     ) -> None:
         self.max_bytes = max_bytes
         self.max_seconds = max_seconds
+        self.leading = False
         self._recent: collections.deque[float] = collections.deque(maxlen=window)
 
     def allows(self, records: Iterable[object]) -> bool:
         """Whether the batch C{records} may be written on the event loop now."""
+        if self.leading:
+            return False
         recent = self._recent
         if len(recent) < (recent.maxlen or 0):
             return False

@@ -254,6 +254,8 @@ class Volume:
     @ivar warnings: what recovery fixed, one line each (also logged).
     @ivar failed: C{None}, or the C{"storage failed: ..."} reason once a
         write or fsync failed; from then on every append fails.
+    @ivar inline: which appends the calling thread writes itself, or None
+        (L{minkms.storage.inline}).
     """
 
     log = Logger()
@@ -271,7 +273,7 @@ class Volume:
         self._hsm = hsm
         self._files = files
         self._runner = runner
-        self._inline = inline
+        self.inline = inline
         self._lock_fd = loaded.lock_fd
         self._fd = loaded.fd
         self._header = loaded.header
@@ -490,7 +492,7 @@ class Volume:
                 if any(isinstance(record, Snapshot) for record in records):
                     self._underway.stale = True
             self._busy = True
-            if self._inline is not None and self._inline.allows(records):
+            if self.inline is not None and self.inline.allows(records):
                 d = maybeDeferred(self._write_batch, records, self._end, sync)
             else:
                 d = self._runner.run(self._write_batch, records, self._end, sync)
@@ -571,8 +573,8 @@ class Volume:
 
     def _written(self, written: tuple[int, float | None], batch: list) -> None:
         self._end, took = written
-        if took is not None and self._inline is not None:
-            self._inline.took(took)
+        if took is not None and self.inline is not None:
+            self.inline.took(took)
         for item in batch:
             item.done.callback(None)
         self._busy = False
