@@ -199,15 +199,15 @@ def timelines(events, peers: dict[tuple[int, int], int], writer: int, leader: in
     return steps
 
 
-def _check_perf() -> str:
+def perf_problem() -> str | None:
+    """Why C{perf} cannot trace system calls here, or None when it can."""
     perf = shutil.which("perf")
     if perf is None:
-        raise SystemExit("write_timeline.py: perf is not installed (it records the system calls)")
+        return "perf is not installed (it records the system calls)"
     probe = subprocess.run([perf, "trace", "-e", "getpid", "--", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
-        reason = (probe.stderr.strip().splitlines() or ["perf trace failed"])[0]
-        raise SystemExit(f"write_timeline.py: cannot trace system calls: {reason}")
-    return perf
+        return "cannot trace system calls: " + (probe.stderr.strip().splitlines() or ["perf trace failed"])[0]
+    return None
 
 
 async def _run(reactor, args, perf: str) -> None:
@@ -256,7 +256,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--no-leases", dest="leases", action="store_false", help="read leases off on every node")
     args = parser.parse_args()
-    perf = _check_perf()
+    problem = perf_problem()
+    if problem is not None:
+        raise SystemExit(f"write_timeline.py: {problem}")
+    perf = shutil.which("perf")
     task.react(lambda reactor: defer.ensureDeferred(_run(reactor, args, perf)))
 
 

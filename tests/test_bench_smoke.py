@@ -70,12 +70,11 @@ class BenchSmokeTests(TestCase):
 
     async def test_write_timeline(self):
         """The serial path of a write, from a real trace: every step has a row."""
-        perf = shutil.which("perf")
-        if (
-            perf is None
-            or subprocess.run([perf, "trace", "-e", "getpid", "--", "true"], capture_output=True).returncode
-        ):
-            raise SkipTest("perf cannot trace system calls here")
+        from write_timeline import perf_problem
+
+        problem = perf_problem()
+        if problem is not None:
+            raise SkipTest(problem)
         output = await self.smoke("write_timeline.py", ["--seconds", "1"])
         for step in ("the leader has the request", "follower answering 2: log write ends", "the writer has the reply"):
             self.assertRegex(output, rf"\| {step} \| [\d,]+ \| [\d,]+ \| [\d,]+ \|")

@@ -413,16 +413,23 @@ class RaftCore:
         node shows a write another lease holder could miss.  A leader
         acknowledges a write once it applied it.
         """
-        committed = self.log.committed
         if not self.options.read_lease:
-            return committed
+            return self.log.committed
+        self._advance_acked()
+        return min(self.log.committed, self._acked)
+
+    def _advance_acked(self) -> None:
+        """
+        On a leader under leases, move the acknowledgement frontier to what
+        every lease holder has on disk now; the followers hear of a move in
+        the next Append (a notice if nothing else goes).
+        """
         leases = self._leader_leases
         if self.role == LEADER and leases is not None:
-            acked = leases.acknowledgeable(self._clock(), committed, self._match_of)
+            acked = leases.acknowledgeable(self._clock(), self.log.committed, self._match_of)
             if acked > self._acked:
                 self._acked = acked
                 self._commit_to_broadcast = True
-        return min(committed, self._acked)
 
     def read_leases(self) -> dict[int, float]:
         """
@@ -590,8 +597,7 @@ class RaftCore:
         own disk is slow, the followers still apply what a majority
         committed, and their reads do not wait for the leader's write.
         """
-        if self.role == LEADER:
-            self.exposable()
+        self._advance_acked()
         if self._commit_to_broadcast:
             self._flush_appends()
         early, self._early = tuple(self._early), []

@@ -10,6 +10,7 @@ nemesis can fill its disk.
 
 import collections
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -175,15 +176,9 @@ class SmallDisk:
     def mount(self) -> str | None:
         """Mount it; return why not when this machine does not allow it."""
         os.makedirs(self.path, exist_ok=True)
-        result = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={self.SIZE},mode=0700", "tmpfs", self.path],
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            return (result.stderr.strip() or f"mount exited {result.returncode}").splitlines()[0]
-        self.mounted = True
-        return None
+        why = _why_not(["mount", "-t", "tmpfs", "-o", f"size={self.SIZE},mode=0700", "tmpfs", self.path])
+        self.mounted = why is None
+        return why
 
     def fill(self) -> None:
         """Leave only L{DISK_SLACK} bytes free on the volume."""
@@ -203,6 +198,62 @@ class SmallDisk:
         if self.mounted:
             subprocess.run(["umount", "-l", self.path], capture_output=True)
             self.mounted = False
+
+
+class FrozenDisk:
+    """
+    A small ext4 file system on a loop device, mounted where a node's
+    volume goes, that L{freeze} stops answering (as a hung device or a
+    cloud volume out of its I/O budget would) until L{thaw}.
+    """
+
+    def __init__(self, volume: str) -> None:
+        self.volume = volume
+        self.image = volume + ".img"
+        self.mountpoint = volume + ".disk"
+        self.mounted = False
+
+    def mount(self) -> str | None:
+        """Mount it and point the volume into it; return why not when this machine does not allow it."""
+        if os.geteuid() != 0 or not all(shutil.which(tool) for tool in ("mkfs.ext4", "mount", "fsfreeze")):
+            return "needs root, mkfs.ext4, mount and fsfreeze"
+        os.makedirs(self.mountpoint)
+        with open(self.image, "wb") as f:
+            f.truncate(64 << 20)
+        for command in (["mkfs.ext4", "-q", "-F", self.image], ["mount", "-o", "loop", self.image, self.mountpoint]):
+            why = _why_not(command)
+            if why is not None:
+                return why
+        self.mounted = True
+        inside = os.path.join(self.mountpoint, "volume")
+        os.makedirs(inside, mode=0o700)
+        os.symlink(inside, self.volume)
+        return None
+
+    def freeze(self) -> None:
+        """Every write and fsync to the file system waits from now on."""
+        subprocess.run(["fsfreeze", "--freeze", self.mountpoint], check=True, capture_output=True)
+
+    def thaw(self) -> None:
+        """The waiting writes go on."""
+        subprocess.run(["fsfreeze", "--unfreeze", self.mountpoint], capture_output=True)
+
+    def unmount(self) -> None:
+        """Thaw and lazily unmount (a stopped node may still hold files)."""
+        if self.mounted:
+            self.thaw()
+            subprocess.run(["umount", "-l", self.mountpoint], capture_output=True)
+            self.mounted = False
+        if os.path.exists(self.image):
+            os.remove(self.image)
+
+
+def _why_not(command: list[str]) -> str | None:
+    """Run C{command}; None if it succeeded, else the first line of why not."""
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode == 0:
+        return None
+    return (result.stderr.strip() or f"{command[0]} exited {result.returncode}").splitlines()[0]
 
 
 class FaultCluster:

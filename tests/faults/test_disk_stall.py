@@ -14,8 +14,6 @@ skipped.
 """
 
 import os
-import shutil
-import subprocess
 import time
 
 from twisted.internet import defer
@@ -23,57 +21,13 @@ from twisted.trial import unittest
 
 from minkms.wire import kms_pb2 as pb
 from minkms.wire.commands import BY_NAME
-from tests.faults.cluster import FaultCluster, sleep
+from tests.faults.cluster import FaultCluster, FrozenDisk, sleep
 from tests.harness import until
 
 STALL_SECONDS = 3.0
 """How long the leader's file system stays frozen: three election timeouts."""
 
 ELECTION_TIMEOUT = "1s"
-
-
-class FrozenDisk:
-    """A small ext4 file system on a loop device, mounted where a node's volume goes, that can be frozen."""
-
-    def __init__(self, volume: str) -> None:
-        self.volume = volume
-        self.image = volume + ".img"
-        self.mountpoint = volume + ".disk"
-        self.mounted = False
-
-    def mount(self) -> str | None:
-        """Mount it and point the volume into it; return why not when this machine does not allow it."""
-        if os.geteuid() != 0 or not all(shutil.which(tool) for tool in ("mkfs.ext4", "mount", "fsfreeze")):
-            return "needs root, mkfs.ext4, mount and fsfreeze"
-        os.makedirs(self.mountpoint)
-        with open(self.image, "wb") as f:
-            f.truncate(64 << 20)
-        for command in (["mkfs.ext4", "-q", "-F", self.image], ["mount", "-o", "loop", self.image, self.mountpoint]):
-            result = subprocess.run(command, capture_output=True, text=True)
-            if result.returncode != 0:
-                return (result.stderr.strip() or f"{command[0]} exited {result.returncode}").splitlines()[0]
-        self.mounted = True
-        inside = os.path.join(self.mountpoint, "volume")
-        os.makedirs(inside, mode=0o700)
-        os.symlink(inside, self.volume)
-        return None
-
-    def freeze(self) -> None:
-        """Every write and fsync to the file system waits from now on."""
-        subprocess.run(["fsfreeze", "--freeze", self.mountpoint], check=True, capture_output=True)
-
-    def thaw(self) -> None:
-        """The waiting writes go on."""
-        subprocess.run(["fsfreeze", "--unfreeze", self.mountpoint], capture_output=True)
-
-    def unmount(self) -> None:
-        """Thaw and lazily unmount (a stopped node may still hold files)."""
-        if self.mounted:
-            self.thaw()
-            subprocess.run(["umount", "-l", self.mountpoint], capture_output=True)
-            self.mounted = False
-        if os.path.exists(self.image):
-            os.remove(self.image)
 
 
 class DiskStallTests(unittest.TestCase):
